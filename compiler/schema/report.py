@@ -1,0 +1,18 @@
+"""The `report` section: one table, plots and an HTML page over all runs of a spec."""
+from __future__ import annotations
+
+from pydantic import Field
+
+from .base import StrictModel
+
+
+class ReportSection(StrictModel):
+    """Report settings."""
+
+    title: str | None = Field(None, description="Page title; null = the spec's description.")
+    significance_alpha: float = Field(
+        0.05, gt=0, lt=1, description="Level of the across-heads test of probe accuracy vs toxic share."
+    )
+    token_view_texts: list[str] = Field(
+        default_factory=list, description="Texts shown token by token with the probe's toxicity score."
+    )

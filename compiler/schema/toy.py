@@ -1,0 +1,29 @@
+"""The `toy` section: the paper's toy model of feature entanglement.
+
+Data: `n_chains` cyclic Markov chains over one shared alphabet of `n_tokens` tokens; a feature is a
+(chain, state) pair, so 3 × 4 = 12 features share a `d_model` = 4 residual stream. The swept quantity is
+how often the rare chain appears. Entanglement of feature i = max_{j≠i} |cos(v_i, v_j)| of probe
+directions; Welch floor sqrt((N−M)/((N−1)M)) ≈ 0.43 for N = 12, M = 4.
+"""
+from __future__ import annotations
+
+from pydantic import Field
+
+from .base import StrictModel
+
+
+class ToySection(StrictModel):
+    """Synthetic Markov-chain model; sweep `toy.rare_chain_frequency`."""
+
+    enabled: bool = Field(False, description="Run the toy experiment.")
+    n_chains: int = Field(3, ge=2, description="Cyclic Markov chains.")
+    n_tokens: int = Field(4, ge=2, description="Shared alphabet size.")
+    d_model: int = Field(4, gt=0, description="Residual stream width.")
+    n_layers: int = Field(4, gt=0, description="Transformer blocks.")
+    n_heads: int = Field(1, gt=0, description="Heads per block.")
+    rare_chain_frequency: float = Field(0.1, gt=0, lt=1, description="Share of sequences from the rare chain.")
+    sequence_length: int = Field(32, gt=1, description="Tokens per sequence.")
+    train_steps: int = Field(2000, gt=0, description="Optimizer steps.")
+    batch_size: int = Field(64, gt=0, description="Sequences per step.")
+    learning_rate: float = Field(3e-3, gt=0, description="Adam learning rate.")
+    seeds: int = Field(10, gt=0, description="Independent seeds per setting (paper: 10).")

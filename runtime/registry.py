@@ -1,0 +1,24 @@
+"""The stage kinds, in one explicit table (no discovery magic). Modules import torch lazily."""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+STAGES: dict[str, str] = {
+    "tokenizer": "runtime.tokenizer",
+    "mix": "runtime.mix",
+    "pretrain": "runtime.pretrain",
+    "activations": "runtime.activations",
+    "probe": "runtime.probe",
+    "steer": "runtime.steer",
+    "posttrain": "runtime.posttrain",
+    "evaluate": "runtime.evaluate",
+    "attack": "runtime.attack",
+    "toy": "runtime.toy",
+    "report": "runtime.report",
+}
+
+
+def load_stage(kind: str) -> ModuleType:
+    """The stage module: exposes VERSION, Config and run(cfg, ctx)."""
+    return importlib.import_module(STAGES[kind])

@@ -1,0 +1,151 @@
+"""The face every stage shares: a stage JSON in, an output folder out, written atomically.
+
+A stage JSON (written by `compiler.render`) is an envelope around the stage's `Config` dump:
+
+    {"kind": "probe", "id": "probe-…", "version": 1, "config": {…},
+     "inputs": {"activations": "results/activations/activations-…"},
+     "output": "results/probe/probe-…", "root": "/abs/project", "resources": {…}}
+
+`execute` re-validates `config` with the stage's own `Config` class, runs `run(cfg, ctx)` inside
+`results/.tmp/<kind>/<id>/`, writes `metrics.json` and then `stage.json` (the provenance manifest, and
+the file Snakemake waits for) and finally renames the folder into place. A failure leaves no output that
+looks finished; a stage that can resume keeps its checkpoints in `ctx.work` (`results/.work/…`), which
+survives failures and is removed after success.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+from compiler.errors import StageError
+
+TRACKED_PACKAGES = (
+    "mixsteer", "torch", "ai2-olmo", "transformers", "trl", "datasets", "tokenizers",
+    "scikit-learn", "numpy", "snakemake", "pydantic",
+)
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """Everything a stage may touch besides its config: resolved paths and the thread budget."""
+
+    kind: str
+    stage_id: str
+    root: Path
+    out: Path
+    work: Path
+    inputs: dict[str, Path]
+    threads: int = 1
+    resources: dict[str, Any] = field(default_factory=dict)
+
+    def resolve(self, path: str | os.PathLike) -> Path:
+        """A path from a config: relative paths are relative to the project root."""
+        p = Path(path)
+        return p if p.is_absolute() else self.root / p
+
+    def input(self, name: str) -> Path:
+        try:
+            return self.inputs[name]
+        except KeyError:
+            raise StageError(f"{self.kind} {self.stage_id}: missing input {name!r} "
+                             f"(have {sorted(self.inputs)})") from None
+
+
+class NotImplementedStage(StageError):
+    """Raised by a stage whose runtime has not been built yet (never writes output)."""
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_commit(root: Path) -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (temp file + rename) with sorted keys."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_envelope(path: Path) -> dict[str, Any]:
+    try:
+        env = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StageError(f"cannot read stage config {path}: {exc}") from None
+    for key in ("kind", "id", "version", "config", "inputs", "output", "root"):
+        if key not in env:
+            raise StageError(f"stage config {path} lacks {key!r}")
+    return env
+
+
+def execute(envelope: dict[str, Any], module: Any, *, rank_zero: Callable[[], bool] = lambda: True) -> Path:
+    """Validate, run and publish one stage instance; returns the final output folder."""
+    kind, stage_id = envelope["kind"], envelope["id"]
+    if envelope["version"] != module.VERSION:
+        raise StageError(
+            f"{stage_id} was planned with {kind} VERSION {envelope['version']} but the code is "
+            f"VERSION {module.VERSION}: recompile the spec (snakemake does it on its next parse)"
+        )
+    cfg = module.Config.model_validate(envelope["config"])
+    root = Path(envelope["root"])
+    final = root / envelope["output"]
+    tmp = root / "results" / ".tmp" / kind / stage_id
+    work = root / "results" / ".work" / kind / stage_id
+    if rank_zero():
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        work.mkdir(parents=True, exist_ok=True)
+    ctx = StageContext(
+        kind=kind, stage_id=stage_id, root=root, out=tmp, work=work,
+        inputs={k: root / v for k, v in envelope["inputs"].items()},
+        threads=int(envelope.get("resources", {}).get("threads", 1)),
+        resources=envelope.get("resources", {}),
+    )
+    started = time.time()
+    metrics = module.run(cfg, ctx) or {}
+    if not rank_zero():
+        return final
+    write_json(tmp / "metrics.json", metrics)
+    write_json(tmp / "stage.json", {
+        "kind": kind, "id": stage_id, "version": module.VERSION,
+        "config": envelope["config"], "inputs": envelope["inputs"],
+        "git_commit": git_commit(root), "packages": package_versions(),
+        "python": sys.version.split()[0], "started_unix": started,
+        "seconds": round(time.time() - started, 3),
+    })
+    publish(tmp, final)
+    shutil.rmtree(work, ignore_errors=True)
+    return final
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Move a finished folder into place; Snakemake may have pre-created an empty `final`."""
+    if final.exists():
+        if (final / "stage.json").exists():
+            raise StageError(f"{final} is already complete; refusing to overwrite a finished output")
+        shutil.rmtree(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, final)
