@@ -1,17 +1,23 @@
 """`steer` stage: ITI folded into the o_proj bias of a normal HF checkpoint.
 
-Reads: a model folder and a probe artifact. Writes: `model/` (steered HF checkpoint),
-`intervention.json`.
+Reads: a model folder (`model/`) and a probe artifact (`accuracy.json`, `directions.safetensors`).
+Writes: `model/` (steered HF checkpoint + the input's tokenizer files) and `intervention.json` (per
+steered head: layer, head, unit direction, std, alpha, accuracy), which `runtime.iti.apply_intervention`
+folds into the unsteered model again. Its id changes with top_k_heads, direction and alpha.
 """
 from __future__ import annotations
 
 from typing import Literal
 
 from compiler.schema.base import StrictModel
-from runtime.stage import NotImplementedStage, StageContext
+from runtime.stage import StageContext
 
 VERSION = 1
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
+
+WEIGHT_FILES = ("config.json", "generation_config.json", "model.safetensors",
+                "model.safetensors.index.json", "pytorch_model.bin")
+"""Files of the input model folder that `save_pretrained` rewrites; every other file is copied."""
 
 
 class Config(StrictModel):
@@ -21,6 +27,45 @@ class Config(StrictModel):
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:
-    raise NotImplementedStage(
-        "the steer stage is not implemented yet (issue 5); it writes no output"
-    )
+    import json
+    import shutil
+
+    import numpy as np
+    import torch
+    from safetensors.numpy import load_file
+    from transformers import AutoModelForCausalLM
+
+    from compiler.errors import StageError
+    from runtime import iti
+    from runtime.stage import write_json
+
+    torch.set_num_threads(ctx.threads)
+    probe_dir, model_dir = ctx.input("probe"), ctx.input("model") / "model"
+    accuracy = np.asarray(json.loads((probe_dir / "accuracy.json").read_text())["head_accuracy"],
+                          dtype=np.float64)
+    tensors = load_file(str(probe_dir / "directions.safetensors"))
+    try:
+        intervention = iti.build_intervention(
+            accuracy, tensors[cfg.direction], tensors[f"std_{cfg.direction}"],
+            top_k_heads=cfg.top_k_heads, alpha=cfg.alpha, direction=cfg.direction,
+        )
+    except (KeyError, ValueError) as exc:
+        raise StageError(f"steer {ctx.stage_id}: bad probe artifact {probe_dir}: {exc}") from None
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto")
+    try:
+        iti.fold_into_o_proj(model, intervention)
+    except ValueError as exc:
+        raise StageError(f"steer {ctx.stage_id}: probe {probe_dir} does not fit {model_dir}: {exc}") from None
+
+    out_model = ctx.out / "model"
+    out_model.mkdir(parents=True)
+    for f in model_dir.iterdir():
+        if f.is_file() and f.name not in WEIGHT_FILES:
+            shutil.copy2(f, out_model / f.name)
+    model.save_pretrained(out_model)
+    write_json(ctx.out / "intervention.json", intervention)
+
+    shift_norms = [abs(h["alpha"] * h["std"]) for h in intervention["heads"]]
+    return {"n_heads_steered": len(shift_norms), "alpha": cfg.alpha,
+            "mean_shift_norm": float(np.mean(shift_norms))}
