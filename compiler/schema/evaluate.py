@@ -53,6 +53,11 @@ class PerspectiveScorer(StrictModel):
     cache_path: str = Field(
         ".cache/perspective.sqlite", description="Persistent text→score cache.", json_schema_extra=NOT_IN_ID
     )
+    timeout_s: float = Field(30.0, gt=0, description="Per-request timeout in seconds.", json_schema_extra=NOT_IN_ID)
+    backoff_initial_s: float = Field(
+        1.0, gt=0, description="First retry wait in seconds; doubles on each retry (capped at 64 s).",
+        json_schema_extra=NOT_IN_ID,
+    )
 
 
 ScorerSpec = Annotated[Union[OfflineScorer, DetoxifyScorer, PerspectiveScorer], Field(discriminator="kind")]
