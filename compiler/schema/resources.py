@@ -22,7 +22,14 @@ class StageResources(StrictModel):
     mem_mb: int = Field(4000, gt=0, description="Memory, MB.")
     gpus: int = Field(0, ge=0, description="GPUs per instance (pretrain runs torchrun with one process each).")
     nodes: int = Field(1, gt=0, description="Nodes (multi-node pretraining under SLURM).")
+    processes_per_node: int | None = Field(
+        None, gt=0, description="torchrun processes per node (pretrain); null = gpus, or 1 without GPUs."
+    )
     runtime_minutes: int = Field(60, gt=0, description="Wall-clock limit and cost estimate, minutes.")
+
+    @property
+    def processes(self) -> int:
+        return self.processes_per_node or max(1, self.gpus)
 
     @property
     def gpu_hours(self) -> float:

@@ -1,0 +1,17 @@
+# mixsteer workflow. Thin on purpose: the compiler turns each spec into build/<spec>/ and a rules file.
+#   snakemake --cores all                                  # specs/demo.yaml
+#   snakemake --cores all --config spec=specs/x.yaml       # another spec
+#   snakemake --cores all --config 'spec=[specs/a.yaml,specs/b.yaml]'
+#   snakemake -n                                           # dry run: what would run
+from compiler.snakemake_entry import load_workflow
+
+MIXSTEER = load_workflow(config, workflow.basedir)
+
+
+include: MIXSTEER.rules_file
+
+
+rule all:
+    default_target: True
+    input:
+        MIXSTEER.targets,

@@ -1,0 +1,105 @@
+"""Domain checks on a validated run: what pydantic's per-field rules cannot see.
+
+Each check returns (path, message) pairs; the caller locates the path in the YAML. Relative data
+paths are relative to the project root, which the checks receive from the caller (never from cwd).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+from pydantic import BaseModel
+
+from .schema import Spec
+from .schema.data import TokenizerInfo
+from .schema.sources import LOCAL_PATH_KINDS, MemmapSource
+
+Finding = tuple[tuple[Any, ...], str]
+
+
+def pretrain_steps(spec: Spec) -> int:
+    """Optimizer steps: epochs over the mixture at global_batch × sequence_length tokens per step."""
+    assert spec.data is not None
+    per_step = spec.pretrain.global_batch_size * spec.pretrain.sequence_length
+    return int(spec.data.total_tokens * spec.pretrain.epochs // per_step)
+
+
+def walk_models(model: BaseModel, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], BaseModel]]:
+    """Every nested model with its path (dict keys and list indices included)."""
+    yield path, model
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        items: list[tuple[Any, Any]]
+        if isinstance(value, BaseModel):
+            items = [((name,), value)]
+        elif isinstance(value, dict):
+            items = [((name, k), v) for k, v in value.items()]
+        elif isinstance(value, (list, tuple)):
+            items = [((name, i), v) for i, v in enumerate(value)]
+        else:
+            continue
+        for sub, v in items:
+            if isinstance(v, BaseModel):
+                yield from walk_models(v, path + sub)
+
+
+def domain_problems(spec: Spec, root: Path | None = None) -> list[Finding]:
+    out: list[Finding] = []
+    m = spec.model
+    n_heads_total = m.n_layers * m.n_heads
+    needs_model = {
+        "probe": spec.probe is not None,
+        "evaluate": spec.evaluate is not None,
+        "attack": spec.attack is not None,
+        "posttrain.sft": spec.posttrain.sft is not None,
+        "posttrain.dpo": spec.posttrain.dpo is not None,
+    }
+    if spec.data is None:
+        for section, present in needs_model.items():
+            if present:
+                out.append(((*section.split("."),), "needs a pretrained model: add a `data:` section"))
+    if spec.probe is not None and spec.probe.layers is not None:
+        for i, layer in enumerate(spec.probe.layers):
+            if not 0 <= layer < m.n_layers:
+                out.append((("probe", "layers", i), f"layer {layer} out of range: the model has {m.n_layers} layers (0..{m.n_layers - 1})"))
+    if spec.steer.enabled:
+        if spec.probe is None:
+            out.append((("steer", "enabled"), "ITI needs probe directions: add a `probe:` section or set steer.enabled: false"))
+        probed_heads = m.n_heads * (len(spec.probe.layers) if spec.probe and spec.probe.layers else m.n_layers)
+        if spec.steer.top_k_heads > probed_heads:
+            out.append((("steer", "top_k_heads"), f"top_k_heads {spec.steer.top_k_heads} exceeds the {probed_heads} probed heads ({m.n_layers} layers × {m.n_heads} heads = {n_heads_total})"))
+    if spec.attack is not None and spec.evaluate is None:
+        out.append((("attack",), "the attack judge uses evaluate.scorer: add an `evaluate:` section"))
+    if spec.data is not None:
+        info = TokenizerInfo.of(spec.tokenizer)
+        if spec.pretrain.sequence_length > m.max_sequence_length:
+            out.append((("pretrain", "sequence_length"), f"{spec.pretrain.sequence_length} exceeds model.max_sequence_length {m.max_sequence_length}"))
+        if spec.pretrain.global_batch_size % spec.pretrain.device_microbatch_size:
+            out.append((("pretrain", "device_microbatch_size"), f"must divide global_batch_size {spec.pretrain.global_batch_size}"))
+        steps = pretrain_steps(spec)
+        if steps < 1:
+            out.append((("pretrain", "global_batch_size"), f"the mixture ({spec.data.total_tokens} tokens × {spec.pretrain.epochs} epochs) is smaller than one batch"))
+        elif spec.pretrain.warmup_steps >= steps:
+            out.append((("pretrain", "warmup_steps"), f"warmup ({spec.pretrain.warmup_steps} steps) must be shorter than training ({steps} steps)"))
+        for path, model in walk_models(spec):
+            if isinstance(model, MemmapSource) and model.tokenizer != info.identifier:
+                out.append(((*path, "tokenizer"), f"source was tokenized with {model.tokenizer!r} but the spec's tokenizer is {info.identifier!r}"))
+        if info.vocab_size > 65535 and any(isinstance(s, MemmapSource) and s.dtype == "uint16" for s in spec.data.sources.values()):
+            out.append((("tokenizer",), "vocabulary exceeds uint16; memmap sources must be uint32"))
+    if root is not None:
+        out.extend(missing_paths(spec, root))
+    return out
+
+
+def missing_paths(spec: Spec, root: Path) -> list[Finding]:
+    """Local files the spec names that do not exist (relative to the project root)."""
+    out: list[Finding] = []
+    for path, model in walk_models(spec):
+        kind = getattr(model, "kind", None)
+        for field in ("path", "checkpoint_path"):
+            value = getattr(model, field, None)
+            if value is None or (field == "path" and kind not in LOCAL_PATH_KINDS):
+                continue
+            if not (root / value).exists():
+                out.append(((*path, field), f"{value!r} does not exist (relative to {root})"))
+    return out

@@ -1,0 +1,180 @@
+"""Validated runs → a deduplicated graph of stage instances with content ids.
+
+Per run the planner instantiates each stage whose section is present, wiring inputs by id:
+
+    tokenizer → mix → pretrain ─┬─ activations → probe → steer ─┐
+                                ├─ posttrain (sft, dpo) ─────────┼─ evaluate / attack per model variant
+                                └────────────────────────────────┘
+    toy (independent)                              report ← every evaluate, probe, attack, toy
+
+Model variants: `base` (pretrained), `prompting` (base + instruction prefix, a pseudo-stage: an
+evaluate instance with `prefix`), `iti`, `sft`, `dpo`. Instances are keyed by id, so runs that share a
+config share the instance: a sweep over `steer.alpha` has one pretraining per toxic share and seed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.registry import load_stage
+
+from .checks import pretrain_steps
+from .ids import stage_id
+from .schema import Spec
+from .schema.base import StrictModel
+from .schema.data import TokenizerInfo
+from .schema.resources import StageResources
+
+
+@dataclass(frozen=True)
+class StageInstance:
+    """One node of the plan: a stage kind with a concrete config and upstream ids."""
+
+    kind: str
+    id: str
+    version: int
+    config: StrictModel
+    inputs: dict[str, str]
+    resources: StageResources
+
+    @property
+    def output(self) -> str:
+        return f"results/{self.kind}/{self.id}"
+
+
+@dataclass
+class RunPlan:
+    """The instances one run uses, by role (`pretrain`, `evaluate/iti`, …)."""
+
+    name: str
+    axes: dict[str, Any]
+    spec: Spec
+    roles: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    spec_name: str
+    instances: dict[str, StageInstance]
+    runs: list[RunPlan]
+
+    @property
+    def report_id(self) -> str | None:
+        return next((i for i, s in self.instances.items() if s.kind == "report"), None)
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.instances: dict[str, StageInstance] = {}
+
+    def add(self, kind: str, config_fields: dict[str, Any], inputs: dict[str, str], spec: Spec) -> str:
+        module = load_stage(kind)
+        config = module.Config(**config_fields)
+        sid = stage_id(kind, module.VERSION, config.id_dump(), inputs)
+        if sid not in self.instances:
+            self.instances[sid] = StageInstance(kind, sid, module.VERSION, config, dict(inputs), spec.resources.of(kind))
+        return sid
+
+
+def build_plan(spec_name: str, runs: list[tuple[Any, Spec]]) -> Plan:
+    """`runs` are (resolve.Run, Spec) pairs from `compiler.validate`."""
+    b = _Builder()
+    run_plans = []
+    for run, spec in runs:
+        rp = RunPlan(run.name, dict(run.axes), spec)
+        rp.roles = _plan_run(b, spec)
+        run_plans.append(rp)
+    report_runs = [_report_row(rp, b.instances) for rp in run_plans]
+    inputs = sorted({i for rp in run_plans for role, i in rp.roles.items()
+                     if role.split("/")[0] in ("evaluate", "attack", "probe", "toy", "steer", "pretrain", "mix")})
+    if inputs:
+        first = run_plans[0].spec
+        rid = b.add("report", dict(
+            spec_name=spec_name, title=first.report.title or first.description or spec_name,
+            significance_alpha=first.report.significance_alpha,
+            token_view_texts=list(first.report.token_view_texts),
+            runs=[row for rows in report_runs for row in rows],
+        ), {i: i for i in inputs}, first)
+        for rp in run_plans:
+            rp.roles["report"] = rid
+    return Plan(spec_name, b.instances, run_plans)
+
+
+def _plan_run(b: _Builder, spec: Spec) -> dict[str, str]:
+    roles: dict[str, str] = {}
+    if spec.toy.enabled:
+        roles["toy"] = b.add("toy", dict(toy=spec.toy), {}, spec)
+    if spec.data is None:
+        return roles
+    info = TokenizerInfo.of(spec.tokenizer)
+    tok_sources = spec.data.sources if spec.tokenizer.kind == "bpe" else {}
+    roles["tokenizer"] = b.add("tokenizer", dict(tokenizer=spec.tokenizer, info=info, sources=tok_sources), {}, spec)
+    roles["mix"] = b.add("mix", dict(data=spec.data, tokenizer=info, seed=spec.seed), {"tokenizer": roles["tokenizer"]}, spec)
+    roles["pretrain"] = b.add("pretrain", dict(
+        model=spec.model, vocab=info, train=spec.pretrain, max_steps=pretrain_steps(spec), seed=spec.seed,
+    ), {"mix": roles["mix"], "tokenizer": roles["tokenizer"]}, spec)
+    models = {"base": roles["pretrain"]}
+    if spec.probe is not None:
+        p = spec.probe
+        layers = list(p.layers) if p.layers is not None else list(range(spec.model.n_layers))
+        roles["activations"] = b.add("activations", dict(
+            data=p.data, token_position=p.token_position, max_length_tokens=p.max_length_tokens,
+            layers=layers, batch_size=p.batch_size,
+        ), {"model": roles["pretrain"]}, spec)
+        roles["probe"] = b.add("probe", dict(
+            validation_fraction=p.validation_fraction, split_seed=p.split_seed,
+            implementation=p.implementation, l2_penalty=p.l2_penalty, max_iterations=p.max_iterations,
+            accuracy_threshold=p.accuracy_threshold,
+        ), {"activations": roles["activations"]}, spec)
+        if spec.steer.enabled:
+            s = spec.steer
+            models["iti"] = roles["steer"] = b.add("steer", dict(
+                top_k_heads=s.top_k_heads, direction=s.direction, alpha=s.alpha,
+            ), {"model": roles["pretrain"], "probe": roles["probe"]}, spec)
+    for method in ("sft", "dpo"):
+        section = getattr(spec.posttrain, method)
+        if section is not None and section.enabled:
+            models[method] = roles[f"posttrain/{method}"] = b.add(
+                "posttrain", {method: section, "seed": spec.seed}, {"model": roles["pretrain"]}, spec)
+    if spec.evaluate is not None:
+        ev = spec.evaluate
+        if ev.detection.data is None and spec.probe is not None:
+            ev = ev.model_copy(update={"detection": ev.detection.model_copy(update={"data": spec.probe.data})})
+        variants: dict[str, tuple[str, str | None]] = {v: (m, None) for v, m in models.items()}
+        if spec.posttrain.prompting.enabled:
+            variants["prompting"] = (roles["pretrain"], spec.posttrain.prompting.prefix)
+        for variant, (model_id, prefix) in sorted(variants.items(), key=lambda kv: _VARIANT_ORDER.index(kv[0])):
+            inputs = {"model": model_id, "mix": roles["mix"]}
+            if variant not in ("base", "prompting") and ev.cross_entropy.kl_to_base:
+                inputs["base"] = roles["pretrain"]
+            roles[f"evaluate/{variant}"] = b.add("evaluate", dict(evaluate=ev, prefix=prefix, seed=spec.seed), inputs, spec)
+            if spec.attack is not None and spec.attack.enabled and variant != "prompting":
+                roles[f"attack/{variant}"] = b.add("attack", dict(
+                    attack=spec.attack, scorer=ev.scorer, toxic_threshold=ev.toxic_threshold, seed=spec.seed,
+                ), {"model": model_id}, spec)
+    return roles
+
+
+_VARIANT_ORDER = ["base", "prompting", "iti", "sft", "dpo"]
+
+
+def _report_row(rp: RunPlan, instances: dict[str, StageInstance]) -> list[dict[str, Any]]:
+    """One row per model variant of a run: what the report tabulates and plots."""
+    spec = rp.spec
+    common = {
+        "run": rp.name, "axes": rp.axes, "seed": spec.seed,
+        "toxic_share": spec.data.toxic_share if spec.data else None,
+        "pretrain": rp.roles.get("pretrain"), "mix": rp.roles.get("mix"), "probe": rp.roles.get("probe"),
+        "toy": rp.roles.get("toy"),
+        "alpha": spec.steer.alpha if "steer" in rp.roles else None,
+    }
+    rows = []
+    for role, sid in rp.roles.items():
+        if role.startswith("evaluate/"):
+            variant = role.split("/", 1)[1]
+            rows.append({**common, "variant": variant, "evaluate": sid,
+                         "attack": rp.roles.get(f"attack/{variant}"),
+                         "alpha": common["alpha"] if variant == "iti" else None})
+    if not rows:
+        rows.append({**common, "variant": None, "evaluate": None, "attack": None})
+    return rows

@@ -1,0 +1,26 @@
+"""What the root Snakefile calls: read `config["spec"]`, compile, print spec errors without a traceback."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import MixsteerError
+from .workflow import Workflow
+
+DEFAULT_SPEC = "specs/demo.yaml"
+
+
+def spec_files(config: dict[str, Any]) -> list[str]:
+    value = config.get("spec", DEFAULT_SPEC)
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    return [str(v).strip() for v in value]
+
+
+def load_workflow(config: dict[str, Any], basedir: str) -> Workflow:
+    try:
+        return Workflow.compile(spec_files(config), Path(basedir))
+    except MixsteerError as exc:
+        print(f"mixsteer: cannot compile the workflow:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None

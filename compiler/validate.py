@@ -1,0 +1,103 @@
+"""Resolved documents → validated `Spec`s, with every problem located at file:line:col.
+
+Pydantic error locations are mapped back to YAML positions (discriminated-union tags dropped; a
+missing key points at its parent mapping); unknown keys get a "did you mean". Domain checks
+(`compiler.checks`) run on the validated runs. All problems of all runs are reported in one pass.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .checks import domain_problems
+from .errors import Problem, SpecError
+from .fields import check_path, did_you_mean, field_names_at
+from .load import PathKey, dotted
+from .resolve import Document, Run, expand_sweep, load_document
+from .schema import Spec
+
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> PathKey:
+    """Drop the parts of a pydantic loc that are not keys of the data (union tags, validator names)."""
+    out: list[Any] = []
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+            out.append(part)
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+            out.append(part)
+        elif isinstance(data, dict) and data.get("kind") == part:
+            continue  # discriminated-union tag
+        else:
+            out.append(part)
+            data = None
+    return tuple(out)
+
+
+def _message(err: dict[str, Any], loc: tuple[Any, ...]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        known = field_names_at(Spec, tuple(p for p in loc[:-1]))
+        return f"unknown key {loc[-1]!r}{did_you_mean(loc[-1], known)}"
+    if kind == "missing":
+        return f"missing required key {loc[-1]!r}"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if kind not in ("value_error", "assertion_error") and "input" in err and not isinstance(err["input"], (dict, list)):
+        msg += f" (got {err['input']!r})"
+    return msg
+
+
+def problems_of(doc: Document, data: dict[str, Any], exc: ValidationError) -> list[Problem]:
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = _data_path(data, tuple(err["loc"]))
+        anchor = loc[:-1] if err["type"] == "missing" else loc
+        p = doc.position(anchor)
+        out.append(Problem(p.file, p.line, p.column, dotted(loc), _message(err, tuple(err["loc"]))))
+    return out
+
+
+def validate_runs(doc: Document, default_name: str, root: Path | None = None) -> list[tuple[Run, Spec]]:
+    """Expand the sweep and validate every run; raise one SpecError with all problems."""
+    runs = expand_sweep(doc, lambda parts: check_path(Spec, parts))
+    problems: list[Problem] = []
+    validated: list[tuple[Run, Spec]] = []
+    for run in runs:
+        data = dict(run.document.data)
+        data.setdefault("name", default_name)
+        try:
+            spec = Spec.model_validate(data)
+        except ValidationError as exc:
+            problems.extend(problems_of(run.document, data, exc))
+            continue
+        validated.append((run, spec))
+    if not problems:
+        for run, spec in validated:
+            for path, message in domain_problems(spec, root):
+                p = run.document.position(path)
+                problems.append(Problem(p.file, p.line, p.column, dotted(path), message))
+    if problems:
+        raise SpecError(_unique(problems))
+    return validated
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    seen, out = set(), []
+    for p in problems:
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    return sorted(out, key=lambda p: (p.file, p.line, p.column, p.path))
+
+
+def load_spec(file: Path, root: Path | None = None, display: str | None = None) -> list[tuple[Run, Spec]]:
+    """File → validated runs. The spec's default name is the file stem; local paths are checked
+    against `root` when given."""
+    doc = load_document(Path(file), display)
+    stem = Path(file).stem.replace(".", "-").lower()
+    return validate_runs(doc, stem, root)
