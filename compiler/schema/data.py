@@ -97,6 +97,11 @@ class DataSection(StrictModel):
     tokenize_workers: int = Field(
         2, ge=1, description="Processes that tokenize in parallel.", json_schema_extra=NOT_IN_ID
     )
+    tokens_per_file: int = Field(
+        1 << 28, gt=0,
+        description="Training tokens per `tokens/part-XXXXX.npy` file (2^28 uint16 tokens = 512 MiB); "
+        "the last file holds the rest.",
+    )
 
     @model_validator(mode="after")
     def _mixture(self) -> "DataSection":
