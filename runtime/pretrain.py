@@ -1,16 +1,33 @@
 """`pretrain` stage: train an OLMo model with ai2-olmo on the `mix` tokens; export to HF.
 
-Reads: model, pretrain sections, the mix and tokenizer artifacts. Writes: `olmo/` (ai2-olmo checkpoint +
-config.yaml), `model/` (HF OlmoForCausalLM + tokenizer), `metrics.jsonl`.
+Reads: model, pretrain sections, the mix (`manifest.json` → `tokens/part-*.npy`) and tokenizer
+(`tokenizer.json`, `info.json`) artifacts. Writes: `olmo/config.yaml` (the ai2-olmo `TrainConfig` that
+built everything: it is saved, then loaded back and only the loaded copy is used), `olmo/model.pt`
+(OLMo state dict), `model/` (HF `OlmoForCausalLM` + tokenizer), `metrics.jsonl`.
+
+One code path for 1 process (`python -m runtime pretrain`) and `torchrun` (gloo on CPU, NCCL + FSDP
++ bf16 on GPUs): every rank calls `run`; only rank 0 (`is_rank_zero`) writes outputs. Checkpoints go to
+`ctx.work` and a rerun resumes from the newest. Its id changes with the model, vocabulary, pretrain
+section (less the NOT_IN_ID fields), step count and seed.
 """
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from compiler.errors import StageError
+from compiler.schema.base import StrictModel
 from compiler.schema.data import TokenizerInfo
 from compiler.schema.model import ModelSection
 from compiler.schema.pretrain import PretrainSection
+from runtime.stage import StageContext
 
-from compiler.schema.base import StrictModel
-from runtime.stage import NotImplementedStage, StageContext
+if TYPE_CHECKING:
+    from olmo.config import TrainConfig
 
 VERSION = 1
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
@@ -24,7 +41,136 @@ class Config(StrictModel):
     seed: int
 
 
-def run(cfg: Config, ctx: StageContext) -> dict:
-    raise NotImplementedStage(
-        "the pretrain stage is not implemented yet (issue 9); it writes no output"
+def is_rank_zero() -> bool:
+    """Rank 0 of a `torchrun` launch (or the only process): the one that creates and publishes output."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def token_files(mix: Path) -> list[Path]:
+    """The mix's token memmaps, in manifest order (paths in the manifest are relative to the mix folder)."""
+    manifest = json.loads((mix / "manifest.json").read_text())
+    files = [mix / f for f in manifest["token_files"]]
+    missing = [str(f) for f in files if not f.is_file()]
+    if not files or missing:
+        raise StageError(f"pretrain: mix {mix} lists no token files or misses {missing}")
+    return files
+
+
+def build_train_config(cfg: Config, *, data_paths: list[Path], tokenizer_file: Path, save_folder: Path,
+                       world_size: int, precision: str, run_name: str) -> "TrainConfig":
+    """The full ai2-olmo TrainConfig: every model field explicit (ai2-olmo's defaults are GPT-2-like)."""
+    from olmo.config import (
+        DataConfig, DDPConfig, FSDPConfig, ModelConfig, OptimizerConfig, SchedulerConfig, TokenizerConfig,
+        TrainConfig, WandbConfig,
     )
+
+    t = cfg.train
+    if t.sequence_length > cfg.model.max_sequence_length:
+        raise StageError(f"pretrain.sequence_length {t.sequence_length} exceeds model.max_sequence_length "
+                         f"{cfg.model.max_sequence_length}")
+    if t.global_batch_size % world_size:
+        raise StageError(f"pretrain.global_batch_size {t.global_batch_size} is not divisible by the "
+                         f"{world_size} processes")
+    if t.distributed_strategy == "single" and world_size > 1:
+        raise StageError(f"distributed_strategy 'single' cannot run on {world_size} processes")
+    if not float(cfg.model.rope_theta).is_integer():
+        raise StageError(f"model.rope_theta {cfg.model.rope_theta}: ai2-olmo takes an integer RoPE base")
+    device_batch = t.global_batch_size // world_size
+    model = ModelConfig(
+        **cfg.model.model_dump(exclude={"preset", "max_sequence_length", "rope_theta"}),
+        rope_theta=int(cfg.model.rope_theta),
+        max_sequence_length=t.sequence_length,  # ai2-olmo chunks the memmaps by this length
+        vocab_size=cfg.vocab.vocab_size, embedding_size=cfg.vocab.embedding_size,
+        eos_token_id=cfg.vocab.eos_token_id, pad_token_id=cfg.vocab.pad_token_id,
+        layer_norm_eps=1e-5, block_group_size=1, alibi=False, flash_attention=False,
+        multi_query_attention=None, embedding_layer_norm=False, scale_logits=False, norm_after=False,
+        rope_full_precision=True, init_device="cpu", init_cutoff_factor=None, scale_emb_init=False,
+        emb_init_std=None, precision=precision,
+    )
+    return TrainConfig(
+        run_name=run_name,
+        seed=cfg.seed,
+        model=model,
+        optimizer=OptimizerConfig(
+            name="adamw", learning_rate=t.learning_rate, weight_decay=t.weight_decay, betas=t.betas,
+            eps=t.eps, decay_norm_and_bias=False, decay_embeddings=False,
+        ),
+        scheduler=SchedulerConfig(
+            name=t.scheduler, units="steps", t_warmup=min(t.warmup_steps, cfg.max_steps // 10),
+            t_max=cfg.max_steps, alpha_f=t.final_lr_ratio,
+        ),
+        data=DataConfig(
+            paths=[str(p) for p in data_paths], memmap_dtype="uint16", pad_direction="right",
+            num_workers=t.data_workers, drop_last=True,
+        ),
+        tokenizer=TokenizerConfig(identifier=str(tokenizer_file)),
+        save_folder=str(save_folder),
+        save_overwrite=True,  # resume: the loader's train_data/ may exist from a failed run
+        save_interval_unsharded=t.checkpoint_interval_steps,
+        max_duration=str(cfg.max_steps),
+        stop_at=cfg.max_steps,
+        global_train_batch_size=t.global_batch_size,
+        device_train_batch_size=device_batch,
+        device_train_microbatch_size=min(t.device_microbatch_size, device_batch),
+        max_grad_norm=t.max_grad_norm,
+        precision=precision,
+        distributed_strategy=None if world_size == 1 else t.distributed_strategy,
+        fsdp=FSDPConfig(precision="mixed"),
+        ddp=DDPConfig(),
+        console_log_interval=t.log_interval_steps,
+        wandb=WandbConfig(project=t.wandb_project, name=run_name) if t.wandb_project else None,
+    )
+
+
+def run(cfg: Config, ctx: StageContext) -> dict:
+    import torch
+    from olmo.config import TrainConfig
+
+    from runtime import hf_export, olmo_train
+
+    rt = olmo_train.setup_runtime()
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(max(1, ctx.threads // local_world))
+    olmo_train.barrier()  # rank 0 has created ctx.out and ctx.work
+    precision = cfg.train.precision
+    if precision == "amp_bf16" and not olmo_train.bf16_supported(rt.device):
+        print(f"pretrain: no bf16 on {rt.device.type}; training in fp32", file=sys.stderr)
+        precision = "fp32"
+    mix, tokenizer = ctx.input("mix"), ctx.input("tokenizer")
+    built = build_train_config(
+        cfg, data_paths=token_files(mix), tokenizer_file=tokenizer / "tokenizer.json",
+        save_folder=ctx.work, world_size=rt.world_size, precision=precision, run_name=ctx.stage_id,
+    )
+    hf_export.check_representable(built.model)  # refuse before spending any compute
+    config_path = ctx.out / "olmo" / "config.yaml"
+    if rt.is_main:
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        built.save(config_path)
+    olmo_train.barrier()
+    train_cfg = TrainConfig.load(config_path)
+
+    log_fn = None
+    if train_cfg.wandb is not None and rt.is_main:
+        import wandb
+
+        wandb.init(project=train_cfg.wandb.project, name=train_cfg.wandb.name, config=train_cfg.asdict())
+        log_fn = lambda row: wandb.log(row, step=row["step"])  # noqa: E731
+    result = olmo_train.train(train_cfg, rt, max_steps=cfg.max_steps, work=ctx.work,
+                              log_path=ctx.work / "metrics.jsonl", log_fn=log_fn)
+    if rt.is_main:
+        torch.save(result.state_dict, ctx.out / "olmo" / "model.pt")
+        hf_export.export(train_cfg.model, result.state_dict, tokenizer, ctx.out / "model")
+        shutil.copyfile(ctx.work / "metrics.jsonl", ctx.out / "metrics.jsonl")
+        if log_fn is not None:
+            wandb.finish()
+    olmo_train.barrier()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return {
+        "initial_loss": result.initial_loss,
+        "final_loss": result.final_loss,
+        "steps": result.steps,
+        "tokens_trained": result.tokens_trained,
+        "tokens_per_second": result.tokens_per_second,
+        "n_params": result.n_params,
+    }

@@ -1,0 +1,325 @@
+"""A plain, visible training loop over ai2-olmo's own parts, for 1 process or `torchrun` (CPU or GPUs).
+
+Why not `olmo.train.Trainer`: it is CUDA-minded (hard-coded cuda device and NCCL, `autocast("cuda")`,
+`torch.cuda.get_rng_state` in checkpoints, `torch.load` restores that fail on torch ≥ 2.6; STACK.md).
+This loop uses the same `OLMo` model, `build_optimizer`, `build_scheduler`, `build_train_dataloader` and
+`Optimizer.clip_grads_and_collect_metrics`, in the Trainer's order (loss = token-sum / batch tokens per
+micro-batch, clip, then set LR/clip norm for the step, then `optim.step()`), so it reproduces its losses.
+
+Everything is read from one loaded ai2-olmo `TrainConfig`; the device and process-group backend are
+chosen at run time (NCCL on GPUs, gloo on CPU). Wrapping follows `distributed_strategy`: none
+(1 process), DDP, or FSDP (`device_id=torch.device("cpu")` on CPU). Checkpoints (model, optimizer, step,
+RNG states of every rank) are full, unsharded state dicts written atomically into the work folder;
+`train` resumes from the newest one, and the data loader restarts at the checkpoint's batch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from olmo.config import DistributedStrategy, TrainConfig
+from olmo.data import build_train_dataloader
+from olmo.model import OLMo
+from olmo.optim import build_optimizer, build_scheduler
+from olmo.torch_util import move_to_device, seed_all
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
+from tqdm import tqdm
+
+from compiler.errors import StageError
+
+CHECKPOINT_GLOB = "step-*.pt"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where this process runs: device, rank and world size (chosen from the environment once)."""
+
+    device: torch.device
+    rank: int
+    local_rank: int
+    world_size: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_runtime() -> Runtime:
+    """Join the `torchrun` process group if there is one: NCCL with GPUs, gloo on CPU."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=30))
+    return Runtime(device=device, rank=rank, local_rank=local_rank, world_size=world_size)
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """bf16 autocast is used only on GPUs that support it (CPU bf16 is slow and changes numerics)."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+@dataclass
+class TrainResult:
+    """What the loop hands back; `state_dict` (full OLMo weights, on CPU) only on rank 0."""
+
+    state_dict: dict[str, torch.Tensor] | None
+    initial_loss: float
+    final_loss: float
+    steps: int
+    tokens_trained: int
+    tokens_per_second: float
+    n_params: int
+
+
+# --- building -------------------------------------------------------------------------------------
+
+def build_model(cfg: TrainConfig, rt: Runtime) -> tuple[OLMo, torch.nn.Module]:
+    """OLMo initialised on CPU from `cfg.seed` (same weights for any world size), then wrapped."""
+    seed_all(cfg.seed)
+    model = OLMo(cfg.model)
+    strategy = cfg.distributed_strategy if rt.world_size > 1 else None
+    if strategy is None:
+        return model, model.to(rt.device)
+    if strategy == DistributedStrategy.ddp:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model.to(rt.device)
+        ids = [rt.device.index] if rt.device.type == "cuda" else None
+        return model, DDP(model, device_ids=ids, find_unused_parameters=cfg.ddp.find_unused_params)
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    return model, FSDP(
+        model,
+        sharding_strategy=cfg.fsdp.sharding_strategy,
+        mixed_precision=cfg.fsdp_precision,
+        auto_wrap_policy=model.get_fsdp_wrap_policy(cfg.fsdp.wrapping_strategy),
+        use_orig_params=cfg.fsdp.use_orig_params,
+        limit_all_gathers=True,
+        device_id=rt.device,
+    )
+
+
+def autocast(cfg: TrainConfig, rt: Runtime):
+    enabled = cfg.precision != "fp32"
+    return torch.autocast(rt.device.type, dtype=cfg.autocast_precision, enabled=enabled)
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+
+def rng_state(rt: Runtime) -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if rt.device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(rt.device)
+    return state
+
+
+def restore_rng_state(state: dict[str, Any], rt: Runtime) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and rt.device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], rt.device)
+
+
+def latest_checkpoint(work: Path) -> Path | None:
+    found = sorted(work.glob(CHECKPOINT_GLOB))
+    return found[-1] if found else None
+
+
+def save_checkpoint(work: Path, step: int, dist_model: torch.nn.Module, optim: torch.optim.Optimizer,
+                    rt: Runtime) -> None:
+    """Full (unsharded) model + optimizer state, the step and every rank's RNG, written atomically."""
+    model_sd, optim_sd = get_state_dict(
+        dist_model, optim, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+    )
+    rngs: list[Any] = [None] * rt.world_size
+    if dist.is_initialized():
+        dist.all_gather_object(rngs, rng_state(rt))
+    else:
+        rngs = [rng_state(rt)]
+    if rt.is_main:
+        path = work / f"step-{step:08d}.pt"
+        tmp = work / f".{path.name}.tmp-{os.getpid()}"
+        torch.save({"step": step, "model": model_sd, "optim": optim_sd, "rng": rngs,
+                    "world_size": rt.world_size}, tmp)
+        os.replace(tmp, path)
+        for old in work.glob(CHECKPOINT_GLOB):
+            if old != path:
+                old.unlink()
+    barrier()
+
+
+def load_checkpoint(path: Path, dist_model: torch.nn.Module, optim: torch.optim.Optimizer, rt: Runtime) -> int:
+    """Restore a checkpoint written by `save_checkpoint`; returns its step."""
+    # Our own file, holding numpy/python RNG objects: the torch ≥ 2.6 weights_only default refuses them.
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    set_state_dict(dist_model, optim, model_state_dict=ckpt["model"], optim_state_dict=ckpt["optim"],
+                   options=StateDictOptions(full_state_dict=True))
+    if ckpt["world_size"] == rt.world_size:
+        restore_rng_state(ckpt["rng"][rt.rank], rt)
+    return int(ckpt["step"])
+
+
+# --- the step -------------------------------------------------------------------------------------
+
+def train_batch(cfg: TrainConfig, rt: Runtime, dist_model: torch.nn.Module,
+                batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Forward/backward over micro-batches; returns this rank's mean token cross-entropy (detached)."""
+    input_ids = batch["input_ids"].to(rt.device)
+    batch_tokens = input_ids[:, 1:].numel()
+    micro_batches = input_ids.split(cfg.device_train_microbatch_size)
+    is_ddp = rt.world_size > 1 and cfg.distributed_strategy == DistributedStrategy.ddp
+    loss_sum = torch.zeros((), device=rt.device)
+    for i, ids in enumerate(micro_batches):
+        sync = dist_model.no_sync if is_ddp and i < len(micro_batches) - 1 else nullcontext
+        with sync():
+            with autocast(cfg, rt):
+                logits = dist_model(input_ids=ids).logits
+                loss = F.cross_entropy(
+                    logits[:, :-1].reshape(-1, logits.size(-1)).float(), ids[:, 1:].reshape(-1),
+                    reduction="sum",
+                ) / batch_tokens
+            loss.backward()
+        loss_sum += loss.detach()
+    return loss_sum
+
+
+def train_step(cfg: TrainConfig, rt: Runtime, dist_model: torch.nn.Module, optim, scheduler,
+               batch: dict[str, torch.Tensor], step: int, max_steps: int) -> dict[str, float]:
+    """One optimizer step, in the order of `olmo.train.Trainer.train_step`."""
+    optim.zero_grad(set_to_none=True)
+    loss = train_batch(cfg, rt, dist_model, move_to_device(batch, rt.device))
+    if dist.is_initialized():
+        dist.all_reduce(loss)
+        loss /= rt.world_size
+    optim_metrics = optim.clip_grads_and_collect_metrics(
+        step, collect_param_metrics=False,
+        process_group=getattr(dist_model, "process_group", None), device=rt.device,
+    )
+    lr = scheduler.get_lr(cfg.optimizer.learning_rate, step, max_steps)
+    for group in optim.param_groups:
+        group["lr"] = lr
+        group["max_grad_norm"] = scheduler.get_max_grad_norm(cfg.max_grad_norm, step, max_steps)
+        group["max_grad_norm_ratio"] = scheduler.get_max_grad_norm(cfg.max_grad_norm_ratio, step, max_steps)
+    optim.step()
+    loss_value = loss.item()
+    if not np.isfinite(loss_value):
+        raise StageError(f"pretrain: non-finite loss {loss_value} at step {step}")
+    return {"loss": loss_value, "lr": lr, "grad_norm": optim_metrics["total_grad_norm"].item()}
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+def batches(cfg: TrainConfig, start_step: int, max_steps: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches for steps start_step+1 … max_steps: epoch-wise reshuffles, restart mid-epoch exactly."""
+    loader = build_train_dataloader(cfg)
+    dataset = loader.dataset
+    steps_per_epoch = len(dataset.dataset) // cfg.global_train_batch_size  # drop_last
+    if steps_per_epoch == 0:
+        raise StageError(
+            f"pretrain: the mix holds {len(dataset.dataset)} sequences of {cfg.model.max_sequence_length} "
+            f"tokens, fewer than one global batch ({cfg.global_train_batch_size})"
+        )
+    step = start_step
+    while step < max_steps:
+        epoch, position = divmod(step, steps_per_epoch)
+        if epoch != dataset.epoch:
+            dataset.reshuffle(epoch)
+        dataset.start_index = position * cfg.global_train_batch_size
+        for batch in loader:
+            yield batch
+            step += 1
+            if step >= max_steps or step % steps_per_epoch == 0:
+                break
+
+
+# --- the loop -------------------------------------------------------------------------------------
+
+def _read_log(path: Path, up_to_step: int) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r["step"] <= up_to_step]
+
+
+def train(cfg: TrainConfig, rt: Runtime, *, max_steps: int, work: Path, log_path: Path,
+          log_fn: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train `max_steps` optimizer steps, resuming from the newest checkpoint in `work`.
+
+    `log_path` (a JSON-lines file, one row per logged step) lives in `work` so it survives a crash.
+    """
+    model, dist_model = build_model(cfg, rt)
+    n_params = model.num_params()
+    optim = build_optimizer(cfg, dist_model)
+    scheduler = build_scheduler(cfg)
+    start_step = 0
+    if (ckpt := latest_checkpoint(work)) is not None:
+        start_step = load_checkpoint(ckpt, dist_model, optim, rt)
+    rows = _read_log(log_path, start_step)
+    if rt.is_main:
+        log_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tokens_per_step = cfg.global_train_batch_size * cfg.model.max_sequence_length
+    interval, log_every = cfg.save_interval_unsharded, cfg.console_log_interval
+
+    dist_model.train()
+    bar = tqdm(total=max_steps, initial=start_step, desc="pretrain", unit="step", disable=not rt.is_main)
+    step, seconds, tokens_s = start_step, 0.0, 0.0
+    tic = time.perf_counter()
+    for batch in batches(cfg, start_step, max_steps):
+        step += 1
+        metrics = train_step(cfg, rt, dist_model, optim, scheduler, batch, step, max_steps)
+        seconds += time.perf_counter() - tic
+        tokens_s = (step - start_step) * tokens_per_step / seconds
+        row = {"step": step, **metrics, "tokens_per_second": tokens_s, "tokens": step * tokens_per_step}
+        if rt.is_main and (step == 1 or step % log_every == 0 or step == max_steps):
+            with log_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            rows.append(row)
+            if log_fn is not None:
+                log_fn(row)
+        bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{tokens_s:,.0f}", refresh=False)
+        bar.update()
+        if step % interval == 0 and step < max_steps:
+            save_checkpoint(work, step, dist_model, optim, rt)
+        tic = time.perf_counter()
+    bar.close()
+    if step != max_steps:
+        raise StageError(f"pretrain: data ran out at step {step} of {max_steps}")
+
+    model_sd = get_model_state_dict(dist_model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    rows = _read_log(log_path, max_steps) if rt.is_main else rows
+    return TrainResult(
+        state_dict=model_sd if rt.is_main else None,
+        initial_loss=rows[0]["loss"] if rows else float("nan"),
+        final_loss=rows[-1]["loss"] if rows else float("nan"),
+        steps=step,
+        tokens_trained=step * tokens_per_step,
+        tokens_per_second=tokens_s,
+        n_params=n_params,
+    )
