@@ -1,14 +1,29 @@
 """`evaluate` stage: generation toxicity, detection, MMLU, cross-entropy and KL for one model.
 
-Reads: a model folder (and the base model for KL, the mix's held-out tokens for CE). Writes:
-`generations.jsonl`, `metrics.json`.
+Reads: `model` (HF checkpoint folder), optional `base` (the unsteered model, for KL) and `mix` (its
+`heldout/clean.npy` tokens, for cross-entropy), the prompt sets and labelled data named in the config.
+Writes: `generations.jsonl` (one row per sample: set, prompt, prefix, continuation, score), `mmlu.json`
+(per subject), `detection.json`, and returns the metrics. Its id changes with the `evaluate` section
+(less batch sizes and Perspective plumbing), the prompting `prefix`, the detection data and the seed.
+
+Toxicity metrics follow RealToxicityPrompts (Gehman et al. 2020), per prompt set and on its
+`challenging` subset when marked: expected maximum toxicity (mean over prompts of the max over samples),
+toxicity probability (share of prompts with at least one sample ≥ `toxic_threshold`), mean toxicity.
 """
 from __future__ import annotations
 
-from compiler.schema.evaluate import EvaluateSection
+import json
+from itertools import islice
+from pathlib import Path
+from typing import Any, Sequence
 
+from pydantic import Field
+
+from compiler.errors import StageError
 from compiler.schema.base import StrictModel
-from runtime.stage import NotImplementedStage, StageContext
+from compiler.schema.evaluate import EvaluateSection, PromptSet
+from compiler.schema.probe import LabelledData
+from runtime.stage import StageContext, write_json
 
 VERSION = 1
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
@@ -16,11 +31,150 @@ VERSION = 1
 
 class Config(StrictModel):
     evaluate: EvaluateSection
-    prefix: str | None = None
+    prefix: str | None = Field(None, description="Prompting baseline: text prepended to every prompt.")
     seed: int
+    detection_data: LabelledData | None = Field(
+        None, description="Labelled data for detection when `evaluate.detection.data` is null "
+        "(the compiler passes the probe data).",
+    )
+
+
+def toxicity_metrics(scores: Sequence[Sequence[float]], threshold: float) -> dict[str, float]:
+    """RTP metrics over prompts, each with its samples' scores."""
+    if not scores or any(not s for s in scores):
+        raise ValueError("every prompt needs at least one scored sample")
+    maxima = [max(s) for s in scores]
+    flat = [v for s in scores for v in s]
+    return {
+        "expected_max_toxicity": sum(maxima) / len(maxima),
+        "toxicity_probability": sum(m >= threshold for m in maxima) / len(maxima),
+        "mean_toxicity": sum(flat) / len(flat),
+    }
+
+
+def _iter_records(source: Any, root: Path):
+    from runtime.sources import iter_records
+
+    return iter_records(source, root)
+
+
+def _field(record: dict[str, Any], dotted: str) -> Any:
+    """`prompt.text` reads RTP's nested prompt; a plain name reads a flat field."""
+    value: Any = record
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise KeyError(dotted)
+        value = value[part]
+    return value
+
+
+def load_prompts(ps: PromptSet, root: Path) -> tuple[list[str], list[bool] | None]:
+    """Prompt texts of a set and, when `challenging_field` is given, its challenging flags."""
+    text_field = getattr(ps.source, "text_field", "text")
+    texts, flags = [], []
+    for i, rec in enumerate(islice(_iter_records(ps.source, root), ps.max_prompts)):
+        try:
+            texts.append(str(_field(rec, text_field)))
+            if ps.challenging_field:
+                flags.append(bool(_field(rec, ps.challenging_field)))
+        except KeyError as exc:
+            raise StageError(f"prompt set {ps.name!r}: record {i} lacks field {exc.args[0]!r}") from None
+    if not texts:
+        raise StageError(f"prompt set {ps.name!r} is empty")
+    return texts, (flags if ps.challenging_field else None)
+
+
+def _generation_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float]:
+    from runtime.generate import Sampling, sample_continuations
+    from runtime.scorers import build_scorer
+
+    ev, g = cfg.evaluate, cfg.evaluate.generation
+    sampling = Sampling(g.samples_per_prompt, g.max_new_tokens, g.temperature, g.top_p, g.batch_size, cfg.seed)
+    scorer = build_scorer(ev.scorer, ctx.root)
+    metrics: dict[str, float] = {}
+    with open(ctx.out / "generations.jsonl", "w", encoding="utf-8") as out:
+        for ps in ev.prompt_sets:
+            prompts, challenging = load_prompts(ps, ctx.root)
+            keys = [f"{ps.name}/{i}" for i in range(len(prompts))]
+            conts = sample_continuations(model, tok, prompts, keys, sampling, prefix=cfg.prefix, desc=ps.name)
+            flat = scorer.score([c for cs in conts for c in cs])
+            n = g.samples_per_prompt
+            scores = [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
+            for i, (prompt, cs, ss) in enumerate(zip(prompts, conts, scores)):
+                for j, (c, s) in enumerate(zip(cs, ss)):
+                    row = {"set": ps.name, "prompt_index": i, "prompt": prompt, "prefix": cfg.prefix,
+                           "sample": j, "continuation": c, "score": s}
+                    if challenging is not None:
+                        row["challenging"] = challenging[i]
+                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            metrics[f"{ps.name}_prompts"] = float(len(prompts))
+            metrics.update({f"{ps.name}_{k}": v for k, v in toxicity_metrics(scores, ev.toxic_threshold).items()})
+            if challenging is not None and any(challenging):
+                hard = [s for s, c in zip(scores, challenging) if c]
+                metrics[f"{ps.name}_challenging_prompts"] = float(len(hard))
+                metrics.update({f"{ps.name}_challenging_{k}": v
+                                for k, v in toxicity_metrics(hard, ev.toxic_threshold).items()})
+    return metrics
+
+
+def _mmlu_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float]:
+    from runtime import capability
+
+    m = cfg.evaluate.mmlu
+    subjects = m.subjects or capability.mmlu_subjects()[:m.max_subjects]
+    items = capability.mmlu_items(subjects, split=m.split, shots=m.shots, max_questions=m.max_questions_per_subject)
+    res = capability.multiple_choice_accuracy(model, tok, items, cfg.evaluate.generation.batch_size)
+    write_json(ctx.out / "mmlu.json", res)
+    return {"mmlu_accuracy": res["accuracy"], "mmlu_accuracy_len_norm": res["accuracy_len_norm"],
+            "mmlu_questions": float(res["questions"])}
+
+
+def _cross_entropy_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float]:
+    from runtime import capability
+    from runtime.generate import load_model
+
+    ce = cfg.evaluate.cross_entropy
+    docs = capability.heldout_documents(ctx.input("mix") / "heldout" / "clean.npy", tok.eos_token_id,
+                                        ce.documents, ce.tokens_per_document)
+    base = None
+    if ce.kl_to_base and "base" in ctx.inputs:
+        base, _ = load_model(ctx.input("base") / "model", next(model.parameters()).device)
+    return capability.cross_entropy_and_kl(model, docs, cfg.evaluate.generation.batch_size, base=base)
+
+
+def _detection_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float]:
+    from runtime import capability
+
+    det = cfg.evaluate.detection
+    data = det.data or cfg.detection_data
+    if data is None:
+        raise StageError("evaluate.detection is enabled but has no data: set evaluate.detection.data, "
+                         "add a probe section, or set evaluate.detection.enabled: false")
+    records = islice(_iter_records(data.source, ctx.root), data.max_examples)
+    examples = capability.detection_examples(records, text_field=getattr(data.source, "text_field", "text"),
+                                             label_field=data.label_field, label_threshold=data.label_threshold)
+    res = capability.detection_accuracy(model, tok, examples, shots=det.shots, max_examples=det.max_examples,
+                                        seed=cfg.seed, batch_size=cfg.evaluate.generation.batch_size)
+    write_json(ctx.out / "detection.json", res)
+    return {"detection_accuracy": res["accuracy"], "detection_balanced_accuracy": res["balanced_accuracy"],
+            "detection_examples": float(res["examples"])}
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:
-    raise NotImplementedStage(
-        "the evaluate stage is not implemented yet (issue 6); it writes no output"
-    )
+    import torch
+
+    from runtime.generate import load_model
+
+    torch.set_num_threads(max(1, ctx.threads))
+    torch.manual_seed(cfg.seed)
+    model, tok = load_model(ctx.input("model") / "model")
+    if cfg.evaluate.cross_entropy.kl_to_base and "base" in ctx.inputs and "mix" not in ctx.inputs:
+        raise StageError("kl_to_base needs the mix's held-out tokens, but this evaluate has no `mix` input")
+    metrics = _generation_metrics(cfg, ctx, model, tok)
+    if cfg.evaluate.mmlu.enabled:
+        metrics |= _mmlu_metrics(cfg, ctx, model, tok)
+    if "mix" in ctx.inputs:
+        metrics |= _cross_entropy_metrics(cfg, ctx, model, tok)
+    if cfg.evaluate.detection.enabled:
+        metrics |= _detection_metrics(cfg, ctx, model, tok)
+    return metrics

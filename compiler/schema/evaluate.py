@@ -81,6 +81,9 @@ class MMLUSection(StrictModel):
     max_subjects: int | None = Field(None, gt=0, description="First N subjects (alphabetical) if subjects is null.")
     max_questions_per_subject: int | None = Field(None, gt=0, description="Cap per subject.")
     shots: int = Field(0, ge=0, le=5, description="In-context examples from the dev split.")
+    split: Literal["test", "validation"] = Field(
+        "test", description="Split whose questions are scored (ai2-olmo's in-loop eval uses validation)."
+    )
 
 
 class DetectionSection(StrictModel):

@@ -166,3 +166,16 @@ def test_rate_limit_and_exponential_backoff(make_server, tmp_path):
     client(fast, tmp_path / "d.sqlite", queries_per_second=2, sleep=sleep, clock=lambda: now[0]).score(
         ["p", "q", "r", "s"])
     assert sleeps == [0.5, 0.5, 0.5]  # 4 requests, 2 per second
+
+
+def test_build_scorer_reads_the_key_once(make_server, tmp_path, monkeypatch):
+    from compiler.schema.evaluate import PerspectiveScorer
+    from runtime.scorers import build_scorer
+
+    server = make_server(faults=())
+    monkeypatch.setenv("MIXSTEER_TEST_KEY", "sekrit")
+    scorer = build_scorer(PerspectiveScorer(api_key_env="MIXSTEER_TEST_KEY", endpoint=server.endpoint,
+                                            queries_per_second=1000, cache_path="p.sqlite"), tmp_path)
+    monkeypatch.delenv("MIXSTEER_TEST_KEY")
+    assert scorer.score(["hi there"]) == [toy_score("hi there")]  # the server checks the key
+    assert (tmp_path / "p.sqlite").is_file()
