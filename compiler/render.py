@@ -97,7 +97,7 @@ def render_rules(kinds: list[str], specs: list[str], rules_file: Path) -> str:
     conda_env = os.path.relpath(TEMPLATES.parent / "envs" / "mixsteer.yaml", rules_file.parent)
     rules = [
         {"kind": k, "extra_outputs": EXTRA_OUTPUTS.get(k, []),
-         "threads": f'MIXSTEER.max_threads("{k}")'}
+         "threads": "lambda wc: MIXSTEER.resource(wc.id, \"threads\")"}
         for k in kinds
     ]
     return env.get_template("rules.smk.j2").render(rules=rules, specs=specs, id_hex=ID_HEX, conda_env=conda_env)

@@ -5,7 +5,7 @@ bases: mappings merge key by key, anything else (lists, scalars, null) replaces.
 the extending file; cycles are an error. Every key keeps the position of the file that set it.
 
 sweep: `grid:` axes form a cartesian product, `zip:` axes advance in lock-step (equal lengths); the two
-combine as grid × zip. Each run is the merged document with the axis values set at their dotted paths,
+combine as grid × zip; an axis set to null (in an extending spec) is removed. Each run is the merged document with the axis values set at their dotted paths,
 named `axis=value,…` by the last path component (the full path where two axes share one).
 """
 from __future__ import annotations
@@ -130,6 +130,8 @@ def expand_sweep(doc: Document, check_path: Callable[[PathKey], str | None]) -> 
         if not isinstance(table, dict):
             continue  # the schema reports the type error
         for key, values in table.items():
+            if values is None:
+                continue  # `axis: null` in an extending spec removes the base's axis
             where = doc.position(("sweep", mode, key))
             parts = tuple(str(key).split("."))
             if parts[0] in ("sweep", "extends", "name"):

@@ -88,9 +88,6 @@ class Workflow:
     def resource(self, sid: str, name: str) -> int:
         return int(getattr(self.instances[sid].resources, name))
 
-    def max_threads(self, kind: str) -> int:
-        return max((i.resources.threads for i in self.instances.values() if i.kind == kind), default=1)
-
     @property
     def targets(self) -> list[str]:
         return [f"{i.output}/stage.json" for i in self.instances.values()]

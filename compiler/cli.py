@@ -1,0 +1,212 @@
+"""`mixsteer`: validate, inspect, plan, compile and diff experiment specs.
+
+The only module that touches the process environment: it reads argv and the project root (`--root`,
+default: the current directory) once and passes them down. Spec problems print as
+`file:line:col: path: message` and exit 2, never with a traceback; anything else is a bug and keeps
+its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import MixsteerError, SpecError
+
+EPILOG = """\
+examples:
+  mixsteer validate specs/*.yaml          check every spec (exit 2 on problems)
+  mixsteer show specs/demo.yaml           the fully resolved spec (defaults, extends, one run)
+  mixsteer plan specs/demo.yaml           stage instances, their ids and which outputs exist
+  mixsteer diff specs/a.yaml specs/b.yaml what B changes vs A and which stages must rerun
+  mixsteer compile specs/demo.yaml        write build/demo/ (stage JSONs, lock.json, rules.smk)
+  mixsteer schema > spec.schema.json      JSON Schema for editor completion
+then run it:  snakemake --cores all --config spec=specs/demo.yaml
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `mixsteer plan … | head` ends quietly
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    root = Path(args.root).resolve()
+    try:
+        return args.func(args, root)
+    except SpecError as exc:
+        print(f"{len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''}:", file=sys.stderr)
+        print(str(exc), file=sys.stderr)
+        return 2
+    except MixsteerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mixsteer",
+        description="Compile declarative YAML experiment specs (pretraining mixtures, probing, "
+                    "steering, post-training, evaluation) into a Snakemake workflow.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--root", default=".", help="project root: results/, build/ and relative data "
+                        "paths live here (default: current directory)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check specs; print every problem as file:line:col: path: message")
+    p.add_argument("specs", nargs="+", type=Path, metavar="SPEC")
+    p.add_argument("--json", action="store_true", help="machine-readable result")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("show", help="print the fully resolved spec (extends merged, defaults filled)")
+    p.add_argument("spec", type=Path, metavar="SPEC")
+    p.add_argument("--run", help="which sweep run to show (default: the first; see `plan` for names)")
+    p.add_argument("--json", action="store_true", help="JSON instead of YAML")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("plan", help="list stage instances with ids, status (done/resumable/new) and cost")
+    p.add_argument("spec", type=Path, metavar="SPEC")
+    p.add_argument("--json", action="store_true", help="machine-readable plan")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("compile", help="write build/<spec>/ (stage JSONs, plan.json, lock.json) and the rules file")
+    p.add_argument("specs", nargs="+", type=Path, metavar="SPEC")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("diff", help="what B changes vs A and which stage instances must rerun (exit 1 if different)")
+    p.add_argument("a", type=Path, metavar="A")
+    p.add_argument("b", type=Path, metavar="B")
+    p.add_argument("--json", action="store_true", help="machine-readable diff")
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of specs (for editors)")
+    p.set_defaults(func=cmd_schema)
+    return parser
+
+
+def _rel(path: Path, root: Path) -> Path:
+    return path if path.is_absolute() else (Path.cwd() / path)
+
+
+def cmd_validate(args: argparse.Namespace, root: Path) -> int:
+    from .plan import build_plan
+    from .validate import load_spec
+
+    results: list[dict[str, Any]] = []
+    for spec in args.specs:
+        try:
+            runs = load_spec(_rel(spec, root), root, str(spec))
+            plan = build_plan(runs[0][1].name, runs)
+            results.append({"spec": str(spec), "ok": True, "runs": len(runs), "instances": len(plan.instances)})
+        except SpecError as exc:
+            results.append({"spec": str(spec), "ok": False, "problems": [vars(p) for p in exc.problems]})
+            if not args.json:
+                print(str(exc), file=sys.stderr)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            if r["ok"]:
+                print(f"ok  {r['spec']}: {r['runs']} run(s), {r['instances']} stage instances")
+            else:
+                n = len(r["problems"])
+                print(f"BAD {r['spec']}: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
+    return 0 if all(r["ok"] for r in results) else 2
+
+
+def cmd_show(args: argparse.Namespace, root: Path) -> int:
+    from .validate import load_spec
+
+    runs = load_spec(_rel(args.spec, root), root, str(args.spec))
+    chosen = runs[0]
+    if args.run:
+        matches = [r for r in runs if r[0].name == args.run]
+        if not matches:
+            raise MixsteerError(f"no run {args.run!r}; runs: {', '.join(r[0].name for r in runs)}")
+        chosen = matches[0]
+    run, spec = chosen
+    dump = spec.model_dump(mode="json", exclude={"sweep"})
+    if args.json:
+        print(json.dumps({"run": run.name, "axes": run.axes, "spec": dump}, indent=2))
+    else:
+        print(f"# run {run.name} ({len(runs)} run(s) in this spec)")
+        print(yaml.safe_dump(dump, sort_keys=False, width=100), end="")
+    return 0
+
+
+def _status(root: Path, kind: str, sid: str) -> str:
+    if (root / "results" / kind / sid / "stage.json").exists():
+        return "done"
+    if (root / "results" / ".work" / kind / sid).exists():
+        return "resumable"
+    return "new"
+
+
+def cmd_plan(args: argparse.Namespace, root: Path) -> int:
+    from .render import plan_json
+    from .workflow import compile_spec
+
+    plan = compile_spec(_rel(args.spec, root), root)
+    users: dict[str, list[str]] = {}
+    for run in plan.runs:
+        for role, sid in run.roles.items():
+            users.setdefault(sid, []).append(f"{run.name}:{role}")
+    if args.json:
+        body = plan_json(plan)
+        for sid, inst in body["instances"].items():
+            inst["status"] = _status(root, inst["kind"], sid)
+        print(json.dumps(body, indent=2))
+        return 0
+    print(f"spec {plan.spec_name}: {len(plan.runs)} run(s), {len(plan.instances)} stage instances")
+    print(f"{'status':<10} {'id':<26} {'GPU-h':>7}  used by")
+    counts: dict[str, int] = {}
+    for sid, inst in plan.instances.items():
+        st = _status(root, inst.kind, sid)
+        counts[st] = counts.get(st, 0) + 1
+        who = users.get(sid, [])
+        shown = ", ".join(who[:3]) + (f" (+{len(who) - 3})" if len(who) > 3 else "")
+        print(f"{st:<10} {sid:<26} {inst.resources.gpu_hours:>7.1f}  {shown}")
+    print("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace, root: Path) -> int:
+    from .workflow import Workflow
+
+    wf = Workflow.compile([_rel(s, root) for s in args.specs], root)
+    for plan in wf.plans:
+        print(f"build/{plan.spec_name}/: {len(plan.instances)} stage JSONs, plan.json, lock.json")
+    print(f"rules: {wf.rules_file.relative_to(root)}")
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace, root: Path) -> int:
+    from .diff import diff_plans, format_diff
+    from .workflow import compile_spec
+
+    a = compile_spec(_rel(args.a, root), root)
+    b = compile_spec(_rel(args.b, root), root)
+    d = diff_plans(a, b)
+    if args.json:
+        print(json.dumps(d.to_json(), indent=2, default=str))
+    else:
+        print(format_diff(d, str(args.a), str(args.b)))
+    return 0 if d.identical else 1
+
+
+def cmd_schema(args: argparse.Namespace, root: Path) -> int:
+    from .schema import Spec
+
+    schema = Spec.model_json_schema()
+    schema["properties"]["extends"] = {"description": "Base spec file(s) to deep-merge onto.",
+                                       "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
