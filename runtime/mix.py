@@ -31,8 +31,9 @@ from runtime.stage import StageContext, write_json
 VERSION = 1
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
-BATCH_DOCUMENTS = 256
-"""Documents per tokenization task: big enough to amortise inter-process transfer."""
+BATCH_DOCUMENTS = 64
+"""Documents per tokenization task: enough to amortise inter-process transfer, few enough that the
+batches tokenized ahead of a met budget (at most `workers + 1`) cost little."""
 
 
 class Config(StrictModel):
@@ -105,7 +106,7 @@ class Encoder:
         pending: deque = deque()
         for batch in batches:
             pending.append(self.pool.apply_async(_worker_encode, (batch,)))
-            if len(pending) >= 2 * self.workers:
+            if len(pending) > self.workers:
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
