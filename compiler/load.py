@@ -16,6 +16,7 @@ import yaml
 from .errors import Problem, SpecError
 
 PathKey = tuple[Any, ...]
+PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ def load_yaml(file: Path, display: str | None = None) -> tuple[Any, dict[PathKey
         return Position(name, n.start_mark.line + 1, n.start_mark.column + 1)
 
     def walk(n: yaml.Node, path: PathKey) -> Any:
+        if isinstance(n, (yaml.MappingNode, yaml.SequenceNode)) and n.tag not in PLAIN_TAGS:
+            problems.append(Problem(name, *_lc(n), dotted(path), f"unsupported YAML tag {n.tag!r}"))
+            return None
         if isinstance(n, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for key_node, value_node in n.value:

@@ -112,11 +112,12 @@ class DataSection(StrictModel):
         share, ratio = self.toxic_share, self.toxic_to_clean_ratio
         if share is None and ratio is None:
             raise ValueError("give toxic_share (toxic/total) or toxic_to_clean_ratio (toxic/clean)")
+        # derived values are rounded to 12 significant digits so both spellings hash alike
         if share is None:
-            object.__setattr__(self, "toxic_share", ratio / (1 + ratio))
+            object.__setattr__(self, "toxic_share", float(f"{ratio / (1 + ratio):.12g}"))
         elif ratio is None:
-            object.__setattr__(self, "toxic_to_clean_ratio", share / (1 - share))
-        elif abs(share / (1 - share) - ratio) > 1e-9:
+            object.__setattr__(self, "toxic_to_clean_ratio", float(f"{share / (1 - share):.12g}"))
+        elif abs(share / (1 - share) - ratio) > 1e-9 * max(1.0, ratio):
             raise ValueError(
                 f"toxic_share {share} and toxic_to_clean_ratio {ratio} disagree "
                 f"(share {share} means ratio {share / (1 - share):.6g})"

@@ -1,0 +1,72 @@
+"""Which changes move a stage id (marin-style table) — and which must not."""
+from compiler.plan import build_plan
+from compiler.validate import load_spec
+
+
+def plan_of(project, text, name="s.yaml"):
+    runs = load_spec(project(name, text), project.root)
+    return build_plan("s", runs)
+
+
+def roles(project, text):
+    plan = plan_of(project, text)
+    assert len(plan.runs) == 1
+    return plan.runs[0].roles
+
+
+def assert_same(project, a, b, role):
+    assert roles(project, a)[role] == roles(project, b)[role], role
+
+
+def assert_diff(project, a, b, role):
+    assert roles(project, a)[role] != roles(project, b)[role], role
+
+
+def test_id_table(project):
+    base = project.minimal
+    # irrelevant: key order, comments, float spelling, an explicit default, NOT_IN_ID fields, resources
+    assert_same(project, base, base.replace("toxic_share: 0.1", "toxic_share: 1.0e-1  # comment"), "pretrain")
+    assert_same(project, base, base.replace("precision: fp32", "precision: fp32\n  weight_decay: 0.1"), "pretrain")
+    assert_same(project, base, base.replace("device_microbatch_size: 8", "device_microbatch_size: 4"), "pretrain")
+    assert_same(project, base, base.replace("precision: fp32", "precision: fp32\n  log_interval_steps: 1"), "pretrain")
+    assert_same(project, base, base + "resources:\n  pretrain: {gpus: 8, mem_mb: 1}\n", "pretrain")
+    head = "\ndescription: minimal\nmodel: {preset: tiny}\n"
+    assert_same(project, base, base.replace(head, "\n") + "model: {preset: tiny}\ndescription: other\n", "evaluate/iti")
+    share = base.replace("toxic_share: 0.1", "toxic_share: 0.2")
+    assert_same(project, share, base.replace("toxic_share: 0.1", "toxic_to_clean_ratio: 0.25"), "mix")
+    # relevant: a pretraining field moves pretrain and everything downstream, never upstream
+    lr = base.replace("precision: fp32", "precision: fp32\n  learning_rate: 1.0e-3")
+    assert_diff(project, base, lr, "pretrain")
+    assert_diff(project, base, lr, "evaluate/iti")
+    assert_same(project, base, lr, "mix")
+    # a steering field moves steer and its evaluation only
+    alpha = base.replace("top_k_heads: 4", "top_k_heads: 4\n  alpha: 12.0")
+    for role in ("tokenizer", "mix", "pretrain", "probe", "evaluate/base"):
+        assert_same(project, base, alpha, role)
+    for role in ("steer", "evaluate/iti"):
+        assert_diff(project, base, alpha, role)
+    # the seed moves data order and everything trained
+    seed = "seed: 3\n" + base
+    assert_diff(project, base, seed, "mix")
+    assert_same(project, base, seed, "tokenizer")
+
+
+def test_ids_are_stable_across_processes(project):
+    import subprocess
+    import sys
+
+    spec = project("s.yaml", project.minimal)
+    code = ("from compiler.validate import load_spec; from compiler.plan import build_plan; from pathlib import Path; "
+            f"p = build_plan('s', load_spec(Path({str(spec)!r}), Path({str(project.root)!r}))); print(sorted(p.instances))")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": str(s), "PATH": ""}).stdout for s in (1, 2)}
+    assert len(outs) == 1
+
+
+def test_alpha_sweep_shares_pretraining(project):
+    plan = plan_of(project, project.minimal + "sweep:\n  grid:\n    steer.alpha: [4.0, 8.0, 12.0]\n")
+    kinds = [i.kind for i in plan.instances.values()]
+    assert kinds.count("pretrain") == 1 and kinds.count("probe") == 1
+    assert kinds.count("steer") == 3
+    # evaluate: base + prompting shared, one iti per alpha
+    assert kinds.count("evaluate") == 2 + 3
