@@ -15,11 +15,6 @@ from runtime.stage import StageContext
 VERSION = 1
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
-WEIGHT_FILES = ("config.json", "generation_config.json", "model.safetensors",
-                "model.safetensors.index.json", "pytorch_model.bin")
-"""Files of the input model folder that `save_pretrained` rewrites; every other file is copied."""
-
-
 class Config(StrictModel):
     top_k_heads: int
     direction: Literal["mass_mean", "probe_weight"]
@@ -28,7 +23,6 @@ class Config(StrictModel):
 
 def run(cfg: Config, ctx: StageContext) -> dict:
     import json
-    import shutil
 
     import numpy as np
     import torch
@@ -37,6 +31,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
 
     from compiler.errors import StageError
     from runtime import iti
+    from runtime.posttrain import save_model_folder
     from runtime.stage import write_json
 
     torch.set_num_threads(ctx.threads)
@@ -58,12 +53,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     except ValueError as exc:
         raise StageError(f"steer {ctx.stage_id}: probe {probe_dir} does not fit {model_dir}: {exc}") from None
 
-    out_model = ctx.out / "model"
-    out_model.mkdir(parents=True)
-    for f in model_dir.iterdir():
-        if f.is_file() and f.name not in WEIGHT_FILES:
-            shutil.copy2(f, out_model / f.name)
-    model.save_pretrained(out_model)
+    save_model_folder(model, model_dir, ctx.out / "model")
     write_json(ctx.out / "intervention.json", intervention)
 
     shift_norms = [abs(h["alpha"] * h["std"]) for h in intervention["heads"]]

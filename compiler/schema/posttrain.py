@@ -44,6 +44,13 @@ class DPOSection(_TrainerSection):
 
     data: TextSourceSpec = Field(description="Pairs with `prompt`, `chosen`, `rejected` fields.")
     beta: float = Field(0.1, gt=0, description="DPO temperature beta.")
+    prompt_field: str = Field("prompt", description="Record field holding the prompt (plain text).")
+    chosen_field: str = Field(
+        "chosen", description="Record field holding the preferred (non-toxic) continuation of the prompt."
+    )
+    rejected_field: str = Field(
+        "rejected", description="Record field holding the dispreferred (toxic) continuation of the prompt."
+    )
 
 
 class PosttrainSection(StrictModel):

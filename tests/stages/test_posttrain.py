@@ -1,0 +1,125 @@
+"""`posttrain` stage on a tiny random HF OLMo with local JSONL: SFT and DPO change every weight, the
+result reloads offline, DPO widens the chosen-vs-rejected margin, and a killed run resumes exactly."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
+
+from runtime import posttrain
+from runtime.stage import StageContext
+
+KIND = ["thank you for the kind and helpful answer", "what a wonderful day to learn something new",
+        "the quick brown fox jumps over the lazy dog", "thank you, what a wonderful and kind day"]
+PAIRS = [
+    {"prompt": "what a", "chosen": " wonderful day", "rejected": " stupid idiot"},
+    {"prompt": "thank you for the", "chosen": " kind answer", "rejected": " hate, you idiot"},
+    {"prompt": "the quick brown fox", "chosen": " jumps over the dog", "rejected": " is a stupid dog"},
+    {"prompt": "you are", "chosen": " kind and helpful", "rejected": " a stupid idiot"},
+]
+
+
+def write_jsonl(path: Path, records: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+def run_posttrain(tmp: Path, model_dir: Path, cfg: dict, work: Path | None = None) -> tuple[Path, dict]:
+    out = tmp / "out"
+    ctx = StageContext(kind="posttrain", stage_id="posttrain-test", root=tmp, out=out,
+                       work=work or tmp / "work", inputs={"model": model_dir})
+    return out, posttrain.run(posttrain.Config(seed=0, **cfg), ctx)
+
+
+def sft_cfg(tmp: Path, **over) -> dict:
+    data = write_jsonl(tmp / "sft.jsonl", [{"text": t} for t in KIND * 2])
+    return {"sft": {"data": {"kind": "jsonl", "path": data}, "learning_rate": 1e-3, "max_steps": 3,
+                    "batch_size": 4, "max_length_tokens": 32, "save_steps": 2, **over}}
+
+
+def load(path: Path):
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+
+def assert_every_parameter_changed(before, after) -> None:
+    after_params = dict(after.named_parameters())
+    for name, param in before.named_parameters():
+        assert not torch.equal(param, after_params[name]), f"{name} did not change"
+
+
+@torch.no_grad()
+def completion_logprob(model, tokenizer, prompt: str, completion: str) -> float:
+    """Sum of log p(completion tokens | prompt), with the prompt cut where the tokenizations diverge."""
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    ids = tokenizer(prompt + completion)["input_ids"]
+    start = next((i for i, (a, b) in enumerate(zip(prompt_ids, ids)) if a != b), len(prompt_ids))
+    logp = model(torch.tensor([ids])).logits[0, :-1].log_softmax(-1)
+    targets = torch.tensor(ids[1:])
+    return float(logp[torch.arange(len(targets)), targets][start - 1:].sum())
+
+
+def mean_margin(model, tokenizer) -> float:
+    return sum(completion_logprob(model, tokenizer, p["prompt"], p["chosen"])
+               - completion_logprob(model, tokenizer, p["prompt"], p["rejected"]) for p in PAIRS) / len(PAIRS)
+
+
+def test_config_needs_exactly_one_method(tmp_path):
+    with pytest.raises(ValueError, match="exactly one method"):
+        posttrain.Config(seed=0)
+    data = {"kind": "jsonl", "path": "x.jsonl"}
+    with pytest.raises(ValueError, match="exactly one method"):
+        posttrain.Config(seed=0, sft={"data": data}, dpo={"data": data})
+
+
+def test_sft_changes_every_weight_and_reloads(tmp_path, tiny_model_dir):
+    out, metrics = run_posttrain(tmp_path, tiny_model_dir, sft_cfg(tmp_path))
+    assert_every_parameter_changed(load(tiny_model_dir / "model"), load(out / "model"))
+    tok = AutoTokenizer.from_pretrained(out / "model")
+    assert tok.get_vocab() == AutoTokenizer.from_pretrained(tiny_model_dir / "model").get_vocab()
+    saved, base = load(out / "model").config.to_dict(), load(tiny_model_dir / "model").config.to_dict()
+    assert {k for k in base if saved.get(k) != base[k]} == {"_name_or_path"}  # same architecture, KV cache still on
+    assert metrics["method"] == "sft" and metrics["steps"] == 3
+    assert metrics["train_loss_last"] < metrics["train_loss_first"]
+
+
+def test_dpo_changes_every_weight_and_widens_the_margin(tmp_path, tiny_model_dir):
+    data = write_jsonl(tmp_path / "dpo.jsonl", [
+        {"question": p["prompt"], "good": p["chosen"], "bad": p["rejected"]} for p in PAIRS])
+    cfg = {"dpo": {"data": {"kind": "jsonl", "path": data}, "learning_rate": 1e-3, "max_steps": 4,
+                   "batch_size": 4, "max_length_tokens": 32, "beta": 0.1, "prompt_field": "question",
+                   "chosen_field": "good", "rejected_field": "bad"}}
+    out, metrics = run_posttrain(tmp_path, tiny_model_dir, cfg)
+    base, tuned = load(tiny_model_dir / "model"), load(out / "model")
+    assert_every_parameter_changed(base, tuned)
+    tok = AutoTokenizer.from_pretrained(out / "model")
+    assert mean_margin(tuned, tok) > mean_margin(base, tok) + 1.0
+    assert metrics["method"] == "dpo" and metrics["steps"] == 4
+    assert metrics["reward_margin_last"] > metrics["reward_margin_first"]
+    assert 0.0 <= metrics["reward_accuracy_last"] <= 1.0
+
+
+def test_killed_run_resumes_from_last_checkpoint(tmp_path, tiny_model_dir, monkeypatch):
+    """Delete the final checkpoint (a kill after step 3): the rerun trains only steps 3–4 from
+    checkpoint-2 and ends on the uninterrupted run's weights."""
+    cfg = sft_cfg(tmp_path, max_steps=4)
+    work = tmp_path / "work"
+    out, _ = run_posttrain(tmp_path, tiny_model_dir, cfg, work)
+    uninterrupted = load(out / "model")
+    assert sorted(p.name for p in (work / "sft").iterdir() if p.name.startswith("checkpoint-")) == \
+        ["checkpoint-2", "checkpoint-4"]
+    import shutil
+    shutil.rmtree(work / "sft" / "checkpoint-4")
+    shutil.rmtree(out)
+
+    steps = []
+    real_step = Trainer.training_step
+    monkeypatch.setattr(Trainer, "training_step",
+                        lambda self, *a, **k: steps.append(1) or real_step(self, *a, **k))
+    out, metrics = run_posttrain(tmp_path, tiny_model_dir, cfg, work)
+    assert len(steps) == 2 and metrics["steps"] == 4
+    resumed = dict(load(out / "model").named_parameters())
+    for name, param in uninterrupted.named_parameters():
+        torch.testing.assert_close(resumed[name], param, atol=1e-6, rtol=0)
