@@ -1,0 +1,106 @@
+"""Rendering: golden rules file, stage JSON envelopes, hostile strings never reach generated code."""
+import json
+from pathlib import Path
+
+import pytest
+
+from compiler.errors import SpecError
+from compiler.render import render_rules
+from compiler.validate import load_spec
+from compiler.workflow import KIND_ORDER, Workflow
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "tests" / "golden"
+
+HOSTILE = [
+    "it's \"quoted\"; rm -rf / #",
+    "$(touch PWNED) and `touch PWNED2`",
+    "line one\nline two\r\n\ttabbed",
+    "{params.config} {wildcards.id} {{double}} %s %(x)s",
+    "ünïcødé — ☠ \\ backslash \x00nul",
+]
+
+
+def test_rules_file_matches_golden():
+    text = render_rules(KIND_ORDER, ["demo"], ROOT / "build" / "demo" / "rules.smk")
+    golden = GOLDEN / "rules.smk"
+    assert text == golden.read_text(), "rendered rules changed: run `python tests/golden/update.py` and review"
+
+
+def test_hostile_strings_reach_stage_json_intact_and_never_code(project):
+    text = project.minimal + f"""
+posttrain:
+  prompting:
+    prefix: {json.dumps(HOSTILE[0])}
+attack:
+  prompts: {{kind: jsonl, path: prompts.jsonl, text_field: {json.dumps(HOSTILE[3])}}}
+  gcg:
+    target: {json.dumps(HOSTILE[1])}
+report:
+  title: {json.dumps(HOSTILE[2])}
+  token_view_texts: {json.dumps(HOSTILE)}
+"""
+    text = text.replace("description: minimal", f"description: {json.dumps(HOSTILE[4])}")
+    spec = project("hostile.yaml", text)
+    wf = Workflow.compile([spec], project.root)
+    blobs = [json.loads(p.read_text()) for p in (project.root / "build" / "hostile" / "stages").glob("*.json")]
+    found = set()
+
+    def collect(v):
+        if isinstance(v, str):
+            found.add(v)
+        elif isinstance(v, dict):
+            [collect(x) for x in v.values()]
+        elif isinstance(v, list):
+            [collect(x) for x in v]
+
+    collect(blobs)
+    assert set(HOSTILE) <= found
+    rules = wf.rules_file.read_text()
+    for s in HOSTILE:
+        for fragment in (s, "PWNED", "rm -rf"):
+            assert fragment not in rules
+
+
+def test_hostile_spec_name_is_rejected(project):
+    spec = project("s.yaml", 'name: "x; rm -rf /"\n' + project.minimal)
+    with pytest.raises(SpecError) as e:
+        load_spec(spec, project.root, "s.yaml")
+    assert e.value.problems[0].path == "name"
+
+
+def test_build_is_written_only_when_changed(project):
+    spec = project("s.yaml", project.minimal)
+    Workflow.compile([spec], project.root)
+    files = sorted((project.root / "build").rglob("*"))
+    mtimes = {f: f.stat().st_mtime_ns for f in files if f.is_file()}
+    Workflow.compile([spec], project.root)
+    assert {f: f.stat().st_mtime_ns for f in files if f.is_file()} == mtimes
+
+
+def test_envelope_wiring(project):
+    spec = project("s.yaml", project.minimal)
+    wf = Workflow.compile([spec], project.root)
+    plan = wf.plans[0]
+    pretrain = plan.runs[0].roles["pretrain"]
+    env = json.loads((project.root / "build" / "s" / "stages" / f"{pretrain}.json").read_text())
+    assert env["kind"] == "pretrain" and env["output"] == f"results/pretrain/{pretrain}"
+    assert set(env["inputs"]) == {"mix", "tokenizer"}
+    assert env["config"]["max_steps"] == (100000 + 11111) // (8 * 128)
+    alias = project.root / "results" / "s" / "run" / "pretrain"
+    assert alias.is_symlink() and alias.resolve() == (project.root / env["output"]).resolve()
+
+
+@pytest.mark.parametrize("spec", sorted(p.stem for p in (ROOT / "specs").glob("*.yaml")))
+def test_shipped_spec_plan_matches_golden(spec):
+    """A change of plan (new ids) must be seen in review: regenerate with tests/golden/update.py."""
+    import importlib.util
+
+    from compiler.workflow import compile_spec
+
+    mod_spec = importlib.util.spec_from_file_location("golden_update", GOLDEN / "update.py")
+    update = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(update)
+    plan = compile_spec(Path("specs") / f"{spec}.yaml", ROOT)
+    golden = json.loads((GOLDEN / f"{spec}.plan.json").read_text())
+    assert update.plan_summary(plan) == golden
