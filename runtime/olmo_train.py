@@ -99,22 +99,26 @@ class TrainResult:
 
 # --- building -------------------------------------------------------------------------------------
 
-def build_model(cfg: TrainConfig, rt: Runtime) -> tuple[OLMo, torch.nn.Module]:
-    """OLMo initialised on CPU from `cfg.seed` (same weights for any world size), then wrapped."""
+def build_model(cfg: TrainConfig, rt: Runtime) -> tuple[int, torch.nn.Module]:
+    """OLMo initialised on CPU from `cfg.seed` (same weights for any world size), then wrapped.
+
+    Returns the parameter count (taken before FSDP flattens and shards) and the wrapped model.
+    """
     seed_all(cfg.seed)
     model = OLMo(cfg.model)
+    n_params = model.num_params()
     strategy = cfg.distributed_strategy if rt.world_size > 1 else None
     if strategy is None:
-        return model, model.to(rt.device)
+        return n_params, model.to(rt.device)
     if strategy == DistributedStrategy.ddp:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         model.to(rt.device)
         ids = [rt.device.index] if rt.device.type == "cuda" else None
-        return model, DDP(model, device_ids=ids, find_unused_parameters=cfg.ddp.find_unused_params)
+        return n_params, DDP(model, device_ids=ids, find_unused_parameters=cfg.ddp.find_unused_params)
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-    return model, FSDP(
+    return n_params, FSDP(
         model,
         sharding_strategy=cfg.fsdp.sharding_strategy,
         mixed_precision=cfg.fsdp_precision,
@@ -147,6 +151,11 @@ def restore_rng_state(state: dict[str, Any], rt: Runtime) -> None:
         torch.cuda.set_rng_state(state["cuda"], rt.device)
 
 
+def full_state_options(rt: Runtime) -> StateDictOptions:
+    """Unsharded state dicts; offloading to CPU only from GPUs (FSDP's offload segfaults on CPU tensors)."""
+    return StateDictOptions(full_state_dict=True, cpu_offload=rt.device.type != "cpu")
+
+
 def latest_checkpoint(work: Path) -> Path | None:
     found = sorted(work.glob(CHECKPOINT_GLOB))
     return found[-1] if found else None
@@ -155,9 +164,7 @@ def latest_checkpoint(work: Path) -> Path | None:
 def save_checkpoint(work: Path, step: int, dist_model: torch.nn.Module, optim: torch.optim.Optimizer,
                     rt: Runtime) -> None:
     """Full (unsharded) model + optimizer state, the step and every rank's RNG, written atomically."""
-    model_sd, optim_sd = get_state_dict(
-        dist_model, optim, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-    )
+    model_sd, optim_sd = get_state_dict(dist_model, optim, options=full_state_options(rt))
     rngs: list[Any] = [None] * rt.world_size
     if dist.is_initialized():
         dist.all_gather_object(rngs, rng_state(rt))
@@ -274,8 +281,7 @@ def train(cfg: TrainConfig, rt: Runtime, *, max_steps: int, work: Path, log_path
 
     `log_path` (a JSON-lines file, one row per logged step) lives in `work` so it survives a crash.
     """
-    model, dist_model = build_model(cfg, rt)
-    n_params = model.num_params()
+    n_params, dist_model = build_model(cfg, rt)
     optim = build_optimizer(cfg, dist_model)
     scheduler = build_scheduler(cfg)
     start_step = 0
@@ -312,7 +318,7 @@ def train(cfg: TrainConfig, rt: Runtime, *, max_steps: int, work: Path, log_path
     if step != max_steps:
         raise StageError(f"pretrain: data ran out at step {step} of {max_steps}")
 
-    model_sd = get_model_state_dict(dist_model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    model_sd = get_model_state_dict(dist_model, options=full_state_options(rt))
     rows = _read_log(log_path, max_steps) if rt.is_main else rows
     return TrainResult(
         state_dict=model_sd if rt.is_main else None,
