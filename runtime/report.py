@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
+from compiler.schema.base import NOT_IN_ID
 from compiler.schema.base import StrictModel
 from runtime.stage import NotImplementedStage, StageContext
 
@@ -15,7 +18,7 @@ VERSION = 1
 
 
 class Config(StrictModel):
-    spec_name: str
+    spec_name: str = Field(json_schema_extra=NOT_IN_ID)  # two specs with equal content share a report
     title: str
     significance_alpha: float
     token_view_texts: list[str]
