@@ -1,0 +1,100 @@
+"""The report's HTML page: prepare every value in Python, then render `templates/report.html.j2`.
+
+The template only loops over prepared strings. Jinja2 autoescaping is on, so spec strings (title, run
+names, token-view texts) can never inject markup or script. Images are referenced relatively
+(`plots/<name>.png`), so the folder can be moved or served as is.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+
+
+def header(name: str) -> str:
+    """`rtp_expected_max_toxicity` → `rtp expected max toxicity`."""
+    return name.replace("_", " ")
+
+
+def fmt(value: Any) -> str:
+    """Numbers to 4 significant digits, missing values as an em dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e9:
+        return str(int(value))
+    if isinstance(value, (int, float)) or hasattr(value, "dtype"):
+        return f"{float(value):.4g}"
+    return str(value)
+
+
+def format_table(df, *, std_suffix: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Readable headers and formatted cells; with `std_suffix`, `<m>_mean` + `<m>_std` become one
+    `<m> (mean ± std)` column."""
+    cols = list(df.columns)
+    if not std_suffix:
+        return [header(c) for c in cols], [[fmt(v) for v in row] for row in df.itertuples(index=False)]
+    out_cols = [c for c in cols if not c.endswith("_std")]
+    headers = [header(c[:-5]) + " (mean ± std)" if c.endswith("_mean") else header(c) for c in out_cols]
+    body = []
+    for _, row in df.iterrows():
+        cells = []
+        for c in out_cols:
+            if c.endswith("_mean"):
+                std = row.get(c[:-5] + "_std")
+                cells.append(fmt(row[c]) + ("" if std is None or math.isnan(std) else f" ± {fmt(std)}"))
+            else:
+                cells.append(fmt(row[c]))
+        body.append(cells)
+    return headers, body
+
+
+def summary(rows: list[dict[str, Any]], table) -> list[tuple[str, str]]:
+    """Label/value pairs describing what the report covers."""
+    def distinct(key):
+        return sorted({r.get(key) for r in rows if r.get(key) is not None}, key=str)
+
+    items = [("runs", str(len({r["run"] for r in rows}))), ("table rows (distinct models)", str(len(table)))]
+    for label, key in (("variants", "variant"), ("toxic shares", "toxic_share"), ("seeds", "seed"),
+                       ("ITI strengths (alpha)", "alpha")):
+        values = distinct(key)
+        if values:
+            items.append((label, ", ".join(fmt(v) for v in values)))
+    return items
+
+
+def significance_rows(tests: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    headers = ["toxic share", "vs share", "heads", "median acc.", "median acc. (ref.)", "U", "p (one-sided)",
+               "significant"]
+    body = [[fmt(t["toxic_share"]), fmt(t["reference_toxic_share"]), f"{t['n_heads']} vs {t['n_heads_reference']}",
+             fmt(t["median_accuracy"]), fmt(t["median_accuracy_reference"]), fmt(t["u_statistic"]),
+             f"{t['p_value']:.3g}", f"yes (p < {t['alpha']:g})" if t["significant"] else "no"] for t in tests]
+    return headers, body
+
+
+def render(**context: Any) -> str:
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True)
+    return env.get_template("report.html.j2").render(**context)
+
+
+def write_page(path: Path, *, cfg, rows, table, by_seed, tests, plots, views) -> None:
+    """Render and write `index.html`; `plots` are (file name, caption) pairs under `plots/`."""
+    shown = table.drop(columns=[c for c in table.columns if c.endswith("_id")])
+    headers, body = format_table(shown)
+    seeds = format_table(by_seed, std_suffix=True) if by_seed is not None else None
+    sig_headers, sig_body = significance_rows(tests)
+    html = render(
+        title=cfg.title, spec_name=cfg.spec_name, summary=summary(rows, table),
+        table_headers=headers, table_rows=body, seeds_table=seeds,
+        significance_headers=sig_headers, significance_rows=sig_body,
+        significance_alpha=cfg.significance_alpha,
+        plots=[{"src": f"plots/{name}", "caption": caption} for name, caption in plots],
+        views=views, top_k=cfg.token_view_top_k_heads,
+    )
+    path.write_text(html, encoding="utf-8")
