@@ -31,7 +31,15 @@ MARKERS = {"base": "o", "prompting": "s", "sft": "^", "dpo": "D", "iti": "v"}
 DPI = 110
 
 
+TOXICITY_LABELS = {"expected_max_toxicity": "expected max. toxicity", "toxicity_probability": "toxicity probability",
+                   "mean_toxicity": "mean toxicity"}
+
+
 def label(metric: str) -> str:
+    """Axis label: `rtp_expected_max_toxicity` → `rtp: expected max. toxicity`."""
+    m = TOXICITY.match(metric)
+    if m:
+        return f"{metric[:m.start(1) - 1].replace('_', ' ')}: {TOXICITY_LABELS[m.group(1)]}"
     return LABELS.get(metric, metric.replace("_", " "))
 
 
@@ -43,7 +51,7 @@ def line_name(variant: str, alpha) -> str:
 
 def _save(fig, folder: Path, name: str) -> str:
     folder.mkdir(parents=True, exist_ok=True)
-    fig.savefig(folder / name, dpi=DPI, bbox_inches="tight")
+    fig.savefig(folder / name, dpi=DPI)
     plt.close(fig)
     return name
 
@@ -66,7 +74,7 @@ def metric_vs_share(df, metric: str, folder: Path) -> tuple[str, str] | None:
         return None
     data = df[df["variant"] == "base"] if metric.startswith("probe_") else df
     data = data.assign(alpha=data["alpha"].fillna(np.nan))
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
     plotted = 0
     for (variant, alpha), part in data.groupby(["variant", "alpha"], dropna=False, sort=False):
         s = _over_seeds(part, ["toxic_share"], metric)
@@ -98,7 +106,7 @@ def iti_tradeoff(df, tox_metric: str, folder: Path) -> tuple[str, str] | None:
         return None
     shares = sorted(df["toxic_share"].dropna().unique())
     colours = plt.get_cmap("viridis")(np.linspace(0, .9, max(len(shares), 1)))
-    fig, ax = plt.subplots(figsize=(6.8, 4.6))
+    fig, ax = plt.subplots(figsize=(7.6, 4.6), layout="constrained")
     for colour, share in zip(colours, shares):
         part = df[df["toxic_share"] == share]
         curve = part[part["variant"].isin(["base", "iti"])].assign(
@@ -116,12 +124,13 @@ def iti_tradeoff(df, tox_metric: str, folder: Path) -> tuple[str, str] | None:
                 continue
             ax.scatter(other[x_metric].mean(), other[tox_metric].mean(), color=colour,
                        marker=MARKERS[variant], s=55, edgecolors="black", linewidths=.6, zorder=3)
-    share_legend = ax.legend(title="toxic share (ITI curve)", fontsize=8, loc="upper right")
+    share_legend = ax.legend(title="toxic share\n(ITI curve)", fontsize=8, loc="upper left",
+                             bbox_to_anchor=(1.02, 1.0))
     ax.add_artist(share_legend)
     handles = [Line2D([], [], color="grey", marker=MARKERS[v], linestyle="", markeredgecolor="black", label=n)
                for v, n in (("base", "base (α = 0)"), ("prompting", "prompting"), ("sft", "SFT"), ("dpo", "DPO"))
                if v == "base" or (df["variant"] == v).any()]
-    ax.legend(handles=handles, title="model", fontsize=8, loc="lower left")
+    ax.legend(handles=handles, title="model", fontsize=8, loc="lower left", bbox_to_anchor=(1.02, 0.0))
     ax.set_xlabel(label(x_metric))
     ax.set_ylabel(label(tox_metric))
     ax.set_title("ITI: toxicity vs capability over steering strength")
@@ -141,12 +150,14 @@ def head_heatmaps(by_share: dict[float, list[np.ndarray]], folder: Path) -> tupl
     n = len(means)
     L, H = next(iter(means.values())).shape
     fig, axes = plt.subplots(1, n, figsize=(0.5 + n * max(2.2, 0.28 * H + 0.8), 0.6 + max(2.4, 0.28 * L)),
-                             squeeze=False, sharey=True, constrained_layout=True)
+                             squeeze=False, sharey=True, layout="constrained")
     for ax, (share, acc) in zip(axes[0], means.items()):
         im = ax.imshow(acc, vmin=vmin, vmax=vmax, cmap="viridis", origin="lower", aspect="auto")
         seeds = len(by_share[share])
         ax.set_title(f"{100 * share:g} % toxic" + (f"\n(mean of {seeds} seeds)" if seeds > 1 else ""), fontsize=9)
         ax.set_xlabel("head")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes[0][0].set_ylabel("layer")
     fig.colorbar(im, ax=axes[0].tolist(), label="validation accuracy", shrink=.9)
     return _save(fig, folder, "probe_head_accuracy_heatmaps.png"), \
@@ -159,7 +170,7 @@ def head_accuracy_ecdf(by_share: dict[float, list[np.ndarray]], tests: list[dict
         return None
     p = {t["toxic_share"]: t["p_value"] for t in tests}
     colours = plt.get_cmap("viridis")(np.linspace(0, .9, len(by_share)))
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
     for colour, (share, arrays) in zip(colours, by_share.items()):
         acc = np.concatenate([a[np.isfinite(a)] for a in arrays])
         tag = f"{100 * share:g} %" + (f" (p = {p[share]:.2g})" if share in p else " (reference)")
@@ -168,7 +179,7 @@ def head_accuracy_ecdf(by_share: dict[float, list[np.ndarray]], tests: list[dict
     ax.set_ylabel("share of heads with accuracy ≤ x")
     ax.set_title("Head probe accuracies by toxic share")
     ax.grid(alpha=.3)
-    ax.legend(title="toxic share (one-sided MWU p)", fontsize=8, loc="upper left")
+    ax.legend(title="toxic share (one-sided MWU p)", fontsize=8, loc="best")
     return _save(fig, folder, "probe_head_accuracy_ecdf.png"), \
         "Empirical CDF of per-head probe accuracies for each toxic share (heads of all seeds pooled); a curve " \
         "further right has more accurate heads. p: one-sided Mann–Whitney U against the reference share."
@@ -182,7 +193,7 @@ def toy_entanglement(df, folder: Path) -> tuple[str, str] | None:
     toy = df.dropna(subset=[x, y]).drop_duplicates("toy_id").sort_values(x)
     if toy.empty:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
     for kind, colour in (("rare", "C3"), ("common", "C0")):
         col = f"toy_{kind}_entanglement_mean"
         if col in toy:
