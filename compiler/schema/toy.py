@@ -27,3 +27,18 @@ class ToySection(StrictModel):
     batch_size: int = Field(64, gt=0, description="Sequences per step.")
     learning_rate: float = Field(3e-3, gt=0, description="Adam learning rate.")
     seeds: int = Field(10, gt=0, description="Independent seeds per setting (paper: 10).")
+    first_seed: int = Field(0, ge=0, description="Seeds run are first_seed … first_seed + seeds − 1.")
+    transition_noise: float = Field(
+        0.1, ge=0, lt=1,
+        description="Probability ε that a chain jumps to a uniform token instead of its cyclic "
+                    "successor: T_c = (1 − ε) P_c + ε/n_tokens.")
+    probe_sequences: int = Field(
+        512, gt=0, description="Held-out sequences whose final residual stream trains and tests the probes.")
+    probe_min_position: int = Field(
+        8, ge=0,
+        description="First token position (0-based) used for probing: earlier positions have too "
+                    "little context to tell the chains apart.")
+    probe_balanced_chains: bool = Field(
+        True,
+        description="Draw probe sequences with every chain equally often, so rare features get as many "
+                    "probe examples as common ones (False: the training mixture).")
