@@ -1,19 +1,30 @@
 """`activations` stage: per-head attention outputs and residual streams on labelled texts.
 
-Reads: a model folder, labelled probe data. Writes: `activations.safetensors`, `examples.jsonl`.
-Cached per (model, data, position) so several probe configs reuse it.
+Reads: a model folder (`ctx.inputs["model"] / "model"`, HF causal LM + tokenizer) and labelled probe
+data (`cfg.data`). Writes `activations.safetensors` — `heads` float32 [N, L, H, Dh] (the input of
+each probed layer's `self_attn.o_proj`, split per head), `resid` float32 [N, L, D] (the residual
+stream after each probed layer), `labels` int64 [N], `layers` int64 [L] (model layer indices) — and
+`examples.jsonl` (index, text, label, group, attributes; same order).
+
+One token position per text: `last` (the last non-pad token) or `mean` (mean over non-pad tokens).
+Texts are batched with padding, sorted by length to waste little compute; position ids follow the
+attention mask, so neither padding side changes a result (tested). Everything in `Config` changes the
+id except `batch_size`; the stage is cached per (model, data, position), so probe configs share it.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+import unicodedata
 from typing import Literal
 
 from pydantic import Field
 
-from compiler.schema.base import NOT_IN_ID
+from compiler.errors import StageError
+from compiler.schema.base import NOT_IN_ID, StrictModel
 from compiler.schema.probe import LabelledData
-
-from compiler.schema.base import StrictModel
-from runtime.stage import NotImplementedStage, StageContext
+from runtime.stage import StageContext
 
 VERSION = 1
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
@@ -23,11 +34,157 @@ class Config(StrictModel):
     data: LabelledData
     token_position: Literal["last", "mean"]
     max_length_tokens: int
-    layers: list[int]
+    layers: list[int] | None = Field(None, description="Model layers to record (0-based); null = all.")
     batch_size: int = Field(32, json_schema_extra=NOT_IN_ID)
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:
-    raise NotImplementedStage(
-        "the activations stage is not implemented yet (issue 4); it writes no output"
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(max(1, ctx.threads))
+    examples = load_examples(cfg.data, ctx)
+    model_dir = ctx.input("model") / "model"
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).eval()
+    n_layers = model.config.num_hidden_layers
+    layers = list(range(n_layers)) if cfg.layers is None else list(cfg.layers)
+    bad = [i for i in layers if not 0 <= i < n_layers]
+    if bad:
+        raise StageError(f"activations: layers {bad} do not exist (the model has {n_layers})")
+    heads, resid, n_tokens = extract(
+        model, tokenizer, [e["text"] for e in examples], layers=layers,
+        position=cfg.token_position, max_length=cfg.max_length_tokens, batch_size=cfg.batch_size,
     )
+    labels = torch.tensor([e["label"] for e in examples], dtype=torch.int64)
+    save_file({"heads": heads, "resid": resid, "labels": labels,
+               "layers": torch.tensor(layers, dtype=torch.int64)},
+              str(ctx.out / "activations.safetensors"))
+    with open(ctx.out / "examples.jsonl", "w", encoding="utf-8") as f:
+        for e in examples:
+            f.write(json.dumps(e, ensure_ascii=False) + "\n")
+    return {
+        "n_examples": len(examples), "n_toxic": int(labels.sum()),
+        "toxic_share": float(labels.float().mean()), "n_layers": len(layers),
+        "n_heads": heads.shape[2], "head_dim": heads.shape[3], "d_model": resid.shape[2],
+        "mean_tokens": float(n_tokens.float().mean()),
+        "n_truncated": int((n_tokens >= cfg.max_length_tokens).sum()),
+    }
+
+
+def normalise_text(text: str) -> str:
+    """The text up to Unicode form, case and whitespace: duplicates by this key share a split side."""
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def group_key(text: str) -> str:
+    """Short stable id of the normalised text (the unit of the grouped train/validation split)."""
+    return hashlib.sha1(normalise_text(text).encode("utf-8")).hexdigest()[:16]
+
+
+def load_examples(data: LabelledData, ctx: StageContext) -> list[dict]:
+    """Labelled examples in source order: text, binary label, group key, attributes (as strings)."""
+    from runtime.sources import describe, iter_records
+
+    text_field = getattr(data.source, "text_field", "text")
+    out = []
+    for i, record in enumerate(iter_records(data.source, ctx.root)):
+        if data.max_examples is not None and len(out) >= data.max_examples:
+            break
+        where = f"{describe(data.source)} record {i}"
+        missing = [k for k in (text_field, data.label_field, *data.attribute_fields) if k not in record]
+        if missing:
+            raise StageError(f"{where} lacks {missing} (fields: {sorted(record)})")
+        text = record[text_field]
+        if not isinstance(text, str) or not text.strip():
+            raise StageError(f"{where}: field {text_field!r} is not a non-empty text")
+        out.append({
+            "index": len(out), "text": text, "label": binarise(record[data.label_field], data, where),
+            "group": group_key(text),
+            "attributes": {k: str(record[k]) for k in data.attribute_fields},
+        })
+    if not out:
+        raise StageError(f"{describe(data.source)}: no labelled examples")
+    return out
+
+
+def binarise(value, data: LabelledData, where: str) -> int:
+    """1 = toxic. A score is thresholded (score >= threshold); without a threshold it must be 0/1."""
+    if data.label_threshold is not None:
+        try:
+            return int(float(value) >= data.label_threshold)
+        except (TypeError, ValueError):
+            raise StageError(f"{where}: {data.label_field}={value!r} is not a number") from None
+    if isinstance(value, (bool, int, float)) and value in (0, 1):
+        return int(value)
+    raise StageError(f"{where}: {data.label_field}={value!r} is not 0/1; set label_threshold to "
+                     "binarise a score")
+
+
+def extract(model, tokenizer, texts: list[str], *, layers: list[int], position: str, max_length: int,
+            batch_size: int, padding_side: str = "right", progress: bool = True):
+    """Per-head o_proj inputs [N, L, H, Dh] and residuals [N, L, D] at `position`, plus token counts."""
+    import torch
+    from tqdm.auto import tqdm
+
+    cfg = model.config
+    n_heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
+    decoder = model.get_decoder()
+    blocks = [decoder.layers[i] for i in layers]
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    device = next(model.parameters()).device
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    if min(lengths, default=1) == 0:
+        raise StageError(f"activations: text {lengths.index(0)} has no tokens")
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    heads = torch.empty(len(texts), len(layers), n_heads, head_dim)
+    resid = torch.empty(len(texts), len(layers), cfg.hidden_size)
+    captured: dict[tuple[str, int], torch.Tensor] = {}
+
+    def o_proj_input(k):
+        return lambda module, args: captured.__setitem__(("heads", k), args[0])
+
+    def layer_output(k):
+        return lambda module, args, output: captured.__setitem__(
+            ("resid", k), output[0] if isinstance(output, tuple) else output)
+
+    hooks = [b.self_attn.o_proj.register_forward_pre_hook(o_proj_input(k)) for k, b in enumerate(blocks)]
+    hooks += [b.register_forward_hook(layer_output(k)) for k, b in enumerate(blocks)]
+    try:
+        with torch.no_grad():
+            for start in tqdm(range(0, len(texts), batch_size), desc="activations", disable=not progress):
+                rows = order[start:start + batch_size]
+                enc = tokenizer([texts[i] for i in rows], padding=True, truncation=True,
+                                max_length=max_length, return_tensors="pt").to(device)
+                mask = enc["attention_mask"]
+                positions = (mask.cumsum(-1) - 1).clamp_min(0)
+                decoder(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions,
+                        use_cache=False)
+                for k in range(len(layers)):
+                    h = _pool(captured["heads", k], mask, position)
+                    heads[rows, k] = h.view(len(rows), n_heads, head_dim).float().cpu()
+                    resid[rows, k] = _pool(captured["resid", k], mask, position).float().cpu()
+                captured.clear()
+    finally:
+        for h in hooks:
+            h.remove()
+    return heads, resid, torch.tensor(lengths)
+
+
+def _pool(x, mask, position: str):
+    """[B, T, F] → [B, F]: the last non-pad token, or the mean over non-pad tokens (pads ignored)."""
+    import torch
+
+    if position == "last":
+        t = x.shape[1]
+        last = torch.where(mask.bool(), torch.arange(t, device=x.device), -1).amax(-1)
+        return x[torch.arange(x.shape[0], device=x.device), last]
+    keep = mask.bool().unsqueeze(-1)
+    return torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum(1) \
+        / keep.sum(1).to(x.dtype)
