@@ -43,7 +43,9 @@ def walk_models(model: BaseModel, path: tuple[Any, ...] = ()) -> Iterator[tuple[
                 yield from walk_models(v, path + sub)
 
 
-def domain_problems(spec: Spec, root: Path | None = None) -> list[Finding]:
+def domain_problems(spec: Spec, root: Path | None = None, checked: set[int] | None = None) -> list[Finding]:
+    """Cross-field problems of one run. `checked` holds ids of section objects whose local paths
+    were already checked (runs of a sweep share them)."""
     out: list[Finding] = []
     m = spec.model
     n_heads_total = m.n_layers * m.n_heads
@@ -81,20 +83,25 @@ def domain_problems(spec: Spec, root: Path | None = None) -> list[Finding]:
             out.append((("pretrain", "global_batch_size"), f"the mixture ({spec.data.total_tokens} tokens × {spec.pretrain.epochs} epochs) is smaller than one batch"))
         elif spec.pretrain.warmup_steps >= steps:
             out.append((("pretrain", "warmup_steps"), f"warmup ({spec.pretrain.warmup_steps} steps) must be shorter than training ({steps} steps)"))
-        for path, model in walk_models(spec):
-            if isinstance(model, MemmapSource) and model.tokenizer != info.identifier:
-                out.append(((*path, "tokenizer"), f"source was tokenized with {model.tokenizer!r} but the spec's tokenizer is {info.identifier!r}"))
+        for name, source in spec.data.sources.items():
+            if isinstance(source, MemmapSource) and source.tokenizer != info.identifier:
+                out.append((("data", "sources", name, "tokenizer"), f"source was tokenized with {source.tokenizer!r} but the spec's tokenizer is {info.identifier!r}"))
         if info.vocab_size > 65535 and any(isinstance(s, MemmapSource) and s.dtype == "uint16" for s in spec.data.sources.values()):
             out.append((("tokenizer",), "vocabulary exceeds uint16; memmap sources must be uint32"))
     if root is not None:
-        out.extend(missing_paths(spec, root))
+        checked = set() if checked is None else checked
+        for name in type(spec).model_fields:
+            section = getattr(spec, name)
+            if isinstance(section, BaseModel) and id(section) not in checked:
+                checked.add(id(section))
+                out.extend(missing_paths(section, root, (name,)))
     return out
 
 
-def missing_paths(spec: Spec, root: Path) -> list[Finding]:
-    """Local files the spec names that do not exist (relative to the project root)."""
+def missing_paths(model: BaseModel, root: Path, prefix: tuple[Any, ...] = ()) -> list[Finding]:
+    """Local files a (section) model names that do not exist (relative to the project root)."""
     out: list[Finding] = []
-    for path, model in walk_models(spec):
+    for path, model in walk_models(model, prefix):
         kind = getattr(model, "kind", None)
         for field in ("path", "checkpoint_path"):
             value = getattr(model, field, None)

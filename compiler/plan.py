@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from runtime.registry import load_stage
 
 from .checks import pretrain_steps
@@ -64,16 +66,43 @@ class Plan:
 
 
 class _Builder:
+    """Adds instances by content id. Runs of a sweep share their section objects (interned by
+    `compiler.validate`), so a request made of the same objects is answered from a memo without
+    building or hashing the config again."""
+
     def __init__(self) -> None:
         self.instances: dict[str, StageInstance] = {}
+        self._memo: dict[tuple, str] = {}
+        self._keep: list[Any] = []  # memo keys use id(); keep those objects alive
 
     def add(self, kind: str, config_fields: dict[str, Any], inputs: dict[str, str], spec: Spec) -> str:
+        key = (kind, tuple((k, _identity(v)) for k, v in sorted(config_fields.items())),
+               tuple(sorted(inputs.items())), id(spec.resources))
+        if key in self._memo:
+            return self._memo[key]
+        self._keep.append((config_fields, spec.resources))
         module = load_stage(kind)
         config = module.Config(**config_fields)
-        sid = stage_id(kind, module.VERSION, config.id_dump(), inputs)
+        sid = stage_id(kind, module.VERSION, config.id_json(), inputs)
         if sid not in self.instances:
             self.instances[sid] = StageInstance(kind, sid, module.VERSION, config, dict(inputs), spec.resources.of(kind))
+        self._memo[key] = sid
         return sid
+
+    def derived(self, key: tuple, make: Any) -> Any:
+        """One object per key (e.g. an evaluate section completed with the probe data)."""
+        if key not in self._memo:
+            self._memo[key] = make()
+            self._keep.append(key)
+        return self._memo[key]
+
+
+def _identity(value: Any) -> Any:
+    if isinstance(value, (BaseModel, dict)):
+        return ("obj", id(value))
+    if isinstance(value, list):
+        return ("list", tuple(_identity(v) for v in value))
+    return ("val", type(value).__name__, value)
 
 
 def build_plan(spec_name: str, runs: list[tuple[Any, Spec]]) -> Plan:
@@ -106,7 +135,7 @@ def _plan_run(b: _Builder, spec: Spec) -> dict[str, str]:
         roles["toy"] = b.add("toy", dict(toy=spec.toy), {}, spec)
     if spec.data is None:
         return roles
-    info = TokenizerInfo.of(spec.tokenizer)
+    info = b.derived(("tokenizer-info", id(spec.tokenizer)), lambda: TokenizerInfo.of(spec.tokenizer))
     tok_sources = spec.data.sources if spec.tokenizer.kind == "bpe" else {}
     roles["tokenizer"] = b.add("tokenizer", dict(tokenizer=spec.tokenizer, info=info, sources=tok_sources), {}, spec)
     roles["mix"] = b.add("mix", dict(data=spec.data, tokenizer=info, seed=spec.seed), {"tokenizer": roles["tokenizer"]}, spec)
@@ -139,7 +168,9 @@ def _plan_run(b: _Builder, spec: Spec) -> dict[str, str]:
     if spec.evaluate is not None:
         ev = spec.evaluate
         if ev.detection.data is None and spec.probe is not None:
-            ev = ev.model_copy(update={"detection": ev.detection.model_copy(update={"data": spec.probe.data})})
+            probe_data = spec.probe.data
+            ev = b.derived(("detection", id(ev), id(probe_data)), lambda: ev.model_copy(
+                update={"detection": ev.detection.model_copy(update={"data": probe_data})}))
         variants: dict[str, tuple[str, str | None]] = {v: (m, None) for v, m in models.items()}
         if spec.posttrain.prompting.enabled:
             variants["prompting"] = (roles["pretrain"], spec.posttrain.prompting.prefix)

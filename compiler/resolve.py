@@ -11,6 +11,7 @@ named `axis=value,…` by the last path component (the full path where two axes 
 from __future__ import annotations
 
 import itertools
+from collections import ChainMap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -160,19 +161,32 @@ def expand_sweep(doc: Document, check_path: Callable[[PathKey], str | None]) -> 
     grid_points = list(itertools.product(*(axes[k] for k in grid_keys))) or [()]
     zip_points = list(zip(*(axes[k] for k in zip_keys))) if zip_keys else [()]
     short = _short_names([*grid_keys, *zip_keys])
+    base_positions = {k: v for k, v in doc.positions.items() if k[:1] != ("sweep",)}
+    base_data = {k: v for k, v in doc.data.items() if k != "sweep"}
+    sections: dict[tuple, Any] = {}  # runs with equal axis values in a section share its dict
     runs = []
     for g in grid_points:
         for z in zip_points:
-            data = _deepcopy(doc.data)
-            data.pop("sweep", None)
-            positions = {k: v for k, v in doc.positions.items() if k[:1] != ("sweep",)}
-            chosen = {}
+            chosen = {key: value for key, (value, _) in zip([*grid_keys, *zip_keys], [*g, *z])}
+            overlay: dict[PathKey, Position] = {}
+            by_section: dict[str, list[tuple[PathKey, Any]]] = {}
             for key, (value, vpath) in zip([*grid_keys, *zip_keys], [*g, *z]):
                 parts = tuple(key.split("."))
-                _set(data, parts, _deepcopy(value))
-                positions = {k: v for k, v in positions.items() if k[: len(parts)] != parts}
-                positions[parts] = doc.positions[vpath]
-                chosen[key] = value
+                by_section.setdefault(parts[0], []).append((parts, value))
+                overlay[parts] = doc.positions[vpath]
+            data = dict(base_data)
+            for section, items in by_section.items():
+                cache_key = (section, tuple((p, _fmt(v)) for p, v in items))
+                if cache_key not in sections:
+                    holder = {section: base_data.get(section)}
+                    for parts, value in items:
+                        _set(holder, parts, _deepcopy(value))
+                    sections[cache_key] = holder[section]
+                data[section] = sections[cache_key]
+            positions: Any = ChainMap(overlay, base_positions)
+            if any(isinstance(v, (dict, list)) for v in chosen.values()):  # drop positions of replaced subtrees
+                positions = {k: v for k, v in base_positions.items()
+                             if not any(k[: len(p)] == p for p in overlay)} | overlay
             name = ",".join(f"{short[k]}={_fmt(v)}" for k, v in chosen.items()) or "run"
             runs.append(Run(name, chosen, Document(data, positions, doc.file)))
     names = [r.name for r in runs]
@@ -197,11 +211,11 @@ def _fmt(v: Any) -> str:
 
 
 def _set(data: dict, parts: PathKey, value: Any) -> None:
+    """Set a dotted path, copying (never mutating) the shared dicts along it."""
     for p in parts[:-1]:
         nxt = data.get(p)
-        if not isinstance(nxt, dict):
-            nxt = {}
-            data[p] = nxt
+        nxt = dict(nxt) if isinstance(nxt, dict) else {}
+        data[p] = nxt
         data = nxt
     data[parts[-1]] = value
 

@@ -63,22 +63,34 @@ def problems_of(doc: Document, data: dict[str, Any], exc: ValidationError) -> li
 
 
 def validate_runs(doc: Document, default_name: str, root: Path | None = None) -> list[tuple[Run, Spec]]:
-    """Expand the sweep and validate every run; raise one SpecError with all problems."""
+    """Expand the sweep and validate every run; raise one SpecError with all problems.
+
+    Runs share every section the sweep does not touch (`expand_sweep` copies only along axis paths),
+    so each distinct section is validated once and its validated object is passed to the other runs
+    (pydantic accepts a model instance as is): the id cache and the path checks then reuse it.
+    """
     runs = expand_sweep(doc, lambda parts: check_path(Spec, parts))
     problems: list[Problem] = []
     validated: list[tuple[Run, Spec]] = []
+    sections: dict[tuple[str, int], Any] = {}
     for run in runs:
         data = dict(run.document.data)
         data.setdefault("name", default_name)
+        keys = {name: (name, id(data[name]) if name in data else None) for name in Spec.model_fields
+                if name not in data or isinstance(data[name], dict)}
+        known = {name: sections[key] for name, key in keys.items() if key in sections}
         try:
-            spec = Spec.model_validate(data)
+            spec = Spec.model_validate({**data, **known})
         except ValidationError as exc:
             problems.extend(problems_of(run.document, data, exc))
             continue
+        for name, key in keys.items():
+            sections.setdefault(key, getattr(spec, name))
         validated.append((run, spec))
     if not problems:
+        checked: set[int] = set()
         for run, spec in validated:
-            for path, message in domain_problems(spec, root):
+            for path, message in domain_problems(spec, root, checked):
                 p = run.document.position(path)
                 problems.append(Problem(p.file, p.line, p.column, dotted(path), message))
     if problems:

@@ -4,15 +4,16 @@ Every model forbids unknown keys (a typo is an error, never a silent default) an
 validated spec is a value: the planner hashes it, nobody mutates it afterwards).
 
 Fields that do not change a stage's results (worker counts, logging cadence, batch sizes of pure
-inference) are marked with ``NotInId``: the planner leaves them out of the content id, so changing
+inference) are marked with ``NOT_IN_ID``: the planner leaves them out of the content id, so changing
 them never reruns anything. The marker is opt-out on purpose: a field someone forgets to mark costs a
 rerun, never a stale cache hit.
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 from pydantic_core import to_jsonable_python
 
 NOT_IN_ID = {"not_in_id": True}
@@ -23,32 +24,76 @@ class StrictModel(BaseModel):
     """Forbid unknown keys, freeze instances, validate defaults and assignments."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    _id_cache: Any = PrivateAttr(default=None)
+    _id_json_cache: str | None = PrivateAttr(default=None)
 
     @classmethod
-    def id_excluded_fields(cls) -> set[str]:
-        """Names of this model's own fields marked ``NOT_IN_ID``."""
-        out = set()
-        for name, field in cls.model_fields.items():
-            extra = field.json_schema_extra
-            if isinstance(extra, dict) and extra.get("not_in_id"):
-                out.add(name)
-        return out
+    def id_fields(cls) -> tuple[str, ...]:
+        """This model's own fields that enter the content id (all but those marked NOT_IN_ID)."""
+        cached = cls.__dict__.get("_id_fields_cache")
+        if cached is None:
+            cached = tuple(
+                name for name, field in cls.model_fields.items()
+                if not (isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("not_in_id"))
+            )
+            setattr(cls, "_id_fields_cache", cached)
+        return cached
 
     def id_dump(self) -> Any:
-        """JSON-safe dump of the fields that enter the content id (recursively)."""
-        return _id_dump(self)
+        """JSON-safe dump of the fields that enter the content id (recursively).
+
+        Instances are frozen, so the dump is computed once per instance and cached.
+        """
+        if self._id_cache is None:
+            self._id_cache = {name: _id_dump(getattr(self, name)) for name in self.id_fields()}
+        return self._id_cache
+
+
+    def id_json(self) -> str:
+        """Canonical JSON of `id_dump()` (sorted keys, no whitespace), cached per instance.
+
+        Built from the cached strings of nested models, so hashing a stage config costs only its
+        new parts: the same bytes as `json.dumps(self.id_dump(), sort_keys=True, separators=(",", ":"))`.
+        """
+        if self._id_json_cache is None:
+            self._id_json_cache = "{" + ",".join(
+                f"{json.dumps(name)}:{_id_json(getattr(self, name))}" for name in sorted(self.id_fields())
+            ) + "}"
+        return self._id_json_cache
+
+
+def _id_json(value: Any) -> str:
+    if isinstance(value, StrictModel):
+        return value.id_json()
+    if isinstance(value, (list, tuple, dict)):
+        try:  # plain JSON data (e.g. the report's rows): one C-speed dump
+            text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False, default=_not_plain)
+            if "-0.0" not in text:
+                return text
+        except (TypeError, ValueError):
+            pass  # holds models, non-finite or non-string-keyed values: go element by element
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_id_json(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{_id_json(value[k])}"
+                              for k in sorted(map(str, value))) + "}"
+    return json.dumps(_id_dump(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _not_plain(value: Any) -> Any:
+    raise TypeError("not plain JSON")
 
 
 def _id_dump(value: Any) -> Any:
     if isinstance(value, StrictModel):
-        skip = type(value).id_excluded_fields()
-        return {
-            name: _id_dump(getattr(value, name))
-            for name in type(value).model_fields
-            if name not in skip
-        }
+        return value.id_dump()
     if isinstance(value, (list, tuple)):
         return [_id_dump(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _id_dump(v) for k, v in value.items()}
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"non-finite float {value!r} cannot enter a stage id")
+        return value + 0.0  # -0.0 → 0.0
     return to_jsonable_python(value)

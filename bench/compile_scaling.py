@@ -1,0 +1,156 @@
+"""Compile + `snakemake -n` of a 1,000-run sweep vs a hand-written Snakefile doing the same dry run.
+
+Both workflows have the same job graph: 10 toxic shares × 10 seeds × 10 ITI strengths over the demo
+spec's stages (pretraining shared across strengths). The hand-written one is what a careful user
+would write without mixsteer: wildcards per axis, `expand()` targets. Run from the repo root:
+
+    python bench/compile_scaling.py
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SHARES = [round(0.025 * i, 3) for i in range(10)]
+SEEDS = list(range(10))
+ALPHAS = [float(a) for a in range(1, 11)]
+
+HAND_WRITTEN = textwrap.dedent('''
+    SHARES = {shares}
+    SEEDS = {seeds}
+    ALPHAS = {alphas}
+    VARIANTS = ["base", "prompting", "sft", "dpo"]
+
+    rule all:
+        input: "results/report/stage.json"
+
+    rule tokenizer:
+        output: "results/tokenizer/stage.json"
+        shell: "touch {{output}}"
+
+    rule mix:
+        input: "results/tokenizer/stage.json"
+        output: "results/mix/{{share}}_{{seed}}/stage.json"
+        shell: "touch {{output}}"
+
+    rule pretrain:
+        input: "results/mix/{{share}}_{{seed}}/stage.json"
+        output: "results/pretrain/{{share}}_{{seed}}/stage.json"
+        shell: "touch {{output}}"
+
+    rule activations:
+        input: "results/pretrain/{{share}}_{{seed}}/stage.json"
+        output: "results/activations/{{share}}_{{seed}}/stage.json"
+        shell: "touch {{output}}"
+
+    rule probe:
+        input: "results/activations/{{share}}_{{seed}}/stage.json"
+        output: "results/probe/{{share}}_{{seed}}/stage.json"
+        shell: "touch {{output}}"
+
+    rule steer:
+        input: "results/pretrain/{{share}}_{{seed}}/stage.json", "results/probe/{{share}}_{{seed}}/stage.json"
+        output: "results/steer/{{share}}_{{seed}}_{{alpha}}/stage.json"
+        shell: "touch {{output}}"
+
+    rule posttrain:
+        input: "results/pretrain/{{share}}_{{seed}}/stage.json"
+        output: "results/posttrain/{{share}}_{{seed}}_{{method}}/stage.json"
+        shell: "touch {{output}}"
+
+    def model_of(wc):
+        if wc.variant in ("base", "prompting"):
+            return f"results/pretrain/{{wc.share}}_{{wc.seed}}/stage.json"
+        return f"results/posttrain/{{wc.share}}_{{wc.seed}}_{{wc.variant}}/stage.json"
+
+    rule evaluate:
+        input: model_of, "results/mix/{{share}}_{{seed}}/stage.json"
+        output: "results/evaluate/{{share}}_{{seed}}_{{variant}}/stage.json"
+        shell: "touch {{output}}"
+
+    rule evaluate_iti:
+        input: "results/steer/{{share}}_{{seed}}_{{alpha}}/stage.json", "results/mix/{{share}}_{{seed}}/stage.json"
+        output: "results/evaluate_iti/{{share}}_{{seed}}_{{alpha}}/stage.json"
+        shell: "touch {{output}}"
+
+    rule report:
+        input:
+            expand("results/evaluate/{{share}}_{{seed}}_{{variant}}/stage.json", share=SHARES, seed=SEEDS, variant=VARIANTS),
+            expand("results/evaluate_iti/{{share}}_{{seed}}_{{alpha}}/stage.json", share=SHARES, seed=SEEDS, alpha=ALPHAS),
+            expand("results/probe/{{share}}_{{seed}}/stage.json", share=SHARES, seed=SEEDS),
+        output: "results/report/stage.json"
+        shell: "touch {{output}}"
+''').format(shares=SHARES, seeds=SEEDS, alphas=ALPHAS)
+
+
+def sweep_spec() -> str:
+    demo = (ROOT / "specs" / "demo.yaml").read_text().split("attack:")[0]  # same stages, no red-teaming
+    return demo + textwrap.dedent(f"""
+        sweep:
+          grid:
+            data.toxic_share: {SHARES}
+            seed: {SEEDS}
+            steer.alpha: {ALPHAS}
+        """)
+
+
+def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"{cmd} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    return time.perf_counter() - t0, r.stdout
+
+
+def jobs(out: str) -> int:
+    return int(next(line.split()[-1] for line in out.splitlines() if line.startswith("total")))
+
+
+def main() -> None:
+    from compiler.workflow import Workflow, compile_spec
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        mine, hand = work / "mixsteer", work / "hand"
+        mine.mkdir()
+        hand.mkdir()
+        shutil.copy(ROOT / "Snakefile", mine)
+        shutil.copytree(ROOT / "data", mine / "data")
+        (mine / "sweep.yaml").write_text(sweep_spec())
+        (hand / "Snakefile").write_text(HAND_WRITTEN)
+
+        t0 = time.perf_counter()
+        plan = compile_spec(Path("sweep.yaml"), mine)
+        t_plan = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        Workflow.compile([Path("sweep.yaml")], mine)
+        t_compile_cold = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        Workflow.compile([Path("sweep.yaml")], mine)
+        t_compile_warm = time.perf_counter() - t0
+
+        dry = [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", "--nolock"]
+        t_hand, out_hand = timed(dry, hand)
+        t_mine, out_mine = timed([*dry, "--config", "spec=sweep.yaml"], mine)
+        t_hand2, _ = timed(dry, hand)
+        t_mine2, _ = timed([*dry, "--config", "spec=sweep.yaml"], mine)
+    runs = len(plan.runs)
+    print(f"sweep: {runs} runs, {len(plan.instances)} stage instances; "
+          f"dry-run jobs: mixsteer {jobs(out_mine)}, hand-written {jobs(out_hand)}")
+    print(f"compile (validate + plan, in memory):        {t_plan:6.2f} s")
+    print(f"compile + write build files (cold / warm):   {t_compile_cold:6.2f} s / {t_compile_warm:6.2f} s")
+    print(f"snakemake -n, hand-written Snakefile:        {min(t_hand, t_hand2):6.2f} s")
+    print(f"snakemake -n, mixsteer (compiles at parse):  {min(t_mine, t_mine2):6.2f} s")
+    print(f"ratio mixsteer / hand-written:               {min(t_mine, t_mine2) / min(t_hand, t_hand2):6.2f}x (goal <= 1.2x)")
+
+
+if __name__ == "__main__":
+    main()
