@@ -96,7 +96,7 @@ def build_train_config(cfg: Config, *, data_paths: list[Path], tokenizer_file: P
             eps=t.eps, decay_norm_and_bias=False, decay_embeddings=False,
         ),
         scheduler=SchedulerConfig(
-            name=t.scheduler, units="steps", t_warmup=min(t.warmup_steps, cfg.max_steps // 10),
+            name=t.scheduler, units="steps", t_warmup=t.warmup_steps,
             t_max=cfg.max_steps, alpha_f=t.final_lr_ratio,
         ),
         data=DataConfig(

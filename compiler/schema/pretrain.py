@@ -31,7 +31,7 @@ class PretrainSection(StrictModel):
     scheduler: Literal["cosine_with_warmup", "linear_with_warmup", "constant"] = Field(
         "cosine_with_warmup", description="ai2-olmo scheduler name."
     )
-    warmup_steps: int = Field(2000, ge=0, description="Linear warmup steps (capped at 10 % of training).")
+    warmup_steps: int = Field(2000, ge=0, description="Linear warmup steps; must be fewer than the training steps (checked at compile time).")
     final_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final LR / peak LR (ai2-olmo alpha_f).")
     precision: Literal["fp32", "amp_bf16"] = Field(
         "amp_bf16", description="Training precision; CPU runs use fp32."
