@@ -196,3 +196,12 @@ def test_shift_moves_toxic_activations_toward_the_clean_side(tmp_path, tiny_mode
     before, after = hx[:len(TOXIC)] @ d, torch.stack(seen) @ d
     assert torch.all(after < before)
     assert abs(float(after.mean() - kind_mean @ d)) == pytest.approx(gap / 2, rel=1e-4)
+
+
+def test_probe_of_another_architecture_is_refused(tmp_path, tiny_model_dir):
+    from compiler.errors import StageError
+
+    with pytest.raises(StageError, match="does not fit"):
+        run_steer(tmp_path, tiny_model_dir, random_probe(tmp_path / "probe", shape=(3, 4, 8)))
+    with pytest.raises(StageError, match="only 8 heads"):
+        run_steer(tmp_path, tiny_model_dir, random_probe(tmp_path / "probe2"), top_k_heads=9)
