@@ -54,8 +54,13 @@ def format_table(df, *, std_suffix: bool = False) -> tuple[list[str], list[list[
 
 def summary(rows: list[dict[str, Any]], table) -> list[tuple[str, str]]:
     """Label/value pairs describing what the report covers."""
+    from runtime.report import VARIANT_ORDER
+
     def distinct(key):
-        return sorted({r.get(key) for r in rows if r.get(key) is not None}, key=str)
+        values = {r.get(key) for r in rows if r.get(key) is not None}
+        if key == "variant":
+            return sorted(values, key=lambda v: (VARIANT_ORDER.index(v) if v in VARIANT_ORDER else 99, v))
+        return sorted(values)
 
     items = [("runs", str(len({r["run"] for r in rows}))), ("table rows (distinct models)", str(len(table)))]
     for label, key in (("variants", "variant"), ("toxic shares", "toxic_share"), ("seeds", "seed"),

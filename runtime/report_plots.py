@@ -74,7 +74,7 @@ def metric_vs_share(df, metric: str, folder: Path) -> tuple[str, str] | None:
         return None
     data = df[df["variant"] == "base"] if metric.startswith("probe_") else df
     data = data.assign(alpha=data["alpha"].fillna(np.nan))
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    fig, ax = plt.subplots(figsize=(7.4, 4.2), layout="constrained")
     plotted = 0
     for (variant, alpha), part in data.groupby(["variant", "alpha"], dropna=False, sort=False):
         s = _over_seeds(part, ["toxic_share"], metric)
@@ -92,7 +92,7 @@ def metric_vs_share(df, metric: str, folder: Path) -> tuple[str, str] | None:
     ax.set_title(f"{label(metric)} vs toxic share")
     ax.grid(alpha=.3)
     if plotted > 1 or not metric.startswith("probe_"):
-        ax.legend(title="model", fontsize=8, loc="best")
+        ax.legend(title="model", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, folder, f"{metric}_vs_share.png"), \
         f"{label(metric)} against the toxic share of pretraining data, one line per model variant " \
         f"(mean ± std over seeds)."
@@ -170,7 +170,7 @@ def head_accuracy_ecdf(by_share: dict[float, list[np.ndarray]], tests: list[dict
         return None
     p = {t["toxic_share"]: t["p_value"] for t in tests}
     colours = plt.get_cmap("viridis")(np.linspace(0, .9, len(by_share)))
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    fig, ax = plt.subplots(figsize=(7.4, 4.2), layout="constrained")
     for colour, (share, arrays) in zip(colours, by_share.items()):
         acc = np.concatenate([a[np.isfinite(a)] for a in arrays])
         tag = f"{100 * share:g} %" + (f" (p = {p[share]:.2g})" if share in p else " (reference)")
@@ -179,7 +179,7 @@ def head_accuracy_ecdf(by_share: dict[float, list[np.ndarray]], tests: list[dict
     ax.set_ylabel("share of heads with accuracy ≤ x")
     ax.set_title("Head probe accuracies by toxic share")
     ax.grid(alpha=.3)
-    ax.legend(title="toxic share (one-sided MWU p)", fontsize=8, loc="best")
+    ax.legend(title="toxic share\n(one-sided MWU p)", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, folder, "probe_head_accuracy_ecdf.png"), \
         "Empirical CDF of per-head probe accuracies for each toxic share (heads of all seeds pooled); a curve " \
         "further right has more accurate heads. p: one-sided Mann–Whitney U against the reference share."
@@ -193,7 +193,7 @@ def toy_entanglement(df, folder: Path) -> tuple[str, str] | None:
     toy = df.dropna(subset=[x, y]).drop_duplicates("toy_id").sort_values(x)
     if toy.empty:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    fig, ax = plt.subplots(figsize=(7.4, 4.2), layout="constrained")
     for kind, colour in (("rare", "C3"), ("common", "C0")):
         col = f"toy_{kind}_entanglement_mean"
         if col in toy:
@@ -207,7 +207,7 @@ def toy_entanglement(df, folder: Path) -> tuple[str, str] | None:
     ax.set_ylabel("entanglement (max |cos| to another feature)")
     ax.set_title("Toy model: rarer features are more entangled?")
     ax.grid(alpha=.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, folder, "toy_entanglement.png"), \
         "Toy model: mean entanglement of the rare chain's and the common chains' features against the rare " \
         "chain's frequency (95 % confidence interval over seeds); dashed: the Welch bound."

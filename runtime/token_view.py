@@ -77,11 +77,11 @@ def scores(projections: list[np.ndarray], stds: np.ndarray) -> list[np.ndarray]:
 
 
 def colour(score: float) -> tuple[str, str]:
-    """(background, text colour) for a score in [0, 1]."""
+    """(background, text colour) for a score in [0, 1]: blue below the 0.5 centre, white at it, red above."""
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
 
-    return to_hex(colormaps["Reds"](float(score))), ("#ffffff" if score > 0.6 else "#1f2933")
+    return to_hex(colormaps["RdBu_r"](float(score))), ("#ffffff" if abs(score - 0.5) > 0.32 else "#1f2933")
 
 
 def spans(text: str, offsets: list[tuple[int, int]], score: np.ndarray) -> list[dict[str, str]]:

@@ -266,3 +266,35 @@ def test_html_escapes_hostile_strings(tmp_path):
     html = (tmp_path / "out" / "index.html").read_text()
     assert "<script>" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
+
+
+def _chromium():
+    """A headless Chromium WebDriver (Debian's chromium + chromium-driver), or skip with the reason."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (dev extra)")
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not browser or not driver:
+        pytest.skip("chromium / chromedriver not found (apt-get install chromium chromium-driver)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--window-size=1280,2000"):
+        opts.add_argument(flag)
+    return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
+
+
+def test_every_image_loads_in_chromium(tmp_path):
+    runs, inputs, _ = make_inputs(tmp_path / "results", shift=0.1)
+    metrics = report.run(make_cfg(runs, title=HOSTILE), make_ctx(tmp_path, inputs))
+    browser = _chromium()
+    try:
+        browser.get((tmp_path / "out" / "index.html").as_uri())
+        images = browser.execute_script(
+            "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
+        assert len(images) == metrics["n_plots"] > 0
+        assert all(complete and width > 0 for _, complete, width in images), images
+        assert browser.execute_script("return document.scripts.length") == 0  # the hostile title stayed text
+        assert browser.execute_script("return document.querySelector('h1').textContent") == HOSTILE
+        rows = browser.execute_script("return document.querySelectorAll('#results tbody tr').length")
+        assert rows == metrics["n_rows"]
+    finally:
+        browser.quit()
