@@ -16,3 +16,6 @@ class ReportSection(StrictModel):
     token_view_texts: list[str] = Field(
         default_factory=list, description="Texts shown token by token with the probe's toxicity score."
     )
+    token_view_top_k_heads: int = Field(
+        5, gt=0, description="Heads of highest probe accuracy whose scores the token view averages (count)."
+    )
