@@ -6,6 +6,7 @@ missing key points at its parent mapping); unknown keys get a "did you mean". Do
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,13 @@ def validate_runs(doc: Document, default_name: str, root: Path | None = None) ->
     so each distinct section is validated once and its validated object is passed to the other runs
     (pydantic accepts a model instance as is): the id cache and the path checks then reuse it.
     """
-    runs = expand_sweep(doc, lambda parts: check_path(Spec, parts))
     problems: list[Problem] = []
+    try:
+        runs = expand_sweep(doc, lambda parts: check_path(Spec, parts))
+    except SpecError as exc:  # still validate the rest, as one run without the sweep
+        problems.extend(exc.problems)
+        data = {k: v for k, v in doc.data.items() if k != "sweep"}
+        runs = [Run("run", {}, Document(data, doc.positions, doc.file))]
     validated: list[tuple[Run, Spec]] = []
     sections: dict[tuple[str, int], Any] = {}
     for run in runs:
@@ -82,12 +88,15 @@ def validate_runs(doc: Document, default_name: str, root: Path | None = None) ->
         try:
             spec = Spec.model_validate({**data, **known})
         except ValidationError as exc:
-            problems.extend(problems_of(run.document, data, exc))
+            found = problems_of(run.document, data, exc)
+            if not run.axes and problems:  # sweep was broken: values it would set may be missing
+                found = [p for p in found if not p.message.startswith("missing required key")]
+            problems.extend(found)
             continue
         for name, key in keys.items():
             sections.setdefault(key, getattr(spec, name))
         validated.append((run, spec))
-    if not problems:
+    if validated:
         checked: set[int] = set()
         for run, spec in validated:
             for path, message in domain_problems(spec, root, checked):
@@ -111,5 +120,5 @@ def load_spec(file: Path, root: Path | None = None, display: str | None = None) 
     """File → validated runs. The spec's default name is the file stem; local paths are checked
     against `root` when given."""
     doc = load_document(Path(file), display)
-    stem = Path(file).stem.replace(".", "-").lower()
+    stem = re.sub(r"[^a-z0-9_-]+", "-", Path(file).stem.lower()).strip("-_") or "spec"
     return validate_runs(doc, stem, root)
