@@ -34,7 +34,7 @@ class Config(StrictModel):
     data: LabelledData
     token_position: Literal["last", "mean"]
     max_length_tokens: int
-    layers: list[int] | None = Field(None, description="Model layers to record (0-based); null = all.")
+    layers: list[int]
     batch_size: int = Field(32, json_schema_extra=NOT_IN_ID)
 
 
@@ -51,7 +51,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
     n_layers = model.config.num_hidden_layers
-    layers = list(range(n_layers)) if cfg.layers is None else list(cfg.layers)
+    layers = list(cfg.layers)
     bad = [i for i in layers if not 0 <= i < n_layers]
     if bad:
         raise StageError(f"activations: layers {bad} do not exist (the model has {n_layers})")

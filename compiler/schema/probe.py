@@ -47,6 +47,18 @@ class ProbeSection(StrictModel):
     accuracy_threshold: float = Field(
         0.6, gt=0, lt=1, description="Report the number of heads with validation accuracy above this."
     )
+    gradient_tolerance: float = Field(
+        1e-6, gt=0, description="Stop fitting a probe once max |gradient of its mean loss| is below this "
+        "(scikit-learn's lbfgs `tol`)."
+    )
+    entanglement_heads: int = Field(
+        10, gt=0, description="Entanglement (|cos| toxicity vs attribute directions) is averaged over this "
+        "many best heads."
+    )
+    min_attribute_examples: int = Field(
+        10, gt=0, description="Attribute values with fewer training examples (with or without the value) "
+        "get no direction."
+    )
     batch_size: int = Field(32, gt=0, description="Texts per forward pass.", json_schema_extra=NOT_IN_ID)
 
     @model_validator(mode="after")
