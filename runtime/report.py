@@ -4,7 +4,8 @@ Reads: the `metrics.json` of every evaluate / attack / probe / pretrain / mix / 
 `cfg.runs` (one row per run and model variant, built by `compiler.plan._report_row`), each probe's
 `accuracy.json`, and for the token view each base model and probe directions. Writes: `table.csv`,
 `table.md` (one row per distinct model variant), `table_seeds.csv` / `table_seeds.md` (mean ± std over
-seeds, when seeds vary), `significance.json`, `plots/*.png`, `index.html`. Every config field but
+seeds, when seeds vary), `significance.json`, `plots/*.png`, `index.html` (relative images) and `standalone.html` (images
+inlined, for `snakemake --report`). Every config field but
 `spec_name` enters the id.
 
 A missing stage or metric key is fine (a spec without attack or toy still gets its report); a folder or

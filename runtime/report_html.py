@@ -1,8 +1,10 @@
 """The report's HTML page: prepare every value in Python, then render `templates/report.html.j2`.
 
 The template only loops over prepared strings. Jinja2 autoescaping is on, so spec strings (title, run
-names, token-view texts) can never inject markup or script. Images are referenced relatively
-(`plots/<name>.png`), so the folder can be moved or served as is.
+names, token-view texts) can never inject markup or script. Two pages are written from one template:
+`index.html` references images relatively (`plots/<name>.png`), so the folder can be moved or served as
+is; `standalone.html` inlines them as data URIs, for `snakemake --report`, which embeds one HTML file
+as a data URI where relative links cannot resolve.
 """
 from __future__ import annotations
 
@@ -88,18 +90,28 @@ def render(**context: Any) -> str:
     return env.get_template("report.html.j2").render(**context)
 
 
+def _data_uri(path: Path) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
 def write_page(path: Path, *, cfg, rows, table, by_seed, tests, plots, views) -> None:
-    """Render and write `index.html`; `plots` are (file name, caption) pairs under `plots/`."""
+    """Render `index.html` (relative images) and `standalone.html` (inlined images) into `path`'s folder;
+    `plots` are (file name, caption) pairs under `plots/`."""
     shown = table.drop(columns=[c for c in table.columns if c.endswith("_id")])
     headers, body = format_table(shown)
     seeds = format_table(by_seed, std_suffix=True) if by_seed is not None else None
     sig_headers, sig_body = significance_rows(tests)
-    html = render(
+    context = dict(
         title=cfg.title, spec_name=cfg.spec_name, summary=summary(rows, table),
         table_headers=headers, table_rows=body, seeds_table=seeds,
         significance_headers=sig_headers, significance_rows=sig_body,
         significance_alpha=cfg.significance_alpha,
-        plots=[{"src": f"plots/{name}", "caption": caption} for name, caption in plots],
         views=views, top_k=cfg.token_view_top_k_heads,
     )
-    path.write_text(html, encoding="utf-8")
+    folder = path.parent
+    relative = [{"src": f"plots/{name}", "caption": caption} for name, caption in plots]
+    inlined = [{"src": _data_uri(folder / "plots" / name), "caption": caption} for name, caption in plots]
+    path.write_text(render(plots=relative, **context), encoding="utf-8")
+    (folder / "standalone.html").write_text(render(plots=inlined, **context), encoding="utf-8")

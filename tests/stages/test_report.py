@@ -263,9 +263,10 @@ def test_html_escapes_hostile_strings(tmp_path):
     runs, inputs, _ = make_inputs(tmp_path / "results", shift=0.1, attack=False)
     runs = [r | {"run": HOSTILE + r["run"]} for r in runs]
     report.run(make_cfg(runs, title=HOSTILE, spec_name=HOSTILE), make_ctx(tmp_path, inputs))
-    html = (tmp_path / "out" / "index.html").read_text()
-    assert "<script>" not in html and "<img src=x" not in html
-    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
+    for page in ("index.html", "standalone.html"):
+        html = (tmp_path / "out" / page).read_text()
+        assert "<script>" not in html and "<img src=x" not in html
+        assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
 
 
 def _chromium():
@@ -282,12 +283,15 @@ def _chromium():
     return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
 
 
-def test_every_image_loads_in_chromium(tmp_path):
+@pytest.mark.parametrize("page", ["index.html", "standalone.html"])
+def test_every_image_loads_in_chromium(tmp_path, page):
     runs, inputs, _ = make_inputs(tmp_path / "results", shift=0.1)
     metrics = report.run(make_cfg(runs, title=HOSTILE), make_ctx(tmp_path, inputs))
+    if page == "standalone.html":  # images inlined: nothing next to the page is needed
+        shutil.rmtree(tmp_path / "out" / "plots")
     browser = _chromium()
     try:
-        browser.get((tmp_path / "out" / "index.html").as_uri())
+        browser.get((tmp_path / "out" / page).as_uri())
         images = browser.execute_script(
             "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
         assert len(images) == metrics["n_plots"] > 0
