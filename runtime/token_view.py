@@ -17,7 +17,6 @@ model, not across models.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
