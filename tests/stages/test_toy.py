@@ -14,6 +14,17 @@ from runtime.stage import StageContext
 N_CHAINS, N_TOKENS = 3, 4
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """As the stage runs (ctx.threads = 1): extra intra-op threads thrash on a shared CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny(**kw) -> ToySection:
     base = dict(enabled=True, train_steps=20, batch_size=16, sequence_length=16, probe_sequences=96,
                 probe_min_position=4, seeds=2)
