@@ -89,11 +89,11 @@ class _Builder:
         self._memo[key] = sid
         return sid
 
-    def derived(self, key: tuple, make: Any) -> Any:
-        """One object per key (e.g. an evaluate section completed with the probe data)."""
+    def tokenizer_info(self, tokenizer: Any) -> TokenizerInfo:
+        """One TokenizerInfo object per tokenizer section, so the memo above keeps hitting."""
+        key = ("tokenizer-info", id(tokenizer))
         if key not in self._memo:
-            self._memo[key] = make()
-            self._keep.append(key)
+            self._memo[key] = TokenizerInfo.of(tokenizer)
         return self._memo[key]
 
 
@@ -135,7 +135,7 @@ def _plan_run(b: _Builder, spec: Spec) -> dict[str, str]:
         roles["toy"] = b.add("toy", dict(toy=spec.toy), {}, spec)
     if spec.data is None:
         return roles
-    info = b.derived(("tokenizer-info", id(spec.tokenizer)), lambda: TokenizerInfo.of(spec.tokenizer))
+    info = b.tokenizer_info(spec.tokenizer)
     tok_sources = spec.data.sources if spec.tokenizer.kind == "bpe" else {}
     roles["tokenizer"] = b.add("tokenizer", dict(tokenizer=spec.tokenizer, info=info, sources=tok_sources), {}, spec)
     roles["mix"] = b.add("mix", dict(data=spec.data, tokenizer=info, seed=spec.seed), {"tokenizer": roles["tokenizer"]}, spec)
@@ -167,10 +167,7 @@ def _plan_run(b: _Builder, spec: Spec) -> dict[str, str]:
                 "posttrain", {method: section, "seed": spec.seed}, {"model": roles["pretrain"]}, spec)
     if spec.evaluate is not None:
         ev = spec.evaluate
-        if ev.detection.data is None and spec.probe is not None:
-            probe_data = spec.probe.data
-            ev = b.derived(("detection", id(ev), id(probe_data)), lambda: ev.model_copy(
-                update={"detection": ev.detection.model_copy(update={"data": probe_data})}))
+        detection_data = spec.probe.data if ev.detection.data is None and spec.probe is not None else None
         variants: dict[str, tuple[str, str | None]] = {v: (m, None) for v, m in models.items()}
         if spec.posttrain.prompting.enabled:
             variants["prompting"] = (roles["pretrain"], spec.posttrain.prompting.prefix)
@@ -178,7 +175,8 @@ def _plan_run(b: _Builder, spec: Spec) -> dict[str, str]:
             inputs = {"model": model_id, "mix": roles["mix"]}
             if variant not in ("base", "prompting") and ev.cross_entropy.kl_to_base:
                 inputs["base"] = roles["pretrain"]
-            roles[f"evaluate/{variant}"] = b.add("evaluate", dict(evaluate=ev, prefix=prefix, seed=spec.seed), inputs, spec)
+            roles[f"evaluate/{variant}"] = b.add("evaluate", dict(
+                evaluate=ev, prefix=prefix, detection_data=detection_data, seed=spec.seed), inputs, spec)
             if spec.attack is not None and spec.attack.enabled and variant != "prompting":
                 roles[f"attack/{variant}"] = b.add("attack", dict(
                     attack=spec.attack, scorer=ev.scorer, toxic_threshold=ev.toxic_threshold, seed=spec.seed,
