@@ -177,13 +177,14 @@ def entanglement(examples, train, head_x, resid_x, head_tox, resid_tox, best_hea
     import numpy as np
 
     out = {}
+    best_x, resid_train = head_x[:, best_heads][train], resid_x[train]
     for name in sorted(examples[0]["attributes"]) if examples else []:
         values = np.array([examples[i]["attributes"][name] for i in train])
         kept = [v for v in sorted(set(values))
                 if min((values == v).sum(), (values != v).sum()) >= min_examples]
-        head_cos = {v: np.abs((mass_mean(head_x[train][:, best_heads], values == v)
+        head_cos = {v: np.abs((mass_mean(best_x, values == v)
                                * head_tox[best_heads]).sum(-1)) for v in kept}
-        resid_cos = {v: float(abs(mass_mean(resid_x[train], values == v) @ resid_tox)) for v in kept}
+        resid_cos = {v: float(abs(mass_mean(resid_train, values == v) @ resid_tox)) for v in kept}
         per_head = np.max(np.stack(list(head_cos.values())), 0) if kept else np.full(len(best_heads), np.nan)
         out[name] = {
             "values": kept, "heads_mean": float(per_head.mean()),
