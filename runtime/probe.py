@@ -83,18 +83,19 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     head_fit = fit_probes(head_x, y, train, val, **fit_kw)
     resid_fit = fit_probes(resid, y, train, val, **fit_kw)
 
-    head_mm, head_pw = mass_mean(head_x[train], y[train]), unit(head_fit.weight)
-    resid_mm, resid_pw = mass_mean(resid[train], y[train]), unit(resid_fit.weight)
+    head_train, resid_train = head_x[train], resid[train]
+    head_mm, head_pw = mass_mean(head_train, y[train]), unit(head_fit.weight)
+    resid_mm, resid_pw = mass_mean(resid_train, y[train]), unit(resid_fit.weight)
     ranking = rank_probes(head_fit)
     acc = head_fit.val_accuracy.reshape(n_layers, n_heads)
     save_file({
         "mass_mean": head_mm.reshape(n_layers, n_heads, head_dim),
         "probe_weight": head_pw.reshape(n_layers, n_heads, head_dim),
-        "std_mass_mean": projected_std(head_x[train], head_mm).reshape(n_layers, n_heads),
-        "std_probe_weight": projected_std(head_x[train], head_pw).reshape(n_layers, n_heads),
+        "std_mass_mean": projected_std(head_train, head_mm).reshape(n_layers, n_heads),
+        "std_probe_weight": projected_std(head_train, head_pw).reshape(n_layers, n_heads),
         "resid_mass_mean": resid_mm, "resid_probe_weight": resid_pw,
-        "std_resid_mass_mean": projected_std(resid[train], resid_mm),
-        "std_resid_probe_weight": projected_std(resid[train], resid_pw),
+        "std_resid_mass_mean": projected_std(resid_train, resid_mm),
+        "std_resid_probe_weight": projected_std(resid_train, resid_pw),
         "layers": np.asarray(layers, dtype=np.int64),
     }, str(ctx.out / "directions.safetensors"))
     head_ranking = [[layers[g // n_heads], int(g % n_heads)] for g in ranking]
