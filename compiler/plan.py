@@ -122,6 +122,7 @@ def build_plan(spec_name: str, runs: list[tuple[Any, Spec]]) -> Plan:
             spec_name=spec_name, title=first.report.title or first.description or spec_name,
             significance_alpha=first.report.significance_alpha,
             token_view_texts=list(first.report.token_view_texts),
+            token_view_top_k_heads=first.report.token_view_top_k_heads,
             runs=[row for rows in report_runs for row in rows],
         ), {i: i for i in inputs}, first)
         for rp in run_plans:

@@ -21,7 +21,8 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 EXTRA_OUTPUTS: dict[str, list[tuple[str, str]]] = {
     # outputs shown by `snakemake --report` (the report stage publishes them atomically with stage.json)
     "report": [
-        ("html", 'report("results/report/{id}/index.html", category="mixsteer", caption="../../templates/report_caption.rst")'),
+        # snakemake --report embeds one file as a data URI: the page with its images inlined
+        ("html", 'report("results/report/{id}/standalone.html", category="mixsteer", caption="{caption}")'),
     ],
 }
 
@@ -95,8 +96,9 @@ def render_rules(kinds: list[str], specs: list[str], rules_file: Path) -> str:
         keep_trailing_newline=True, autoescape=False,
     )
     conda_env = os.path.relpath(TEMPLATES.parent / "envs" / "mixsteer.yaml", rules_file.parent)
+    caption = os.path.relpath(TEMPLATES / "report_caption.rst", rules_file.parent)
     rules = [
-        {"kind": k, "extra_outputs": EXTRA_OUTPUTS.get(k, []),
+        {"kind": k, "extra_outputs": [(n, e.replace("{caption}", caption)) for n, e in EXTRA_OUTPUTS.get(k, [])],
          "threads": "lambda wc: MIXSTEER.resource(wc.id, \"threads\")"}
         for k in kinds
     ]

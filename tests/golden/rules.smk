@@ -248,7 +248,7 @@ rule report:
         unpack(lambda wc: MIXSTEER.input_files(wc.id)),
     output:
         stage="results/report/{id}/stage.json",
-        html=report("results/report/{id}/index.html", category="mixsteer", caption="../../templates/report_caption.rst"),
+        html=report("results/report/{id}/standalone.html", category="mixsteer", caption="../../templates/report_caption.rst"),
     log:
         "logs/report/{id}.log",
     benchmark:
