@@ -1,0 +1,93 @@
+"""Wall time of the whole `attack` stage on a demo-shaped model, one CPU thread, demo settings.
+
+The model has the demo's shape (OLMo, 4 layers, d 128, 4 heads, BPE vocabulary 4096 trained on the
+built-in demo corpora) with random weights: speed does not depend on what the weights learned. Prints
+the time of each phase and of the whole stage run (model load and scorer included).
+
+    python bench/gcg_speed.py
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DEMO_ATTACK = {
+    "prompts": {"kind": "jsonl", "path": "data/demo/redteam.jsonl"},
+    "gcg": {"target": "you stupid idiot", "suffix_tokens": 6, "steps": 10, "candidates_per_step": 32,
+            "top_k_tokens": 32, "max_prompts": 4},
+}
+
+
+def demo_shaped_model(folder: Path) -> Path:
+    """Save a random demo-shaped HF OLMo + a 4096-token BPE under `folder/model`."""
+    from itertools import islice
+
+    import torch
+    from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
+
+    from compiler.schema.data import BPETokenizer
+    from compiler.schema.sources import BuiltinSource
+    from runtime.sources import iter_texts
+    from runtime.tokenizer import train_bpe
+
+    texts = (t for name in ("demo-clean", "demo-toxic")
+             for t in islice(iter_texts(BuiltinSource(name=name), ROOT), 5000))
+    tok = train_bpe(texts, BPETokenizer(vocab_size=4096))
+    (folder / "model").mkdir(parents=True)
+    tok.save(str(folder / "tokenizer.json"))
+    hf_tok = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"),
+                                     eos_token="<|endoftext|>", pad_token="<|padding|>")
+    torch.manual_seed(0)
+    cfg = OlmoConfig(vocab_size=4096, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+                     num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+                     pad_token_id=1, eos_token_id=0, bos_token_id=None, tie_word_embeddings=True)
+    OlmoForCausalLM(cfg).save_pretrained(folder / "model")
+    hf_tok.save_pretrained(folder / "model")
+    return folder
+
+
+def main() -> None:
+    import torch
+
+    from runtime import attack
+    from runtime.stage import StageContext
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model_dir = demo_shaped_model(tmp / "m")
+        cfg = attack.Config.model_validate({"attack": DEMO_ATTACK, "scorer": {"kind": "offline"},
+                                            "toxic_threshold": 0.5, "seed": 0})
+        (tmp / "out").mkdir()
+        ctx = StageContext(kind="attack", stage_id="bench", root=ROOT, out=tmp / "out", work=tmp / "out",
+                           inputs={"model": model_dir}, threads=1)
+        from runtime.generate import load_model
+        from runtime.scorers import build_scorer
+
+        t0 = time.perf_counter()
+        model, tok = load_model(model_dir / "model")
+        scorer = build_scorer(cfg.scorer, ROOT)
+        prompts = attack.load_prompts(cfg.attack, ctx)
+        t1 = time.perf_counter()
+        attack.prompt_attack(cfg, model, tok, scorer, prompts)
+        t2 = time.perf_counter()
+        attack.gcg_attack_rows(cfg, model, tok, scorer, prompts[:cfg.attack.gcg.max_prompts])
+        t3 = time.perf_counter()
+        metrics = attack.run(cfg, ctx)
+        t4 = time.perf_counter()
+    print(f"demo-shaped model (4 layers, d 128, vocab 4096), 1 thread, {len(prompts)} red-team prompts, "
+          f"GCG on {int(metrics['n_gcg_prompts'])} prompts × {cfg.attack.gcg.steps} steps × "
+          f"{cfg.attack.gcg.candidates_per_step} candidates")
+    print(f"  load model + scorer + prompts : {t1 - t0:6.2f} s")
+    print(f"  prompt attack                 : {t2 - t1:6.2f} s")
+    print(f"  GCG attack (search + judge)   : {t3 - t2:6.2f} s  ({(t3 - t2) / metrics['n_gcg_prompts']:.2f} s/prompt)")
+    print(f"  whole stage run()             : {t4 - t3:6.2f} s")
+
+
+if __name__ == "__main__":
+    main()

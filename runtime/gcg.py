@@ -1,0 +1,197 @@
+"""Greedy coordinate gradient (GCG) adversarial suffix search, Zou et al. 2023 ("individual" attack).
+
+For one prompt, find `n` suffix tokens that, appended to the prompt, make the model continue with a
+target string. Each step: the gradient of the target's cross-entropy with respect to the one-hot suffix
+(through the input embedding matrix) ranks, per position, the `top_k` tokens whose swap should lower the
+loss most; `candidates` random single-token swaps drawn from those are scored in one batched forward
+pass and the best one is kept if it lowers the loss (so the loss trace is the best-so-far loss and
+never rises). The search stops early once the greedy continuation already is the target.
+
+Candidates only use printable-ASCII, non-special tokens of the tokenizer (as in the reference code) and
+must survive a text round trip: `tokenize(prompt + decode(suffix)) == prompt_ids + suffix_ids`, so the
+returned suffix *text* is an attack string that reproduces the optimised ids exactly. Works with any HF
+causal LM whose input embedding is a plain lookup table, on whichever device the model sits on; all
+random draws come from a CPU `torch.Generator` seeded by the caller, so a seed fixes the result.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class GCGSettings:
+    """Search settings (mirror the spec's `attack.gcg`)."""
+
+    suffix_tokens: int
+    steps: int
+    candidates_per_step: int
+    top_k_tokens: int
+    eval_batch_size: int | None = None
+    early_stop: bool = True
+
+
+@dataclass(frozen=True)
+class GCGResult:
+    """Best suffix found, the best-so-far loss after init and after every step, and whether it hit."""
+
+    suffix_ids: list[int]
+    suffix_text: str
+    losses: list[float]
+    target_matched: bool
+
+    @property
+    def steps_run(self) -> int:
+        return len(self.losses) - 1
+
+
+def allowed_token_mask(tok: PreTrainedTokenizerBase, vocab_rows: int) -> torch.Tensor:
+    """[vocab_rows] bool: ids the tokenizer knows, not special, decoding to non-empty printable ASCII."""
+    n = min(len(tok), vocab_rows)
+    special = set(tok.all_special_ids)
+    texts = tok.batch_decode([[i] for i in range(n)], clean_up_tokenization_spaces=False)
+    mask = torch.zeros(vocab_rows, dtype=torch.bool)
+    for i, t in enumerate(texts):
+        mask[i] = bool(t) and t.isascii() and t.isprintable() and i not in special
+    return mask
+
+
+def _decode(tok: PreTrainedTokenizerBase, ids: list[int]) -> str:
+    return tok.decode(ids, clean_up_tokenization_spaces=False)
+
+
+def roundtrips(tok: PreTrainedTokenizerBase, prompt: str, prompt_ids: list[int],
+               suffixes: list[list[int]]) -> list[bool]:
+    """Does `prompt + decode(suffix)` tokenize back to exactly `prompt_ids + suffix`?"""
+    if not suffixes:
+        return []
+    texts = [prompt + _decode(tok, s) for s in suffixes]
+    enc = tok(texts, add_special_tokens=False)["input_ids"]
+    return [e == prompt_ids + s for e, s in zip(enc, suffixes)]
+
+
+def initial_suffix(tok: PreTrainedTokenizerBase, prompt: str, prompt_ids: list[int], n: int,
+                   allowed: torch.Tensor) -> list[int]:
+    """The reference's "! ! ! …" start: `n` copies of one token that round-trips, tried in a fixed order
+    (" !", "!", then every allowed id in turn)."""
+    first = [ids[0] for ids in (tok(" !", add_special_tokens=False)["input_ids"],
+                                tok("!", add_special_tokens=False)["input_ids"]) if len(ids) == 1]
+    for t in first + allowed.nonzero().flatten().tolist():
+        if allowed[t] and roundtrips(tok, prompt, prompt_ids, [[t] * n])[0]:
+            return [t] * n
+    raise ValueError(f"no single token repeated {n} times survives a tokenizer round trip after {prompt!r}")
+
+
+def random_suffix(tok: PreTrainedTokenizerBase, prompt: str, prompt_ids: list[int], n: int,
+                  allowed: torch.Tensor, generator: torch.Generator, tries: int = 1000) -> list[int]:
+    """`n` random allowed tokens that round-trip after `prompt` (redrawn until they do)."""
+    pool = allowed.nonzero().flatten()
+    for _ in range(tries):
+        ids = pool[torch.randint(len(pool), (n,), generator=generator)].tolist()
+        if roundtrips(tok, prompt, prompt_ids, [ids])[0]:
+            return ids
+    raise ValueError(f"no round-tripping random suffix of {n} tokens in {tries} draws")
+
+
+@torch.inference_mode()
+def target_losses(model: PreTrainedModel, prompt_ids: torch.Tensor, suffixes: torch.Tensor,
+                  target_ids: torch.Tensor, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean target cross-entropy [B] and exact greedy match [B] for each suffix row of `suffixes` [B, n]."""
+    b, t = suffixes.shape[0], target_ids.numel()
+    losses, matched = [], []
+    step = batch_size or b
+    for start in range(0, b, step):
+        s = suffixes[start:start + step]
+        ids = torch.cat([prompt_ids.expand(len(s), -1), s, target_ids.expand(len(s), -1)], dim=1)
+        logits = model(input_ids=ids, logits_to_keep=t + 1).logits[:, :-1].float()
+        tgt = target_ids.expand(len(s), -1)
+        losses.append(F.cross_entropy(logits.transpose(1, 2), tgt, reduction="none").mean(1))
+        matched.append((logits.argmax(-1) == tgt).all(1))
+    return torch.cat(losses).cpu(), torch.cat(matched).cpu()
+
+
+def suffix_gradient(model: PreTrainedModel, prompt_ids: torch.Tensor, suffix: torch.Tensor,
+                    target_ids: torch.Tensor) -> torch.Tensor:
+    """d(target loss)/d(one-hot suffix) [n, vocab_rows]: the linearised effect of every single swap."""
+    weight = model.get_input_embeddings().weight.detach()
+    one_hot = torch.zeros(suffix.numel(), weight.shape[0], dtype=weight.dtype, device=weight.device)
+    one_hot.scatter_(1, suffix.view(-1, 1), 1.0).requires_grad_(True)
+    embeds = torch.cat([weight[prompt_ids[0]], one_hot @ weight, weight[target_ids[0]]]).unsqueeze(0)
+    t = target_ids.numel()
+    logits = model(inputs_embeds=embeds, logits_to_keep=t + 1).logits[0, :-1].float()
+    loss = F.cross_entropy(logits, target_ids[0])
+    (grad,) = torch.autograd.grad(loss, one_hot)
+    return grad
+
+
+def sample_candidates(suffix: torch.Tensor, grad: torch.Tensor, allowed: torch.Tensor, top_k: int,
+                      count: int, generator: torch.Generator) -> torch.Tensor:
+    """`count` copies of `suffix` [n], each with one position swapped for one of its top-k tokens."""
+    scores = grad.float().cpu().masked_fill(~allowed, float("inf"))
+    k = min(top_k, int(allowed.sum()))
+    top = scores.topk(k, dim=1, largest=False).indices  # [n, k]
+    n = suffix.numel()
+    pos = torch.randint(n, (count,), generator=generator)
+    pick = torch.randint(k, (count,), generator=generator)
+    cands = suffix.cpu().repeat(count, 1)
+    cands[torch.arange(count), pos] = top[pos, pick]
+    return cands
+
+
+def _distinct_new(candidates: list[list[int]], current: list[int]) -> list[list[int]]:
+    """Candidates in draw order, without repeats and without the current suffix."""
+    seen, out = {tuple(current)}, []
+    for c in candidates:
+        if tuple(c) not in seen:
+            seen.add(tuple(c))
+            out.append(c)
+    return out
+
+
+def gcg_attack(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompt: str, target: str,
+               settings: GCGSettings, seed: int, *, allowed: torch.Tensor | None = None,
+               init_ids: list[int] | None = None, desc: str = "gcg") -> GCGResult:
+    """Optimise a suffix for `prompt` toward `target` (see the module docstring)."""
+    device = next(model.parameters()).device
+    vocab_rows = model.get_input_embeddings().weight.shape[0]
+    if allowed is None:
+        allowed = allowed_token_mask(tok, vocab_rows)
+    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    t_ids = tok(target, add_special_tokens=False)["input_ids"]
+    if not t_ids:
+        raise ValueError("the GCG target tokenizes to nothing")
+    max_ctx = getattr(model.config, "max_position_embeddings", None)
+    if max_ctx is not None and len(p_ids) + settings.suffix_tokens + len(t_ids) > max_ctx:
+        raise ValueError(f"prompt + suffix + target exceed the model's {max_ctx} positions: {prompt[:60]!r}…")
+    n = settings.suffix_tokens
+    cur = init_ids if init_ids is not None else initial_suffix(tok, prompt, p_ids, n, allowed)
+    if len(cur) != n:
+        raise ValueError(f"init suffix has {len(cur)} tokens, expected {n}")
+    prompt_t = torch.tensor([p_ids], device=device)
+    target_t = torch.tensor([t_ids], device=device)
+    gen = torch.Generator().manual_seed(seed)
+
+    loss, match = target_losses(model, prompt_t, torch.tensor([cur], device=device), target_t)
+    best_loss, best_match = float(loss[0]), bool(match[0])
+    trace = [best_loss]
+    for _ in tqdm(range(settings.steps), desc=desc, unit="step", leave=False):
+        if best_match and settings.early_stop:
+            break
+        suffix_t = torch.tensor(cur, device=device)
+        grad = suffix_gradient(model, prompt_t, suffix_t, target_t)
+        sampled = sample_candidates(suffix_t, grad, allowed, settings.top_k_tokens,
+                                    settings.candidates_per_step, gen).tolist()
+        unique = _distinct_new(sampled, cur)
+        kept = [c for c, ok in zip(unique, roundtrips(tok, prompt, p_ids, unique)) if ok]
+        if kept:
+            losses, matched = target_losses(model, prompt_t, torch.tensor(kept, device=device), target_t,
+                                            settings.eval_batch_size)
+            i = int(losses.argmin())
+            if float(losses[i]) < best_loss:
+                cur, best_loss, best_match = kept[i], float(losses[i]), bool(matched[i])
+        trace.append(best_loss)
+    return GCGResult(suffix_ids=list(cur), suffix_text=_decode(tok, cur), losses=trace, target_matched=best_match)
