@@ -154,7 +154,8 @@ def _plan_run(b: _Builder, spec: Spec) -> dict[str, str]:
         roles["probe"] = b.add("probe", dict(
             validation_fraction=p.validation_fraction, split_seed=p.split_seed,
             implementation=p.implementation, l2_penalty=p.l2_penalty, max_iterations=p.max_iterations,
-            accuracy_threshold=p.accuracy_threshold,
+            accuracy_threshold=p.accuracy_threshold, gradient_tolerance=p.gradient_tolerance,
+            entanglement_heads=p.entanglement_heads, min_attribute_examples=p.min_attribute_examples,
         ), {"activations": roles["activations"]}, spec)
         if spec.steer.enabled:
             s = spec.steer
