@@ -1,0 +1,82 @@
+"""The shared stage face: atomic publish, nothing half-written on failure, VERSION guard, provenance."""
+import json
+import types
+
+import pytest
+
+from compiler.errors import StageError
+from compiler.schema.base import StrictModel
+from runtime.stage import execute
+
+
+class Config(StrictModel):
+    value: int
+
+
+def module(run, version=1):
+    return types.SimpleNamespace(VERSION=version, Config=Config, run=run)
+
+
+def envelope(tmp_path, **over):
+    env = {"kind": "toy", "id": "toy-0123456789ab", "version": 1, "config": {"value": 3},
+           "inputs": {}, "output": "results/toy/toy-0123456789ab", "root": str(tmp_path), "resources": {"threads": 2}}
+    env.update(over)
+    return env
+
+
+def test_success_publishes_metrics_and_manifest_last(tmp_path):
+    def run(cfg, ctx):
+        assert ctx.out != tmp_path / "results/toy/toy-0123456789ab" and ctx.threads == 2
+        (ctx.out / "artifact.txt").write_text(str(cfg.value))
+        return {"answer": cfg.value * 2}
+
+    final = execute(envelope(tmp_path), module(run))
+    assert (final / "artifact.txt").read_text() == "3"
+    assert json.loads((final / "metrics.json").read_text()) == {"answer": 6}
+    manifest = json.loads((final / "stage.json").read_text())
+    assert manifest["config"] == {"value": 3} and manifest["version"] == 1 and "packages" in manifest
+    assert not (tmp_path / "results/.tmp/toy/toy-0123456789ab").exists()
+    assert not (tmp_path / "results/.work/toy/toy-0123456789ab").exists()
+
+
+def test_failure_leaves_no_output_but_keeps_work_for_resume(tmp_path):
+    def run(cfg, ctx):
+        (ctx.work / "checkpoint").write_text("step 5")
+        (ctx.out / "half.txt").write_text("partial")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        execute(envelope(tmp_path), module(run))
+    assert not (tmp_path / "results/toy/toy-0123456789ab").exists()
+    assert (tmp_path / "results/.work/toy/toy-0123456789ab/checkpoint").read_text() == "step 5"
+
+    def resume(cfg, ctx):
+        return {"resumed_from": (ctx.work / "checkpoint").read_text()}
+
+    final = execute(envelope(tmp_path), module(resume))
+    assert json.loads((final / "metrics.json").read_text()) == {"resumed_from": "step 5"}
+    assert not (final / "half.txt").exists()  # the failed attempt's partial output is gone
+
+
+def test_snakemake_precreated_empty_folder_is_replaced(tmp_path):
+    (tmp_path / "results/toy/toy-0123456789ab").mkdir(parents=True)
+    final = execute(envelope(tmp_path), module(lambda cfg, ctx: {}))
+    assert (final / "stage.json").exists()
+
+
+def test_finished_output_is_never_overwritten(tmp_path):
+    execute(envelope(tmp_path), module(lambda cfg, ctx: {}))
+    with pytest.raises(StageError, match="already complete"):
+        execute(envelope(tmp_path), module(lambda cfg, ctx: {}))
+
+
+def test_version_mismatch_is_refused(tmp_path):
+    with pytest.raises(StageError, match="VERSION"):
+        execute(envelope(tmp_path), module(lambda cfg, ctx: {}, version=2))
+
+
+def test_config_is_revalidated(tmp_path):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        execute(envelope(tmp_path, config={"value": 3, "typo": 1}), module(lambda cfg, ctx: {}))
