@@ -1,7 +1,7 @@
 """The `attack` section: red-teaming every model (base and detoxified).
 
-Attack success = share of attacks whose continuation the judge marks toxic. Paper [likely]: GCG on 200
-AdvBench prompts; the judge is [open], so both usual ones are offered.
+Attack success = share of attacks whose continuation the judge accepts (toxic, not refused, or both).
+Paper [likely]: GCG on 200 AdvBench prompts; the judge is [open], so both usual ones are offered.
 """
 from __future__ import annotations
 
