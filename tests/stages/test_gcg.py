@@ -26,17 +26,13 @@ def noise_pool(tok) -> list[int]:
     return [i for i in ids if i != tok.convert_tokens_to_ids(TRIGGER)]
 
 
-def train_planted_model(folder: Path, steps: int = 100, batch: int = 32, seed: int = 0) -> Path:
-    """Save the planted model + tokenizer under `folder/model`; returns `folder`."""
+def train_planted_model(folder: Path, tokenizer_dir: Path, steps: int = 100, batch: int = 32,
+                        seed: int = 0) -> Path:
+    """Save the planted model + the tokenizer of `tokenizer_dir` under `folder/model`; returns `folder`."""
     import torch
-    from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
+    from transformers import AutoTokenizer, OlmoConfig, OlmoForCausalLM
 
-    from conftest import build_tiny_tokenizer
-
-    folder.mkdir(parents=True, exist_ok=True)
-    build_tiny_tokenizer().save(str(folder / "tokenizer.json"))
-    tok = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), eos_token="<|endoftext|>",
-                                  pad_token="<|padding|>")
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     trigger = tok.convert_tokens_to_ids(TRIGGER)
     pool = torch.tensor(noise_pool(tok))
     prompts = torch.tensor([tok(p, add_special_tokens=False)["input_ids"] for p in PROMPTS])
@@ -84,13 +80,14 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def planted_dir(tmp_path_factory) -> Path:
+def planted_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """Trained once per session; reuses the tiny BPE tokenizer of the shared `tiny_model_dir` fixture."""
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return train_planted_model(tmp_path_factory.mktemp("planted"))
+        return train_planted_model(tmp_path_factory.mktemp("planted"), tiny_model_dir / "model")
     finally:
         torch.set_num_threads(before)
 
