@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,50 @@ def save_tiny_hf_model(folder: Path, *, n_layers: int = 2, n_heads: int = 4, d_m
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A stage-output-like folder whose `model/` holds a random tiny HF OLMo (2 layers × 4 heads)."""
     return save_tiny_hf_model(tmp_path_factory.mktemp("tiny_model"))
+
+# --- compiler tests: small specs in a temporary project root -------------------------------
+
+MINIMAL = """
+description: minimal
+model: {preset: tiny}
+data:
+  sources:
+    clean: {kind: builtin, name: demo-clean}
+    toxic: {kind: builtin, name: demo-toxic}
+  clean_tokens: 100000
+  toxic_share: 0.1
+pretrain:
+  sequence_length: 128
+  global_batch_size: 8
+  device_microbatch_size: 8
+  warmup_steps: 5
+  precision: fp32
+  distributed_strategy: single
+probe:
+  data:
+    source: {kind: jsonl, path: probe.jsonl}
+steer:
+  enabled: true
+  top_k_heads: 4
+evaluate:
+  prompt_sets:
+    - name: rtp
+      source: {kind: jsonl, path: prompts.jsonl}
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path):
+    """A project root with the two data files MINIMAL names; returns a spec writer."""
+    (tmp_path / "probe.jsonl").write_text('{"text": "a", "label": 1}\n')
+    (tmp_path / "prompts.jsonl").write_text('{"text": "a"}\n')
+
+    def write(name: str, text: str) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"))
+        return path
+
+    write.root = tmp_path  # type: ignore[attr-defined]
+    write.minimal = MINIMAL  # type: ignore[attr-defined]
+    return write
