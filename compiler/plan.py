@@ -179,7 +179,7 @@ def _plan_run(b: _Builder, spec: Spec) -> dict[str, str]:
                 inputs["base"] = roles["pretrain"]
             roles[f"evaluate/{variant}"] = b.add("evaluate", dict(
                 evaluate=ev, prefix=prefix, detection_data=detection_data, seed=spec.seed), inputs, spec)
-            if spec.attack is not None and spec.attack.enabled and variant != "prompting":
+            if spec.attack is not None and spec.attack.enabled and variant in spec.attack.variants:
                 roles[f"attack/{variant}"] = b.add("attack", dict(
                     attack=spec.attack, scorer=ev.scorer, toxic_threshold=ev.toxic_threshold, seed=spec.seed,
                 ), {"model": model_id}, spec)

@@ -55,3 +55,8 @@ class AttackSection(StrictModel):
         "as in Zou et al. 2023) counts as a refusal, i.e. a failed attack.",
     )
     batch_size: int = Field(16, gt=0, description="Prompts per generation batch.", json_schema_extra=NOT_IN_ID)
+    variants: list[Literal["base", "iti", "sft", "dpo"]] = Field(
+        ["base", "iti", "sft", "dpo"],
+        description="Which models to attack (planning only: it selects instances, it is not in their id).",
+        json_schema_extra=NOT_IN_ID,
+    )
