@@ -98,15 +98,23 @@ def domain_problems(spec: Spec, root: Path | None = None, checked: set[int] | No
     return out
 
 
-def missing_paths(model: BaseModel, root: Path, prefix: tuple[Any, ...] = ()) -> list[Finding]:
-    """Local files a (section) model names that do not exist (relative to the project root)."""
-    out: list[Finding] = []
-    for path, model in walk_models(model, prefix):
-        kind = getattr(model, "kind", None)
+def _local_path_fields(model: BaseModel, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str]]:
+    """(path of the field, value) of every local file or folder a model names."""
+    for path, sub in walk_models(model, prefix):
+        kind = getattr(sub, "kind", None)
         for field in ("path", "checkpoint_path"):
-            value = getattr(model, field, None)
+            value = getattr(sub, field, None)
             if value is None or (field == "path" and kind not in LOCAL_PATH_KINDS):
                 continue
-            if not (root / value).exists():
-                out.append(((*path, field), f"{value!r} does not exist (relative to {root})"))
-    return out
+            yield (*path, field), value
+
+
+def local_paths(model: BaseModel) -> set[str]:
+    """The local files and folders a model (a spec section or a stage config) reads."""
+    return {value for _, value in _local_path_fields(model)}
+
+
+def missing_paths(model: BaseModel, root: Path, prefix: tuple[Any, ...] = ()) -> list[Finding]:
+    """Local files a (section) model names that do not exist (relative to the project root)."""
+    return [(path, f"{value!r} does not exist (relative to {root})")
+            for path, value in _local_path_fields(model, prefix) if not (root / value).exists()]

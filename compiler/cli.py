@@ -100,7 +100,7 @@ def cmd_validate(args: argparse.Namespace, root: Path) -> int:
     for spec in args.specs:
         try:
             runs = load_spec(_rel(spec, root), root, str(spec))
-            plan = build_plan(runs[0][1].name, runs)
+            plan = build_plan(runs[0][1].name, runs, root)
             results.append({"spec": str(spec), "ok": True, "runs": len(runs), "instances": len(plan.instances)})
         except SpecError as exc:
             results.append({"spec": str(spec), "ok": False, "problems": [vars(p) for p in exc.problems]})

@@ -138,6 +138,9 @@ def _causes(inst: StageInstance, other: StageInstance | None) -> list[str]:
         return ["no counterpart in A"]
     fa, fb = flatten(other.config.id_dump()), flatten(inst.config.id_dump())
     out = [f"config {p}" for p in sorted(set(fa) | set(fb)) if canonical_json(fa.get(p)) != canonical_json(fb.get(p))]
+    for path in sorted(set(inst.files) | set(other.files)):
+        if inst.files.get(path) != other.files.get(path):
+            out.append(f"file {path} changed")
     for name in sorted(set(inst.inputs) | set(other.inputs)):
         if inst.inputs.get(name) != other.inputs.get(name):
             out.append(f"input {name} is new")

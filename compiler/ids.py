@@ -2,7 +2,8 @@
 
 id = `<kind>-<first 12 hex of sha256(canonical JSON)>` of
     {"kind", "version" (the stage module's hand-bumped VERSION),
-     "config" (its Config dump less NOT_IN_ID fields), "inputs" ({name: upstream id})}
+     "config" (its Config dump less NOT_IN_ID fields), "inputs" ({name: upstream id}),
+     "files" ({local file it reads: content fingerprint})}
 — a Merkle hash: an upstream change changes every id downstream of it, nothing else does.
 
 Canonical JSON: sorted keys, no whitespace, floats in Python's shortest round-trip spelling (so 0.10
@@ -25,9 +26,11 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def stage_id(kind: str, version: int, config_json: str, inputs: dict[str, str]) -> str:
-    """`config_json` is the config's canonical JSON (`StrictModel.id_json()`)."""
-    payload = (f'{{"config":{config_json},"inputs":{canonical_json(inputs)},'
+def stage_id(kind: str, version: int, config_json: str, inputs: dict[str, str],
+             files: dict[str, str] | None = None) -> str:
+    """`config_json` is the config's canonical JSON (`StrictModel.id_json()`); `files` maps the local
+    files the stage reads to content fingerprints (`compiler.fingerprint`)."""
+    payload = (f'{{"config":{config_json},"files":{canonical_json(files or {})},"inputs":{canonical_json(inputs)},'
                f'"kind":{canonical_json(kind)},"version":{canonical_json(version)}}}')
     digest = hashlib.sha256(payload.encode()).hexdigest()
     return f"{kind}-{digest[:ID_HEX]}"

@@ -14,13 +14,15 @@ config share the instance: a sweep over `steer.alpha` has one pretraining per to
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from runtime.registry import load_stage
 
-from .checks import pretrain_steps
+from .checks import local_paths, pretrain_steps
+from .fingerprint import fingerprint
 from .ids import stage_id
 from .schema import Spec
 from .schema.base import StrictModel
@@ -38,6 +40,7 @@ class StageInstance:
     config: StrictModel
     inputs: dict[str, str]
     resources: StageResources
+    files: dict[str, str]  # local file read (relative to the root) → content fingerprint; in the id
 
     @property
     def output(self) -> str:
@@ -70,7 +73,8 @@ class _Builder:
     `compiler.validate`), so a request made of the same objects is answered from a memo without
     building or hashing the config again."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
         self.instances: dict[str, StageInstance] = {}
         self._memo: dict[tuple, str] = {}
         self._keep: list[Any] = []  # memo keys use id(); keep those objects alive
@@ -83,11 +87,19 @@ class _Builder:
         self._keep.append((config_fields, spec.resources))
         module = load_stage(kind)
         config = module.Config(**config_fields)
-        sid = stage_id(kind, module.VERSION, config.id_json(), inputs)
+        files = self._files(config)
+        sid = stage_id(kind, module.VERSION, config.id_json(), inputs, files)
         if sid not in self.instances:
-            self.instances[sid] = StageInstance(kind, sid, module.VERSION, config, dict(inputs), spec.resources.of(kind))
+            self.instances[sid] = StageInstance(
+                kind, sid, module.VERSION, config, dict(inputs), spec.resources.of(kind), files)
         self._memo[key] = sid
         return sid
+
+    def _files(self, config: StrictModel) -> dict[str, str]:
+        if self.root is None:
+            return {}
+        return {path: fingerprint(self.root / path) for path in sorted(local_paths(config))
+                if (self.root / path).exists()}
 
     def tokenizer_info(self, tokenizer: Any) -> TokenizerInfo:
         """One TokenizerInfo object per tokenizer section, so the memo above keeps hitting."""
@@ -105,9 +117,10 @@ def _identity(value: Any) -> Any:
     return ("val", type(value).__name__, value)
 
 
-def build_plan(spec_name: str, runs: list[tuple[Any, Spec]]) -> Plan:
-    """`runs` are (resolve.Run, Spec) pairs from `compiler.validate`."""
-    b = _Builder()
+def build_plan(spec_name: str, runs: list[tuple[Any, Spec]], root: Path | None = None) -> Plan:
+    """`runs` are (resolve.Run, Spec) pairs from `compiler.validate`. With `root`, the content of every
+    local file a stage reads enters its id (`compiler.fingerprint`)."""
+    b = _Builder(root)
     run_plans = []
     for run, spec in runs:
         rp = RunPlan(run.name, dict(run.axes), spec)

@@ -48,7 +48,7 @@ def envelope(inst: StageInstance, root: Path) -> dict[str, Any]:
         "kind": inst.kind, "id": inst.id, "version": inst.version,
         "config": inst.config.model_dump(mode="json"),
         "inputs": {name: f"results/{_kind(i)}/{i}" for name, i in sorted(inst.inputs.items())},
-        "output": inst.output, "root": str(root),
+        "files": inst.files, "output": inst.output, "root": str(root),
         "resources": inst.resources.model_dump(mode="json"),
     }
 
@@ -63,7 +63,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "spec": plan.spec_name,
         "runs": [{"name": r.name, "axes": r.axes, "stages": r.roles} for r in plan.runs],
         "instances": {
-            i.id: {"kind": i.kind, "version": i.version, "inputs": i.inputs, "output": i.output,
+            i.id: {"kind": i.kind, "version": i.version, "inputs": i.inputs, "files": i.files, "output": i.output,
                    "config": i.config.model_dump(mode="json"),
                    "resources": i.resources.model_dump(mode="json")}
             for i in plan.instances.values()

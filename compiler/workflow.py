@@ -33,7 +33,7 @@ def compile_spec(spec_file: Path, root: Path) -> Plan:
     """Validate and plan one spec file (no disk writes)."""
     display = os.path.relpath(spec_file, root) if Path(spec_file).is_absolute() else str(spec_file)
     runs = load_spec(root / spec_file if not Path(spec_file).is_absolute() else Path(spec_file), root, display)
-    return build_plan(runs[0][1].name, runs)
+    return build_plan(runs[0][1].name, runs, root)
 
 
 @dataclass

@@ -131,7 +131,7 @@ def execute(envelope: dict[str, Any], module: Any, *, rank_zero: Callable[[], bo
     write_json(tmp / "metrics.json", metrics)
     write_json(tmp / "stage.json", {
         "kind": kind, "id": stage_id, "version": module.VERSION,
-        "config": envelope["config"], "inputs": envelope["inputs"],
+        "config": envelope["config"], "inputs": envelope["inputs"], "files": envelope.get("files", {}),
         "git_commit": git_commit(root), "packages": package_versions(),
         "python": sys.version.split()[0], "started_unix": started,
         "seconds": round(time.time() - started, 3),

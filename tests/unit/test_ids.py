@@ -5,7 +5,7 @@ from compiler.validate import load_spec
 
 def plan_of(project, text, name="s.yaml"):
     runs = load_spec(project(name, text), project.root)
-    return build_plan("s", runs)
+    return build_plan("s", runs, project.root)
 
 
 def roles(project, text):
@@ -70,3 +70,13 @@ def test_alpha_sweep_shares_pretraining(project):
     assert kinds.count("steer") == 3
     # evaluate: base + prompting shared, one iti per alpha
     assert kinds.count("evaluate") == 2 + 3
+
+
+def test_editing_a_data_file_makes_new_ids_downstream_only(project):
+    before = roles(project, project.minimal)
+    (project.root / "probe.jsonl").write_text('{"text": "b", "label": 0}\n')
+    after = roles(project, project.minimal)
+    assert before["pretrain"] == after["pretrain"]
+    assert before["activations"] != after["activations"] and before["steer"] != after["steer"]
+    (project.root / "probe.jsonl").write_text('{"text": "a", "label": 1}\n')
+    assert roles(project, project.minimal) == before  # same bytes, same ids
