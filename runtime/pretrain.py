@@ -83,7 +83,7 @@ def build_train_config(cfg: Config, *, data_paths: list[Path], tokenizer_file: P
         vocab_size=cfg.vocab.vocab_size, embedding_size=cfg.vocab.embedding_size,
         eos_token_id=cfg.vocab.eos_token_id, pad_token_id=cfg.vocab.pad_token_id,
         layer_norm_eps=1e-5, block_group_size=1, alibi=False, flash_attention=False,
-        multi_query_attention=None, embedding_layer_norm=False, scale_logits=False, norm_after=False,
+        multi_query_attention=False, embedding_layer_norm=False, scale_logits=False, norm_after=False,
         rope_full_precision=True, init_device="cpu", init_cutoff_factor=None, scale_emb_init=False,
         emb_init_std=None, precision=precision,
     )
