@@ -2,7 +2,9 @@
 
 Both workflows have the same job graph: 10 toxic shares × 10 seeds × 10 ITI strengths over the demo
 spec's stages (pretraining shared across strengths). The hand-written one is what a careful user
-would write without mixsteer: wildcards per axis, `expand()` targets. Run from the repo root:
+would write without mixsteer: wildcards per axis, `expand()` targets, and the same scheduling
+declarations per rule (threads, mem_mb, runtime, gpus) that the generated rules carry for a cluster
+profile. Run from the repo root:
 
     python bench/compile_scaling.py
 """
@@ -34,36 +36,50 @@ HAND_WRITTEN = textwrap.dedent('''
 
     rule tokenizer:
         output: "results/tokenizer/stage.json"
+        threads: 1
+        resources: mem_mb=2000, runtime=10, gpus=0
         shell: "touch {{output}}"
 
     rule mix:
         input: "results/tokenizer/stage.json"
         output: "results/mix/{{share}}_{{seed}}/stage.json"
+        threads: 1
+        resources: mem_mb=2000, runtime=10, gpus=0
         shell: "touch {{output}}"
 
     rule pretrain:
         input: "results/mix/{{share}}_{{seed}}/stage.json"
         output: "results/pretrain/{{share}}_{{seed}}/stage.json"
+        threads: 1
+        resources: mem_mb=2000, runtime=10, gpus=0
         shell: "touch {{output}}"
 
     rule activations:
         input: "results/pretrain/{{share}}_{{seed}}/stage.json"
         output: "results/activations/{{share}}_{{seed}}/stage.json"
+        threads: 1
+        resources: mem_mb=2000, runtime=10, gpus=0
         shell: "touch {{output}}"
 
     rule probe:
         input: "results/activations/{{share}}_{{seed}}/stage.json"
         output: "results/probe/{{share}}_{{seed}}/stage.json"
+        threads: 1
+        resources: mem_mb=2000, runtime=10, gpus=0
         shell: "touch {{output}}"
 
     rule steer:
         input: "results/pretrain/{{share}}_{{seed}}/stage.json", "results/probe/{{share}}_{{seed}}/stage.json"
         output: "results/steer/{{share}}_{{seed}}_{{alpha}}/stage.json"
+        threads: 1
+        resources: mem_mb=2000, runtime=10, gpus=0
         shell: "touch {{output}}"
 
     rule posttrain:
         input: "results/pretrain/{{share}}_{{seed}}/stage.json"
         output: "results/posttrain/{{share}}_{{seed}}_{{method}}/stage.json"
+        threads: 1
+        resources: mem_mb=2000, runtime=10, gpus=0
         shell: "touch {{output}}"
 
     def model_of(wc):
@@ -74,11 +90,15 @@ HAND_WRITTEN = textwrap.dedent('''
     rule evaluate:
         input: model_of, "results/mix/{{share}}_{{seed}}/stage.json"
         output: "results/evaluate/{{share}}_{{seed}}_{{variant}}/stage.json"
+        threads: 1
+        resources: mem_mb=2000, runtime=10, gpus=0
         shell: "touch {{output}}"
 
     rule evaluate_iti:
         input: "results/steer/{{share}}_{{seed}}_{{alpha}}/stage.json", "results/mix/{{share}}_{{seed}}/stage.json"
         output: "results/evaluate_iti/{{share}}_{{seed}}_{{alpha}}/stage.json"
+        threads: 1
+        resources: mem_mb=2000, runtime=10, gpus=0
         shell: "touch {{output}}"
 
     rule report:
@@ -87,6 +107,8 @@ HAND_WRITTEN = textwrap.dedent('''
             expand("results/evaluate_iti/{{share}}_{{seed}}_{{alpha}}/stage.json", share=SHARES, seed=SEEDS, alpha=ALPHAS),
             expand("results/probe/{{share}}_{{seed}}/stage.json", share=SHARES, seed=SEEDS),
         output: "results/report/stage.json"
+        threads: 1
+        resources: mem_mb=2000, runtime=10, gpus=0
         shell: "touch {{output}}"
 ''').format(shares=SHARES, seeds=SEEDS, alphas=ALPHAS)
 

@@ -109,9 +109,26 @@ def _local_path_fields(model: BaseModel, prefix: tuple[Any, ...] = ()) -> Iterat
             yield (*path, field), value
 
 
-def local_paths(model: BaseModel) -> set[str]:
-    """The local files and folders a model (a spec section or a stage config) reads."""
-    return {value for _, value in _local_path_fields(model)}
+def local_paths(model: BaseModel) -> frozenset[str]:
+    """The local files and folders a model (a spec section or a stage config) reads; memoised per
+    frozen instance, nested sections included (sweep runs share them)."""
+    def compute() -> frozenset[str]:
+        out: set[str] = set()
+        kind = getattr(model, "kind", None)
+        for field in ("path", "checkpoint_path"):
+            value = getattr(model, field, None)
+            if value is not None and (field != "path" or kind in LOCAL_PATH_KINDS):
+                out.add(value)
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            children = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+            for child in children:
+                if isinstance(child, BaseModel):
+                    out |= local_paths(child)
+        return frozenset(out)
+
+    derived = getattr(model, "derived", None)
+    return derived("local_paths", compute) if derived else compute()
 
 
 def missing_paths(model: BaseModel, root: Path, prefix: tuple[Any, ...] = ()) -> list[Finding]:

@@ -62,6 +62,7 @@ class Plan:
     spec_name: str
     instances: dict[str, StageInstance]
     runs: list[RunPlan]
+    sources: tuple[str, ...] = ()  # spec files read (the spec and its extends chain)
 
     @property
     def report_id(self) -> str | None:
@@ -78,6 +79,7 @@ class _Builder:
         self.instances: dict[str, StageInstance] = {}
         self._memo: dict[tuple, str] = {}
         self._keep: list[Any] = []  # memo keys use id(); keep those objects alive
+        self._fingerprints: dict[str, str | None] = {}
 
     def add(self, kind: str, config_fields: dict[str, Any], inputs: dict[str, str], spec: Spec) -> str:
         key = (kind, tuple((k, _identity(v)) for k, v in sorted(config_fields.items())),
@@ -98,8 +100,14 @@ class _Builder:
     def _files(self, config: StrictModel) -> dict[str, str]:
         if self.root is None:
             return {}
-        return {path: fingerprint(self.root / path) for path in sorted(local_paths(config))
-                if (self.root / path).exists()}
+        out = {}
+        for path in sorted(local_paths(config)):
+            if path not in self._fingerprints:
+                full = self.root / path
+                self._fingerprints[path] = fingerprint(full) if full.exists() else None
+            if self._fingerprints[path] is not None:
+                out[path] = self._fingerprints[path]
+        return out
 
     def tokenizer_info(self, tokenizer: Any) -> TokenizerInfo:
         """One TokenizerInfo object per tokenizer section, so the memo above keeps hitting."""
@@ -140,7 +148,8 @@ def build_plan(spec_name: str, runs: list[tuple[Any, Spec]], root: Path | None =
         ), {i: i for i in inputs}, first)
         for rp in run_plans:
             rp.roles["report"] = rid
-    return Plan(spec_name, b.instances, run_plans)
+    sources = tuple(sorted({s for run, _ in runs for s in run.document.sources}))
+    return Plan(spec_name, b.instances, run_plans, sources)
 
 
 def _plan_run(b: _Builder, spec: Spec) -> dict[str, str]:

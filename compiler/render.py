@@ -42,64 +42,95 @@ def dump_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def envelope(inst: StageInstance, root: Path) -> dict[str, Any]:
-    """The stage JSON a job reads: config dump (all fields) plus wiring."""
-    return {
-        "kind": inst.kind, "id": inst.id, "version": inst.version,
-        "config": inst.config.model_dump(mode="json"),
-        "inputs": {name: f"results/{_kind(i)}/{i}" for name, i in sorted(inst.inputs.items())},
-        "files": inst.files, "output": inst.output, "root": str(root),
-        "resources": inst.resources.model_dump(mode="json"),
-    }
+def _j(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _obj(items: dict[str, str]) -> str:
+    """A JSON object from already-serialised values (sorted keys)."""
+    return "{" + ",".join(f"{_j(k)}:{items[k]}" for k in sorted(items)) + "}"
+
+
+def envelope_json(inst: StageInstance, root: Path) -> str:
+    """The stage JSON a job reads: the full config (cached per section) plus its wiring."""
+    return _obj({
+        "kind": _j(inst.kind), "id": _j(inst.id), "version": _j(inst.version),
+        "config": inst.config.full_json(),
+        "inputs": _j({name: f"results/{_kind(i)}/{i}" for name, i in inst.inputs.items()}),
+        "files": _j(inst.files), "output": _j(inst.output), "root": _j(str(root)),
+        "resources": inst.resources.full_json(),
+    }) + "\n"
 
 
 def _kind(instance_id: str) -> str:
     return instance_id.rsplit("-", 1)[0]
 
 
-def plan_json(plan: Plan) -> dict[str, Any]:
-    """The deterministic description of a plan (what lock.json and `mixsteer plan --json` show)."""
+def _instance_json(i: StageInstance) -> str:
+    return _obj({"kind": _j(i.kind), "version": _j(i.version), "inputs": _j(i.inputs), "files": _j(i.files),
+                 "output": _j(i.output), "config": i.config.full_json(), "resources": i.resources.full_json()})
+
+
+def plan_members(plan: Plan) -> dict[str, str]:
+    """The deterministic description of a plan, as serialised JSON members."""
     return {
-        "spec": plan.spec_name,
-        "runs": [{"name": r.name, "axes": r.axes, "stages": r.roles} for r in plan.runs],
-        "instances": {
-            i.id: {"kind": i.kind, "version": i.version, "inputs": i.inputs, "files": i.files, "output": i.output,
-                   "config": i.config.model_dump(mode="json"),
-                   "resources": i.resources.model_dump(mode="json")}
-            for i in plan.instances.values()
-        },
+        "spec": _j(plan.spec_name),
+        "runs": _j([{"name": r.name, "axes": r.axes, "stages": r.roles} for r in plan.runs]),
+        "instances": _obj({i.id: _instance_json(i) for i in plan.instances.values()}),
     }
 
 
+def plan_text(plan: Plan) -> str:
+    return _obj(plan_members(plan)) + "\n"
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    return json.loads(plan_text(plan))
+
+
 def write_build(plan: Plan, root: Path, build_dir: Path, environment: dict[str, Any]) -> list[Path]:
-    """Write stage JSONs, plan.json and lock.json under build_dir; returns the files that changed."""
+    """Write stage JSONs (build/stages/<id>.json, shared by every spec: ids are content addresses),
+    plan.json and lock.json under build_dir; returns the files that changed."""
     changed = []
+    stages = build_dir.parent / "stages"
     for inst in plan.instances.values():
-        path = build_dir / "stages" / f"{inst.id}.json"
-        if write_if_changed(path, dump_json(envelope(inst, root))):
+        path = stages / f"{inst.id}.json"
+        if write_if_changed(path, envelope_json(inst, root)):
             changed.append(path)
-    body = plan_json(plan)
-    for name, obj in (("plan.json", body), ("lock.json", {**body, "resolved": _resolved(plan), "environment": environment})):
-        if write_if_changed(build_dir / name, dump_json(obj)):
+    members = plan_members(plan)
+    lock = {**members, "resolved": _resolved(plan), "environment": _j(environment)}
+    for name, text in (("plan.json", _obj(members) + "\n"), ("lock.json", _obj(lock) + "\n")):
+        if write_if_changed(build_dir / name, text):
             changed.append(build_dir / name)
     return changed
 
 
-def _resolved(plan: Plan) -> dict[str, Any]:
-    return {r.name: r.spec.model_dump(mode="json", exclude={"sweep"}) for r in plan.runs}
+def _resolved(plan: Plan) -> str:
+    """The resolved spec once (the first run) plus each run's axis values: runs differ only there."""
+    first = plan.runs[0].spec
+    return _obj({"base": first.full_json(), "runs": _j({r.name: r.axes for r in plan.runs})})
 
 
-def render_rules(kinds: list[str], specs: list[str], rules_file: Path) -> str:
-    """The Snakemake rules for the given stage kinds (one rule per kind)."""
+RULE_VALUES = ("threads", "mem_mb", "runtime_minutes", "gpus", "launcher")
+"""Per-instance rule values. Rendered as literals when every instance of a kind agrees (the usual
+case), else as a lookup function: Snakemake evaluates functions per job, which costs parse time."""
+
+
+def render_rules(kinds: list[str], specs: list[str], rules_file: Path,
+                 values: dict[str, dict[str, set]] | None = None) -> str:
+    """The Snakemake rules for the given stage kinds (one rule per kind). `values[kind][name]` holds
+    the distinct values of each `RULE_VALUES` entry over the kind's instances."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True, autoescape=False,
     )
     conda_env = os.path.relpath(TEMPLATES.parent / "envs" / "mixsteer.yaml", rules_file.parent)
     caption = os.path.relpath(TEMPLATES / "report_caption.rst", rules_file.parent)
-    rules = [
-        {"kind": k, "extra_outputs": [(n, e.replace("{caption}", caption)) for n, e in EXTRA_OUTPUTS.get(k, [])],
-         "threads": "lambda wc: MIXSTEER.resource(wc.id, \"threads\")"}
-        for k in kinds
-    ]
+    rules = []
+    for k in kinds:
+        rule = {"kind": k, "extra_outputs": [(n, e.replace("{caption}", caption)) for n, e in EXTRA_OUTPUTS.get(k, [])]}
+        for name in RULE_VALUES:
+            seen = (values or {}).get(k, {}).get(name, set())
+            rule[name] = repr(next(iter(seen))) if len(seen) == 1 else f'lambda wc: MIXSTEER.{"launcher" if name == "launcher" else "resource"}(wc.id{"" if name == "launcher" else f", {name!r}"})'
+        rules.append(rule)
     return env.get_template("rules.smk.j2").render(rules=rules, specs=specs, id_hex=ID_HEX, conda_env=conda_env)

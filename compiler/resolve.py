@@ -27,6 +27,7 @@ class Document:
     data: dict[str, Any]
     positions: dict[PathKey, Position]
     file: str
+    sources: tuple[str, ...] = ()  # every spec file read (the file and its `extends` chain)
 
     def position(self, path: PathKey) -> Position:
         """Position of `path`, or of its closest ancestor that has one."""
@@ -63,13 +64,14 @@ def _load(file: Path, display: str, stack: tuple[Path, ...]) -> Document:
         raise SpecError([Problem(display, 1, 1, "", "a spec must be a mapping of sections")])
     bases = data.pop("extends", None)
     if bases is None:
-        return Document(data, positions, display)
+        return Document(data, positions, display, (str(real),))
     base_list = [bases] if isinstance(bases, str) else bases
     if not isinstance(base_list, list) or not all(isinstance(b, str) for b in base_list):
         p = positions[("extends",)]
         raise SpecError([Problem(display, p.line, p.column, "extends", "must be a file name or a list of them")])
     merged: dict[str, Any] = {}
     merged_pos: dict[PathKey, Position] = {}
+    sources: tuple[str, ...] = (str(real),)
     for i, base in enumerate(base_list):
         base_file = (file.parent / base)
         if not base_file.exists():
@@ -77,8 +79,9 @@ def _load(file: Path, display: str, stack: tuple[Path, ...]) -> Document:
             raise SpecError([Problem(display, p.line, p.column, "extends", f"base spec {base!r} not found (looked at {base_file})")])
         parent = _load(base_file, _display(base_file, display, base), (*stack, real))
         merged, merged_pos = _merge(merged, merged_pos, parent.data, parent.positions)
+        sources += parent.sources
     merged, merged_pos = _merge(merged, merged_pos, data, {k: v for k, v in positions.items() if k[:1] != ("extends",)})
-    return Document(merged, merged_pos, display)
+    return Document(merged, merged_pos, display, sources)
 
 
 def _display(base_file: Path, child_display: str, base: str) -> str:
@@ -188,7 +191,7 @@ def expand_sweep(doc: Document, check_path: Callable[[PathKey], str | None]) -> 
                 positions = {k: v for k, v in base_positions.items()
                              if not any(k[: len(p)] == p for p in overlay)} | overlay
             name = ",".join(f"{short[k]}={_fmt(v)}" for k, v in chosen.items()) or "run"
-            runs.append(Run(name, chosen, Document(data, positions, doc.file)))
+            runs.append(Run(name, chosen, Document(data, positions, doc.file, doc.sources)))
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         where = doc.position(("sweep",))

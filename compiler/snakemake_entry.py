@@ -20,7 +20,7 @@ def spec_files(config: dict[str, Any]) -> list[str]:
 
 def load_workflow(config: dict[str, Any], basedir: str) -> Workflow:
     try:
-        return Workflow.compile(spec_files(config), Path(basedir))
+        return Workflow.load(spec_files(config), Path(basedir))
     except MixsteerError as exc:
         print(f"mixsteer: cannot compile the workflow:\n{exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -76,7 +76,7 @@ def validate_runs(doc: Document, default_name: str, root: Path | None = None) ->
     except SpecError as exc:  # still validate the rest, as one run without the sweep
         problems.extend(exc.problems)
         data = {k: v for k, v in doc.data.items() if k != "sweep"}
-        runs = [Run("run", {}, Document(data, doc.positions, doc.file))]
+        runs = [Run("run", {}, Document(data, doc.positions, doc.file, doc.sources))]
     validated: list[tuple[Run, Spec]] = []
     sections: dict[tuple[str, int], Any] = {}
     for run in runs:

@@ -7,6 +7,8 @@ generated rules use (inputs, stage JSON path, launcher, resources).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shlex
 import sys
@@ -15,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .plan import Plan, StageInstance, build_plan
-from .render import render_rules, write_build, write_if_changed
+from .schema.resources import StageResources
+from .render import RULE_VALUES, render_rules, write_build, write_if_changed
 from .validate import load_spec
 
 KIND_ORDER = ["tokenizer", "mix", "pretrain", "activations", "probe", "steer", "posttrain",
@@ -42,7 +45,41 @@ class Workflow:
     plans: list[Plan]
     instances: dict[str, StageInstance]
     rules_file: Path
-    config_paths: dict[str, Path]
+
+    @property
+    def sources(self) -> list[str]:
+        return sorted({s for p in self.plans for s in p.sources})
+
+    @classmethod
+    def load(cls, spec_files: list[str | Path], root: Path) -> "Workflow":
+        """`compile`, unless nothing it read changed since the last compile (Snakemake parses the
+        Snakefile at every invocation, and once per job on a cluster): then the plans are read back
+        from build/ without validating anything."""
+        root = Path(root).resolve()
+        cache = _cache_file(spec_files, root)
+        try:
+            state = json.loads(cache.read_text())
+        except (OSError, json.JSONDecodeError):
+            state = None
+        if state and state.get("stamps") == _stamps(state["watched"], root):
+            return cls._from_build(state, root)
+        wf = cls.compile(spec_files, root)
+        watched = sorted({*wf.sources, *(f for i in wf.instances.values() for f in i.files)})
+        write_if_changed(cache, json.dumps({
+            "watched": watched, "stamps": _stamps(watched, root), "rules_file": str(wf.rules_file),
+            "plans": [str(root / "build" / p.spec_name / "plan.json") for p in wf.plans],
+        }))
+        return wf
+
+    @classmethod
+    def _from_build(cls, state: dict[str, Any], root: Path) -> "Workflow":
+        instances: dict[str, StageInstance] = {}
+        for plan_file in state["plans"]:
+            for sid, i in json.loads(Path(plan_file).read_text())["instances"].items():
+                instances.setdefault(sid, StageInstance(
+                    i["kind"], sid, i["version"], None, i["inputs"],  # type: ignore[arg-type]
+                    StageResources(**i["resources"]), i["files"]))
+        return cls(root, [], instances, Path(state["rules_file"]))
 
     @classmethod
     def compile(cls, spec_files: list[str | Path], root: Path) -> "Workflow":
@@ -54,26 +91,32 @@ class Workflow:
             raise PlanError(f"two specs share a name: {names}; give each a distinct `name:`")
         env = environment(root)
         instances: dict[str, StageInstance] = {}
-        config_paths: dict[str, Path] = {}
         for plan in plans:
             build = root / "build" / plan.spec_name
             write_build(plan, root, build, env)
             link_aliases(plan, root)
             for sid, inst in plan.instances.items():
                 instances.setdefault(sid, inst)
-                config_paths.setdefault(sid, build / "stages" / f"{sid}.json")
         kinds = [k for k in KIND_ORDER if any(i.kind == k for i in instances.values())]
         rules_file = root / "build" / "+".join(names) / "rules.smk"
-        write_if_changed(rules_file, render_rules(kinds, names, rules_file))
-        return cls(root, plans, instances, rules_file, config_paths)
+        wf = cls(root, plans, instances, rules_file)
+        values: dict[str, dict[str, set]] = {}
+        for sid, inst in instances.items():
+            per_kind = values.setdefault(inst.kind, {})
+            for name in RULE_VALUES:
+                per_kind.setdefault(name, set()).add(wf.launcher(sid) if name == "launcher" else wf.resource(sid, name))
+        write_if_changed(rules_file, render_rules(kinds, names, rules_file, values))
+        return wf
 
     # lookups used by the generated rules -------------------------------------------------------
     def input_files(self, sid: str) -> dict[str, str]:
         inst = self.instances[sid]
         return {name: f"{self.instances[i].output}/stage.json" for name, i in sorted(inst.inputs.items())}
 
-    def config_path(self, sid: str) -> str:
-        return os.path.relpath(self.config_paths[sid], self.root)
+    def inputs_of(self, wildcards: Any) -> list[str]:
+        """The rules' input function: upstream stage.json files (the runtime reads names from the
+        stage JSON, so Snakemake needs only the paths)."""
+        return list(self.input_files(wildcards.id).values())
 
     def launcher(self, sid: str) -> str:
         """`python` or `torchrun …` (only integers from the resources section reach it)."""
@@ -93,8 +136,38 @@ class Workflow:
         return [f"{i.output}/stage.json" for i in self.instances.values()]
 
 
+CODE_DIRS = ("compiler", "runtime", "templates")
+
+
+def _cache_file(spec_files: list[str | Path], root: Path) -> Path:
+    key = hashlib.sha256(json.dumps([str(root), *map(str, spec_files)]).encode()).hexdigest()[:16]
+    return root / "build" / ".cache" / f"workflow-{key}.json"
+
+
+def _stamps(watched: list[str], root: Path) -> list[list[Any]]:
+    """(path, size, mtime_ns) of the watched files and of mixsteer's own code and templates."""
+    code = Path(__file__).resolve().parent.parent
+    paths = [root / w for w in watched]
+    paths += sorted(p for d in CODE_DIRS for p in (code / d).rglob("*") if p.suffix in (".py", ".j2", ".rst"))
+    out = []
+    for p in paths:
+        try:
+            st = p.stat()
+            out.append([str(p), st.st_size, st.st_mtime_ns])
+        except OSError:
+            out.append([str(p), None, None])
+    return out
+
+
 def link_aliases(plan: Plan, root: Path) -> None:
-    """`results/<spec>/<run>/<role>` → the content-addressed folder (relative symlinks)."""
+    """`results/<spec>/<run>/<role>` → the content-addressed folder (relative symlinks).
+
+    `results/<spec>/.aliases.json` records the last mapping linked, so an unchanged plan costs one read.
+    """
+    index = root / "results" / plan.spec_name / ".aliases.json"
+    mapping = json.dumps({r.name: r.roles for r in plan.runs}, sort_keys=True)
+    if index.exists() and index.read_text() == mapping:
+        return
     for run in plan.runs:
         folder = root / "results" / plan.spec_name / run.name
         for role, sid in run.roles.items():
@@ -106,3 +179,4 @@ def link_aliases(plan: Plan, root: Path) -> None:
             if link.is_symlink() or link.exists():
                 link.unlink()
             link.symlink_to(target, target_is_directory=True)
+    write_if_changed(index, mapping)

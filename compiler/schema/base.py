@@ -26,6 +26,22 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
     _id_cache: Any = PrivateAttr(default=None)
     _id_json_cache: str | None = PrivateAttr(default=None)
+    _json_cache: str | None = PrivateAttr(default=None)
+    _derived: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def derived(self, key: str, compute: Any) -> Any:
+        """Memoise a value computed from this (frozen) instance, e.g. the local paths it names."""
+        if key not in self._derived:
+            self._derived[key] = compute()
+        return self._derived[key]
+
+    def full_json(self) -> str:
+        """Canonical JSON of every field (NOT_IN_ID ones included), cached like `id_json`."""
+        if self._json_cache is None:
+            self._json_cache = "{" + ",".join(
+                f'"{name}":{_id_json(getattr(self, name), full=True)}' for name in _sorted_fields(type(self))
+            ) + "}"
+        return self._json_cache
 
     @classmethod
     def id_fields(cls) -> tuple[str, ...]:
@@ -57,14 +73,27 @@ class StrictModel(BaseModel):
         """
         if self._id_json_cache is None:
             self._id_json_cache = "{" + ",".join(
-                f"{json.dumps(name)}:{_id_json(getattr(self, name))}" for name in sorted(self.id_fields())
+                f'"{name}":{_id_json(getattr(self, name))}' for name in sorted(self.id_fields())
             ) + "}"
         return self._id_json_cache
 
 
-def _id_json(value: Any) -> str:
+def _sorted_fields(cls: type[BaseModel]) -> list[str]:
+    """Field names in sorted order (Python identifiers: they need no JSON escaping)."""
+    cached = cls.__dict__.get("_sorted_fields_cache")
+    if cached is None:
+        cached = sorted(cls.model_fields)
+        setattr(cls, "_sorted_fields_cache", cached)
+    return cached
+
+
+def _id_json(value: Any, full: bool = False) -> str:
     if isinstance(value, StrictModel):
-        return value.id_json()
+        return value.full_json() if full else value.id_json()
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, bool) or value is None or isinstance(value, int):
+        return json.dumps(value)
     if isinstance(value, (list, tuple, dict)):
         try:  # plain JSON data (e.g. the report's rows): one C-speed dump
             text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
@@ -74,9 +103,9 @@ def _id_json(value: Any) -> str:
         except (TypeError, ValueError):
             pass  # holds models, non-finite or non-string-keyed values: go element by element
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_id_json(v) for v in value) + "]"
+        return "[" + ",".join(_id_json(v, full) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{_id_json(value[k])}"
+        return "{" + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{_id_json(value[k], full)}"
                               for k in sorted(map(str, value))) + "}"
     return json.dumps(_id_dump(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 

@@ -43,7 +43,7 @@ report:
     text = text.replace("description: minimal", f"description: {json.dumps(HOSTILE[4])}")
     spec = project("hostile.yaml", text)
     wf = Workflow.compile([spec], project.root)
-    blobs = [json.loads(p.read_text()) for p in (project.root / "build" / "hostile" / "stages").glob("*.json")]
+    blobs = [json.loads(p.read_text()) for p in (project.root / "build" / "stages").glob("*.json")]
     found = set()
 
     def collect(v):
@@ -83,7 +83,7 @@ def test_envelope_wiring(project):
     wf = Workflow.compile([spec], project.root)
     plan = wf.plans[0]
     pretrain = plan.runs[0].roles["pretrain"]
-    env = json.loads((project.root / "build" / "s" / "stages" / f"{pretrain}.json").read_text())
+    env = json.loads((project.root / "build" / "stages" / f"{pretrain}.json").read_text())
     assert env["kind"] == "pretrain" and env["output"] == f"results/pretrain/{pretrain}"
     assert set(env["inputs"]) == {"mix", "tokenizer"}
     assert env["config"]["max_steps"] == (100000 + 11111) // (8 * 128)
@@ -104,3 +104,34 @@ def test_shipped_spec_plan_matches_golden(spec):
     plan = compile_spec(Path("specs") / f"{spec}.yaml", ROOT)
     golden = json.loads((GOLDEN / f"{spec}.plan.json").read_text())
     assert update.plan_summary(plan) == golden
+
+
+def test_uniform_rule_values_render_as_literals():
+    values = {"pretrain": {"threads": {2}, "mem_mb": {4000}, "runtime_minutes": {20}, "gpus": {0},
+                           "launcher": {"/venv/bin/python"}},
+              "evaluate": {"threads": {1, 4}, "mem_mb": {2000}, "runtime_minutes": {10}, "gpus": {0},
+                           "launcher": {"/venv/bin/python"}}}
+    text = render_rules(["pretrain", "evaluate"], ["x"], ROOT / "build" / "x" / "rules.smk", values)
+    pretrain, evaluate = text.split("rule evaluate:")
+    assert "threads: 2\n" in pretrain and "mem_mb=4000," in pretrain and "launcher='/venv/bin/python'," in pretrain
+    assert 'threads: lambda wc: MIXSTEER.resource(wc.id, \'threads\')' in evaluate  # differs per instance
+    assert "--config build/stages/{wildcards.id}.json" in pretrain
+
+
+def test_workflow_cache_is_reused_until_an_input_changes(project):
+    import os
+    import time
+
+    spec = project("s.yaml", project.minimal)
+    first = Workflow.load([spec], project.root)
+    assert first.plans  # compiled
+    again = Workflow.load([spec], project.root)
+    assert not again.plans and again.instances.keys() == first.instances.keys()  # read back from build/
+    assert again.inputs_of(type("W", (), {"id": first.plans[0].runs[0].roles["pretrain"]})) == \
+        first.inputs_of(type("W", (), {"id": first.plans[0].runs[0].roles["pretrain"]}))
+    for touched in (spec, project.root / "probe.jsonl"):
+        time.sleep(0.01)
+        touched.write_text(touched.read_text() + "\n")
+        os.utime(touched)
+        assert Workflow.load([spec], project.root).plans, f"{touched.name} changed: must recompile"
+        assert not Workflow.load([spec], project.root).plans
