@@ -160,18 +160,20 @@ def main() -> None:
         t_compile_warm = time.perf_counter() - t0
 
         dry = [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", "--nolock"]
+        shutil.rmtree(mine / "build", ignore_errors=True)  # first parse compiles from scratch
         t_hand, out_hand = timed(dry, hand)
         t_mine, out_mine = timed([*dry, "--config", "spec=sweep.yaml"], mine)
         t_hand2, _ = timed(dry, hand)
-        t_mine2, _ = timed([*dry, "--config", "spec=sweep.yaml"], mine)
+        t_mine2, _ = timed([*dry, "--config", "spec=sweep.yaml"], mine)  # parse cache: plans read back
     runs = len(plan.runs)
     print(f"sweep: {runs} runs, {len(plan.instances)} stage instances; "
           f"dry-run jobs: mixsteer {jobs(out_mine)}, hand-written {jobs(out_hand)}")
     print(f"compile (validate + plan, in memory):        {t_plan:6.2f} s")
     print(f"compile + write build files (cold / warm):   {t_compile_cold:6.2f} s / {t_compile_warm:6.2f} s")
-    print(f"snakemake -n, hand-written Snakefile:        {min(t_hand, t_hand2):6.2f} s")
-    print(f"snakemake -n, mixsteer (compiles at parse):  {min(t_mine, t_mine2):6.2f} s")
-    print(f"ratio mixsteer / hand-written:               {min(t_mine, t_mine2) / min(t_hand, t_hand2):6.2f}x (goal <= 1.2x)")
+    hand_best = min(t_hand, t_hand2)
+    print(f"snakemake -n, hand-written Snakefile:        {hand_best:6.2f} s")
+    print(f"snakemake -n, mixsteer, compiling at parse:  {t_mine:6.2f} s   ratio {t_mine / hand_best:5.2f}x")
+    print(f"snakemake -n, mixsteer, parse cache hit:     {t_mine2:6.2f} s   ratio {t_mine2 / hand_best:5.2f}x (goal <= 1.2x)")
 
 
 if __name__ == "__main__":
