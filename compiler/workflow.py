@@ -133,7 +133,9 @@ class Workflow:
 
     @property
     def targets(self) -> list[str]:
-        return [f"{i.output}/stage.json" for i in self.instances.values()]
+        """The sinks of the stage graph (usually just the report): Snakemake finds the rest."""
+        used = {i for inst in self.instances.values() for i in inst.inputs.values()}
+        return [f"{i.output}/stage.json" for sid, i in self.instances.items() if sid not in used]
 
 
 CODE_DIRS = ("compiler", "runtime", "templates")
