@@ -131,6 +131,9 @@ def render_rules(kinds: list[str], specs: list[str], rules_file: Path,
         rule = {"kind": k, "extra_outputs": [(n, e.replace("{caption}", caption)) for n, e in EXTRA_OUTPUTS.get(k, [])]}
         for name in RULE_VALUES:
             seen = (values or {}).get(k, {}).get(name, set())
-            rule[name] = repr(next(iter(seen))) if len(seen) == 1 else f'lambda wc: MIXSTEER.{"launcher" if name == "launcher" else "resource"}(wc.id{"" if name == "launcher" else f", {name!r}"})'
+            if name == "launcher":  # a machine-local interpreter path: looked up at parse, never written here
+                rule[name] = f"MIXSTEER.kind_launcher({k!r})" if len(seen) == 1 else "lambda wc: MIXSTEER.launcher(wc.id)"
+            else:
+                rule[name] = repr(next(iter(seen))) if len(seen) == 1 else f"lambda wc: MIXSTEER.resource(wc.id, {name!r})"
         rules.append(rule)
     return env.get_template("rules.smk.j2").render(rules=rules, specs=specs, id_hex=ID_HEX, conda_env=conda_env)

@@ -128,6 +128,11 @@ class Workflow:
         torchrun += ["--standalone"] if inst.resources.nodes == 1 else [f"--nnodes={inst.resources.nodes}"]
         return shlex.join(torchrun)
 
+    def kind_launcher(self, kind: str) -> str:
+        """The launcher shared by every instance of a kind (the renderer checked it is shared)."""
+        (launcher,) = {self.launcher(sid) for sid, i in self.instances.items() if i.kind == kind}
+        return launcher
+
     def resource(self, sid: str, name: str) -> int:
         return int(getattr(self.instances[sid].resources, name))
 

@@ -113,7 +113,7 @@ def test_uniform_rule_values_render_as_literals():
                            "launcher": {"/venv/bin/python"}}}
     text = render_rules(["pretrain", "evaluate"], ["x"], ROOT / "build" / "x" / "rules.smk", values)
     pretrain, evaluate = text.split("rule evaluate:")
-    assert "threads: 2\n" in pretrain and "mem_mb=4000," in pretrain and "launcher='/venv/bin/python'," in pretrain
+    assert "threads: 2\n" in pretrain and "mem_mb=4000," in pretrain and "launcher=MIXSTEER.kind_launcher('pretrain')," in pretrain
     assert 'threads: lambda wc: MIXSTEER.resource(wc.id, \'threads\')' in evaluate  # differs per instance
     assert "--config build/stages/{wildcards.id}.json" in pretrain
 
