@@ -38,10 +38,6 @@ def write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
-def dump_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
 def _j(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -80,12 +76,8 @@ def plan_members(plan: Plan) -> dict[str, str]:
     }
 
 
-def plan_text(plan: Plan) -> str:
-    return _obj(plan_members(plan)) + "\n"
-
-
 def plan_json(plan: Plan) -> dict[str, Any]:
-    return json.loads(plan_text(plan))
+    return json.loads(_obj(plan_members(plan)))
 
 
 def write_build(plan: Plan, root: Path, build_dir: Path, environment: dict[str, Any]) -> list[Path]:
