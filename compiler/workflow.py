@@ -2,7 +2,7 @@
 
 `Workflow.compile(spec_files, root)` validates and plans each spec, writes `build/<spec>/…` (only
 changed files), renders one rules file for the stage kinds in use, links readable aliases
-`results/<spec>/<run>/<role>` → `results/<kind>/<id>`, and exposes the per-instance lookups the
+`results/specs/<spec>/<run>/<role>` → `results/<kind>/<id>`, and exposes the per-instance lookups the
 generated rules use (inputs, stage JSON path, launcher, resources).
 """
 from __future__ import annotations
@@ -167,16 +167,16 @@ def _stamps(watched: list[str], root: Path) -> list[list[Any]]:
 
 
 def link_aliases(plan: Plan, root: Path) -> None:
-    """`results/<spec>/<run>/<role>` → the content-addressed folder (relative symlinks).
+    """`results/specs/<spec>/<run>/<role>` → the content-addressed folder (relative symlinks).
 
-    `results/<spec>/.aliases.json` records the last mapping linked, so an unchanged plan costs one read.
+    `results/specs/<spec>/.aliases.json` records the last mapping linked, so an unchanged plan costs one read.
     """
-    index = root / "results" / plan.spec_name / ".aliases.json"
+    index = root / "results" / "specs" / plan.spec_name / ".aliases.json"
     mapping = json.dumps({r.name: r.roles for r in plan.runs}, sort_keys=True)
     if index.exists() and index.read_text() == mapping:
         return
     for run in plan.runs:
-        folder = root / "results" / plan.spec_name / run.name
+        folder = root / "results" / "specs" / plan.spec_name / run.name
         for role, sid in run.roles.items():
             link = folder / role.replace("/", "-")
             target = os.path.relpath(root / plan.instances[sid].output, folder)

@@ -87,7 +87,7 @@ def test_envelope_wiring(project):
     assert env["kind"] == "pretrain" and env["output"] == f"results/pretrain/{pretrain}"
     assert set(env["inputs"]) == {"mix", "tokenizer"}
     assert env["config"]["max_steps"] == (100000 + 11111) // (8 * 128)
-    alias = project.root / "results" / "s" / "run" / "pretrain"
+    alias = project.root / "results" / "specs" / "s" / "run" / "pretrain"
     assert alias.is_symlink() and alias.resolve() == (project.root / env["output"]).resolve()
 
 
