@@ -203,6 +203,8 @@ def toy_entanglement(df, folder: Path) -> tuple[str, str] | None:
     if "toy_welch_bound" in toy:
         ax.axhline(toy["toy_welch_bound"].iloc[0], color="grey", linestyle="--", label="Welch bound")
     ax.set_xscale("log")
+    ax.set_xticks(sorted(toy[x].unique()), [f"{v:g}" for v in sorted(toy[x].unique())])
+    ax.minorticks_off()  # the swept values are the ticks; log-axis minor labels overlap
     ax.set_xlabel("frequency of the rare chain in the training data")
     ax.set_ylabel("entanglement (max |cos| to another feature)")
     ax.set_title("Toy model: rarer features are more entangled?")
