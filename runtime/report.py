@@ -24,7 +24,7 @@ from compiler.errors import StageError
 from compiler.schema.base import NOT_IN_ID, StrictModel
 from runtime.stage import StageContext, write_json
 
-VERSION = 1
+VERSION = 2
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 METRIC_STAGES = ("evaluate", "attack", "probe", "pretrain", "mix", "toy")
