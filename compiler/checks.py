@@ -98,14 +98,26 @@ def domain_problems(spec: Spec, root: Path | None = None, checked: set[int] | No
     return out
 
 
+def _own_local_paths(model: BaseModel) -> Iterator[tuple[str, str]]:
+    """(field, value) of the local files or folders a model names itself (not its children)."""
+    kind = getattr(model, "kind", None)
+    for field in ("path", "checkpoint_path"):
+        value = getattr(model, field, None)
+        if value is not None and (field != "path" or kind in LOCAL_PATH_KINDS):
+            yield field, value
+
+
+def _children(model: BaseModel) -> Iterator[BaseModel]:
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+        yield from (v for v in items if isinstance(v, BaseModel))
+
+
 def _local_path_fields(model: BaseModel, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str]]:
-    """(path of the field, value) of every local file or folder a model names."""
+    """(path of the field, value) of every local file or folder a model names, children included."""
     for path, sub in walk_models(model, prefix):
-        kind = getattr(sub, "kind", None)
-        for field in ("path", "checkpoint_path"):
-            value = getattr(sub, field, None)
-            if value is None or (field == "path" and kind not in LOCAL_PATH_KINDS):
-                continue
+        for field, value in _own_local_paths(sub):
             yield (*path, field), value
 
 
@@ -113,19 +125,8 @@ def local_paths(model: BaseModel) -> frozenset[str]:
     """The local files and folders a model (a spec section or a stage config) reads; memoised per
     frozen instance, nested sections included (sweep runs share them)."""
     def compute() -> frozenset[str]:
-        out: set[str] = set()
-        kind = getattr(model, "kind", None)
-        for field in ("path", "checkpoint_path"):
-            value = getattr(model, field, None)
-            if value is not None and (field != "path" or kind in LOCAL_PATH_KINDS):
-                out.add(value)
-        for name in type(model).model_fields:
-            value = getattr(model, name)
-            children = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
-            for child in children:
-                if isinstance(child, BaseModel):
-                    out |= local_paths(child)
-        return frozenset(out)
+        own = {value for _, value in _own_local_paths(model)}
+        return frozenset(own.union(*(local_paths(child) for child in _children(model))))
 
     derived = getattr(model, "derived", None)
     return derived("local_paths", compute) if derived else compute()
