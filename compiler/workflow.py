@@ -62,7 +62,9 @@ class Workflow:
         except (OSError, json.JSONDecodeError):
             state = None
         if state and state.get("stamps") == _stamps(state["watched"], root):
-            return cls._from_build(state, root)
+            cached = cls._from_build(state, root)
+            if cached is not None:
+                return cached
         wf = cls.compile(spec_files, root)
         watched = sorted({*wf.sources, *(f for i in wf.instances.values() for f in i.files)})
         write_if_changed(cache, json.dumps({
@@ -72,13 +74,21 @@ class Workflow:
         return wf
 
     @classmethod
-    def _from_build(cls, state: dict[str, Any], root: Path) -> "Workflow":
+    def _from_build(cls, state: dict[str, Any], root: Path) -> "Workflow | None":
+        """The workflow from build/, or None when part of build/ was deleted."""
         instances: dict[str, StageInstance] = {}
         for plan_file in state["plans"]:
-            for sid, i in json.loads(Path(plan_file).read_text())["instances"].items():
+            try:
+                planned = json.loads(Path(plan_file).read_text())["instances"]
+            except (OSError, json.JSONDecodeError, KeyError):
+                return None
+            for sid, i in planned.items():
                 instances.setdefault(sid, StageInstance(
                     i["kind"], sid, i["version"], None, i["inputs"],  # type: ignore[arg-type]
                     StageResources(**i["resources"]), i["files"]))
+        stages = root / "build" / "stages"
+        if not Path(state["rules_file"]).exists() or not all((stages / f"{sid}.json").exists() for sid in instances):
+            return None
         return cls(root, [], instances, Path(state["rules_file"]))
 
     @classmethod

@@ -135,3 +135,8 @@ def test_workflow_cache_is_reused_until_an_input_changes(project):
         os.utime(touched)
         assert Workflow.load([spec], project.root).plans, f"{touched.name} changed: must recompile"
         assert not Workflow.load([spec], project.root).plans
+    import shutil
+
+    shutil.rmtree(project.root / "build" / "stages")  # a deleted build is rebuilt, never trusted
+    assert Workflow.load([spec], project.root).plans
+    assert (project.root / "build" / "stages").is_dir()
