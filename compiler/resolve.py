@@ -10,6 +10,7 @@ named `axis=value,…` by the last path component (the full path where two axes 
 """
 from __future__ import annotations
 
+import copy
 import itertools
 from collections import ChainMap
 from dataclasses import dataclass
@@ -183,7 +184,7 @@ def expand_sweep(doc: Document, check_path: Callable[[PathKey], str | None]) -> 
                 if cache_key not in sections:
                     holder = {section: base_data.get(section)}
                     for parts, value in items:
-                        _set(holder, parts, _deepcopy(value))
+                        _set(holder, parts, copy.deepcopy(value))
                     sections[cache_key] = holder[section]
                 data[section] = sections[cache_key]
             positions: Any = ChainMap(overlay, base_positions)
@@ -221,11 +222,3 @@ def _set(data: dict, parts: PathKey, value: Any) -> None:
         data[p] = nxt
         data = nxt
     data[parts[-1]] = value
-
-
-def _deepcopy(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _deepcopy(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_deepcopy(x) for x in v]
-    return v

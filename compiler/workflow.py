@@ -119,14 +119,11 @@ class Workflow:
         return wf
 
     # lookups used by the generated rules -------------------------------------------------------
-    def input_files(self, sid: str) -> dict[str, str]:
-        inst = self.instances[sid]
-        return {name: f"{self.instances[i].output}/stage.json" for name, i in sorted(inst.inputs.items())}
-
     def inputs_of(self, wildcards: Any) -> list[str]:
         """The rules' input function: upstream stage.json files (the runtime reads names from the
         stage JSON, so Snakemake needs only the paths)."""
-        return list(self.input_files(wildcards.id).values())
+        inst = self.instances[wildcards.id]
+        return [f"{self.instances[i].output}/stage.json" for _, i in sorted(inst.inputs.items())]
 
     def launcher(self, sid: str) -> str:
         """`python` or `torchrun …` (only integers from the resources section reach it)."""

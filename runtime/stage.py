@@ -59,9 +59,6 @@ class StageContext:
                              f"(have {sorted(self.inputs)})") from None
 
 
-class NotImplementedStage(StageError):
-    """Raised by a stage whose runtime has not been built yet (never writes output)."""
-
 
 def package_versions() -> dict[str, str]:
     out = {}
