@@ -86,6 +86,27 @@ def test_implementations_agree_on_model_activations(tmp_path):
         assert set(ranked["batched"][:k]) == set(ranked["sklearn"][:k]), k
 
 
+def test_implementations_agree_on_awkward_features():
+    """A constant feature, a feature far from zero (a "massive activation") and a tiny-scale one:
+    the batched path's float32 centring/scaling must still find scikit-learn's solution."""
+    rng = np.random.default_rng(0)
+    n, n_probes, d = 800, 6, 12
+    y = rng.integers(0, 2, n)
+    x = rng.standard_normal((n, n_probes, d)).astype(np.float32)
+    x[:, :, 0] = 0.1
+    x[:, :, 1] += 1000.0
+    x[:, :, 2] *= 1e-3
+    x[:, :3, 2] += ((y - 0.5) * 2e-3)[:, None]                        # signal in the tiny-scale feature
+    train, val = np.arange(600), np.arange(600, 800)
+    fits = {impl: fit_probes(x, y, train, val, implementation=impl, device="cpu", **FIT)
+            for impl in ("batched", "sklearn")}
+    np.testing.assert_array_equal(fits["batched"].val_accuracy, fits["sklearn"].val_accuracy)
+    assert fits["sklearn"].val_accuracy[:3].min() > 0.7
+    np.testing.assert_allclose(fits["batched"].weight, fits["sklearn"].weight,
+                               atol=1e-3 * np.abs(fits["sklearn"].weight).max())
+    assert np.isfinite(fits["batched"].bias).all() and (fits["batched"].weight[:, 0] == 0).all()
+
+
 def test_grouped_split_keeps_duplicates_together_and_is_seeded():
     from runtime.activations import group_key
 
