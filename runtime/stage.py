@@ -131,11 +131,23 @@ def execute(envelope: dict[str, Any], module: Any, *, rank_zero: Callable[[], bo
         "config": envelope["config"], "inputs": envelope["inputs"], "files": envelope.get("files", {}),
         "git_commit": git_commit(root), "packages": package_versions(),
         "python": sys.version.split()[0], "started_unix": started,
-        "seconds": round(time.time() - started, 3),
+        "seconds": round(time.time() - started, 3), **peak_memory(),
     })
     publish(tmp, final)
     shutil.rmtree(work, ignore_errors=True)
     return final
+
+
+def peak_memory() -> dict[str, int]:
+    """Peak resident memory of this process (rank 0 under torchrun) and, if CUDA was used, peak
+    GPU memory allocated: what `resources.mem_mb` / GPU sizing should be calibrated against."""
+    import resource
+
+    peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}  # KiB on Linux
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        peak["peak_gpu_mb"] = torch.cuda.max_memory_allocated() // 2**20
+    return peak
 
 
 def publish(tmp: Path, final: Path) -> None:

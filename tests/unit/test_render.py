@@ -1,6 +1,7 @@
 """Rendering: golden rules file, stage JSON envelopes, hostile strings never reach generated code."""
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -140,3 +141,30 @@ def test_workflow_cache_is_reused_until_an_input_changes(project):
     shutil.rmtree(project.root / "build" / "stages")  # a deleted build is rebuilt, never trusted
     assert Workflow.load([spec], project.root).plans
     assert (project.root / "build" / "stages").is_dir()
+
+
+def test_ordering_inputs_drop_only_edges_implied_by_another_path():
+    from compiler.workflow import ordering_inputs
+
+    def inst(*inputs):
+        return SimpleNamespace(inputs={f"r{i}": d for i, d in enumerate(inputs)})
+
+    # tok → mix → pre → steer → eval; eval also reads pre (base) and mix; report reads eval, steer, probe
+    graph = {"tok": inst(), "mix": inst("tok"), "pre": inst("mix", "tok"), "probe": inst("pre"),
+             "steer": inst("pre", "probe"), "eval": inst("steer", "pre", "mix"),
+             "report": inst("eval", "steer", "probe")}
+    reduced = ordering_inputs(graph)
+    assert reduced == {"tok": [], "mix": ["tok"], "pre": ["mix"], "probe": ["pre"], "steer": ["probe"],
+                       "eval": ["steer"], "report": ["eval"]}
+
+    def reach(g, sid):
+        seen, stack = set(), list(g[sid])
+        while stack:
+            d = stack.pop()
+            if d not in seen:
+                seen.add(d)
+                stack.extend(g[d])
+        return seen
+
+    full = {sid: list(i.inputs.values()) for sid, i in graph.items()}
+    assert all(reach(reduced, sid) == reach(full, sid) for sid in graph)  # same ordering constraints

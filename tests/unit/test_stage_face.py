@@ -28,6 +28,8 @@ def test_success_publishes_metrics_and_manifest_last(tmp_path):
     def run(cfg, ctx):
         assert ctx.out != tmp_path / "results/toy/toy-0123456789ab" and ctx.threads == 2
         (ctx.out / "artifact.txt").write_text(str(cfg.value))
+        ballast = bytearray(64 * 2**20)          # touch 64 MiB: the recorded peak memory must see it
+        ballast[::4096] = b"x" * len(ballast[::4096])
         return {"answer": cfg.value * 2}
 
     final = execute(envelope(tmp_path), module(run))
@@ -35,6 +37,7 @@ def test_success_publishes_metrics_and_manifest_last(tmp_path):
     assert json.loads((final / "metrics.json").read_text()) == {"answer": 6}
     manifest = json.loads((final / "stage.json").read_text())
     assert manifest["config"] == {"value": 3} and manifest["version"] == 1 and "packages" in manifest
+    assert manifest["seconds"] >= 0 and manifest["peak_rss_mb"] >= 64
     assert not (tmp_path / "results/.tmp/toy/toy-0123456789ab").exists()
     assert not (tmp_path / "results/.work/toy/toy-0123456789ab").exists()
 
