@@ -11,6 +11,10 @@ MIXSTEER = load_workflow(config, workflow.basedir)
 include: MIXSTEER.rules_file
 
 
+onstart:
+    MIXSTEER.link_aliases()
+
+
 rule all:
     default_target: True
     input:

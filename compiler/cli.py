@@ -178,6 +178,7 @@ def cmd_compile(args: argparse.Namespace, root: Path) -> int:
     from .workflow import Workflow
 
     wf = Workflow.compile([_rel(s, root) for s in args.specs], root)
+    wf.link_aliases()
     for plan in wf.plans:
         print(f"build/{plan.spec_name}/: {len(plan.instances)} stage JSONs, plan.json, lock.json")
     print(f"rules: {wf.rules_file.relative_to(root)}")

@@ -1,9 +1,9 @@
 """The bridge Snakemake calls at parse time: compile specs, write build files, answer rule lookups.
 
 `Workflow.compile(spec_files, root)` validates and plans each spec, writes `build/<spec>/…` (only
-changed files), renders one rules file for the stage kinds in use, links readable aliases
-`results/specs/<spec>/<run>/<role>` → `results/<kind>/<id>`, and exposes the per-instance lookups the
-generated rules use (inputs, stage JSON path, launcher, resources).
+changed files), renders one rules file for the stage kinds in use, and exposes the per-instance
+lookups the generated rules use (inputs, stage JSON path, launcher, resources). Readable aliases
+`results/specs/<spec>/<run>/<role>` → `results/<kind>/<id>` are linked when a run starts.
 """
 from __future__ import annotations
 
@@ -50,6 +50,11 @@ class Workflow:
     @property
     def sources(self) -> list[str]:
         return sorted({s for p in self.plans for s in p.sources})
+
+    def link_aliases(self) -> None:
+        """Readable links `results/specs/<spec>/<run>/<role>` for every spec of this workflow."""
+        link_aliases(self.root, [self.rules_file.parent.parent / name / "aliases.json"
+                                 for name in self.rules_file.parent.name.split("+")])
 
     @classmethod
     def load(cls, spec_files: list[str | Path], root: Path) -> "Workflow":
@@ -105,7 +110,7 @@ class Workflow:
         for plan in plans:
             build = root / "build" / plan.spec_name
             write_build(plan, root, build, env)
-            link_aliases(plan, root)
+            write_if_changed(build / "aliases.json", json.dumps(alias_map(plan), sort_keys=True))
             for sid, inst in plan.instances.items():
                 instances.setdefault(sid, inst)
         kinds = [k for k in KIND_ORDER if any(i.kind == k for i in instances.values())]
@@ -211,24 +216,36 @@ def _stamps(watched: list[str], root: Path) -> list[list[Any]]:
     return out
 
 
-def link_aliases(plan: Plan, root: Path) -> None:
-    """`results/specs/<spec>/<run>/<role>` → the content-addressed folder (relative symlinks).
+def alias_map(plan: Plan) -> dict[str, dict[str, str]]:
+    """run → alias file name → output folder, for `results/specs/<spec>/<run>/<alias>`."""
+    return {r.name: {role.replace("/", "-"): plan.instances[sid].output for role, sid in r.roles.items()}
+            for r in plan.runs}
 
-    `results/specs/<spec>/.aliases.json` records the last mapping linked, so an unchanged plan costs one read.
+
+def link_aliases(root: Path, alias_files: list[Path]) -> None:
+    """`results/specs/<spec>/<run>/<role>` → the content-addressed folder (relative symlinks), for
+    each `build/<spec>/aliases.json`.
+
+    Called when a real run starts (`onstart` in the Snakefile) and by `mixsteer compile`, not at
+    every parse: a 1,000-run sweep has 14,000 links, and a dry run needs none of them.
+    `results/specs/<spec>/.aliases.json` records the last mapping linked, so an unchanged plan costs
+    one read.
     """
-    index = root / "results" / "specs" / plan.spec_name / ".aliases.json"
-    mapping = json.dumps({r.name: r.roles for r in plan.runs}, sort_keys=True)
-    if index.exists() and index.read_text() == mapping:
-        return
-    for run in plan.runs:
-        folder = root / "results" / "specs" / plan.spec_name / run.name
-        for role, sid in run.roles.items():
-            link = folder / role.replace("/", "-")
-            target = os.path.relpath(root / plan.instances[sid].output, folder)
-            if link.is_symlink() and os.readlink(link) == target:
-                continue
-            folder.mkdir(parents=True, exist_ok=True)
-            if link.is_symlink() or link.exists():
-                link.unlink()
-            link.symlink_to(target, target_is_directory=True)
-    write_if_changed(index, mapping)
+    for alias_file in alias_files:
+        spec_dir = root / "results" / "specs" / alias_file.parent.name
+        mapping = alias_file.read_text()
+        index = spec_dir / ".aliases.json"
+        if index.exists() and index.read_text() == mapping:
+            continue
+        for run, links in json.loads(mapping).items():
+            folder = spec_dir / run
+            for name, output in links.items():
+                link = folder / name
+                target = os.path.relpath(root / output, folder)
+                if link.is_symlink() and os.readlink(link) == target:
+                    continue
+                folder.mkdir(parents=True, exist_ok=True)
+                if link.is_symlink() or link.exists():
+                    link.unlink()
+                link.symlink_to(target, target_is_directory=True)
+        write_if_changed(index, mapping)

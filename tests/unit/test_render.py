@@ -1,5 +1,6 @@
 """Rendering: golden rules file, stage JSON envelopes, hostile strings never reach generated code."""
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -89,6 +90,12 @@ def test_envelope_wiring(project):
     assert set(env["inputs"]) == {"mix", "tokenizer"}
     assert env["config"]["max_steps"] == (100000 + 11111) // (8 * 128)
     alias = project.root / "results" / "specs" / "s" / "run" / "pretrain"
+    assert not alias.exists()                              # a parse (or dry run) links nothing
+    wf.link_aliases()
+    assert alias.is_symlink() and alias.resolve() == (project.root / env["output"]).resolve()
+    cached = Workflow.load([spec], project.root)
+    shutil.rmtree(project.root / "results" / "specs")
+    cached.link_aliases()                                  # from build/, without the plans
     assert alias.is_symlink() and alias.resolve() == (project.root / env["output"]).resolve()
 
 
