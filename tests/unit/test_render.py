@@ -175,3 +175,11 @@ def test_ordering_inputs_drop_only_edges_implied_by_another_path():
 
     full = {sid: list(i.inputs.values()) for sid, i in graph.items()}
     assert all(reach(reduced, sid) == reach(full, sid) for sid in graph)  # same ordering constraints
+
+
+@pytest.mark.parametrize("value", ["plain-id", 'quo"te', "back\\slash", "tab\t", "new\nline", "ünïcödé", "\u2028",
+                                   "\x7f", "", "$(rm -rf /)", "`x`{}", 7, -1, True, None, 0.1, {"b": [1, "x"], "a": 2}])
+def test_fast_json_is_canonical_json(value):
+    from compiler.render import _j
+
+    assert _j(value) == json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
