@@ -39,6 +39,11 @@ ARMIJO_SLACK = 1e-6
 """Relative slack on the Armijo test (Hager–Zhang's approximate Armijo): near the optimum the decrease
 is below float32 rounding of f, and an exact test would reject every step."""
 
+PRECONDITION_MAX_DIM = 512
+"""Widest features that get Böhning's preconditioner. Its Gram matrices cost probes·n·d² once (as
+fast GEMMs, worth ~d/20 memory-bound iterations) and save ~10 iterations: a clear win for head-sized
+probes (d = 128), a loss for OLMo-1B's 2,048-wide residual stream, which uses plain L-BFGS."""
+
 HISTORY = 10
 """L-BFGS curvature pairs kept per probe (scipy's default `maxcor` is 10)."""
 
@@ -130,7 +135,8 @@ def _fit_batched(x, y, train, val, *, l2_penalty, max_iterations, tolerance, dev
 def _standardised(x_all: torch.Tensor, rows: torch.Tensor, g0: int, g1: int, dev: torch.device):
     """Probes g0…g1 as z = (x - mean) / std, one contiguous [g, n, d] float32 tensor on `dev`, with the
     float64 mean and std (ddof 0; a std below float32 resolution marks a constant feature, which gets
-    std 1 as in `StandardScaler` and is zeroed exactly) and the Gram matrix z^T z.
+    std 1 as in `StandardScaler` and is zeroed exactly) and the Gram matrix z^T z (None for features
+    wider than `PRECONDITION_MAX_DIM`).
 
     Built in three passes over memory: rows are gathered and transposed a few probes at a time (so
     the transpose stays in cache), centred in place, then scaled in place; the variances come free
@@ -144,14 +150,16 @@ def _standardised(x_all: torch.Tensor, rows: torch.Tensor, g0: int, g1: int, dev
         z[a - g0:b - g0].copy_(x_all[:, a:b].index_select(0, rows).to(dev).transpose(0, 1))
     mean = z.mean(dim=1)
     z.sub_(mean.unsqueeze(1))
-    gram = torch.bmm(z.transpose(1, 2), z)
-    std = (gram.diagonal(dim1=1, dim2=2).double() / n).sqrt()
+    gram = torch.bmm(z.transpose(1, 2), z) if d <= PRECONDITION_MAX_DIM else None
+    sq = gram.diagonal(dim1=1, dim2=2) if gram is not None else z.pow(2).sum(dim=1)
+    std = (sq.double() / n).sqrt()
     mean64 = mean.double()
     constant = std < 10 * np.finfo(np.float32).eps * mean64.abs().clamp_min(1.0)
     std = torch.where(constant, torch.ones_like(std), std)
     inv = torch.where(constant, torch.zeros_like(std), 1.0 / std).float()   # constant columns → exactly 0
     z.mul_(inv.unsqueeze(1))
-    gram.mul_(inv.unsqueeze(1) * inv.unsqueeze(2))
+    if gram is not None:
+        gram.mul_(inv.unsqueeze(1) * inv.unsqueeze(2))
     return z, mean64.cpu().numpy(), std.cpu().numpy(), gram
 
 
@@ -184,8 +192,11 @@ def bohning_factor(gram: torch.Tensor, n: int, l2_mean: float) -> torch.Tensor:
     return torch.linalg.cholesky(bound).to(gram.dtype)
 
 
-def _precondition(q: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
-    """B⁻¹ q for q [G, d+1]: Cholesky solve for the weights, × 4 for the intercept."""
+def _precondition(q: torch.Tensor, chol: torch.Tensor | None) -> torch.Tensor:
+    """B⁻¹ q for q [G, d+1]: Cholesky solve for the weights, × 4 for the intercept. Without a factor
+    (wide features), 4q: Böhning's bound for standardised, uncorrelated features."""
+    if chol is None:
+        return 4.0 * q
     qw = torch.cholesky_solve(q[:, :-1].unsqueeze(-1), chol).squeeze(-1)
     return torch.cat([qw, 4.0 * q[:, -1:]], dim=-1)
 
@@ -195,6 +206,7 @@ def lbfgs_logistic(z: torch.Tensor, y: torch.Tensor, l2: float, max_iterations: 
                    gram: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched, Böhning-preconditioned L-BFGS for G independent probes: z [G, n, d] centred features,
     y [n] in {0, 1}; returns theta [G, d+1] (weights, then intercept) and the iterations used.
+    `gram` (z^T z) is computed here when not given and d <= PRECONDITION_MAX_DIM.
 
     Every probe has its own curvature history, its own preconditioner and its own Armijo backtracking
     step; a probe leaves the working set once max |∇(f/n)| <= tolerance (or its line search can no
@@ -202,7 +214,9 @@ def lbfgs_logistic(z: torch.Tensor, y: torch.Tensor, l2: float, max_iterations: 
     """
     n_probes, n, d = z.shape
     l2_mean = l2 / n
-    chol = bohning_factor(torch.bmm(z.transpose(1, 2), z) if gram is None else gram, n, l2_mean)
+    if gram is None and d <= PRECONDITION_MAX_DIM:
+        gram = torch.bmm(z.transpose(1, 2), z)
+    chol = bohning_factor(gram, n, l2_mean) if gram is not None else None
     theta = torch.zeros(n_probes, d + 1, dtype=z.dtype, device=z.device)
     prior = y.double().mean().clamp(1e-6, 1 - 1e-6)
     theta[:, -1] = float(torch.log(prior / (1 - prior)))
@@ -220,14 +234,15 @@ def lbfgs_logistic(z: torch.Tensor, y: torch.Tensor, l2: float, max_iterations: 
         if done.any():                                                    # shrink the working set
             theta[ids[done]] = th[done]
             keep = ~done
-            ids, zw, th, f, g, chol = ids[keep], zw[keep], th[keep], f[keep], g[keep], chol[keep]
+            ids, zw, th, f, g = ids[keep], zw[keep], th[keep], f[keep], g[keep]
+            chol = chol[keep] if chol is not None else None
             s_hist, y_hist, rho = s_hist[keep], y_hist[keep], rho[keep]
         if ids.numel() == 0:
             break
         direction = -_two_loop(g, s_hist, y_hist, rho, chol, it)
         uphill = (g * direction).sum(-1) >= 0                             # fall back to B⁻¹ descent
         if uphill.any():
-            direction[uphill] = -_precondition(g[uphill], chol[uphill])
+            direction[uphill] = -_precondition(g[uphill], chol[uphill] if chol is not None else None)
         slope = (g * direction).sum(-1).double()
         t = torch.ones(len(ids), dtype=torch.float64, device=z.device)
         accepted = torch.zeros(len(ids), dtype=torch.bool, device=z.device)
@@ -257,7 +272,7 @@ def lbfgs_logistic(z: torch.Tensor, y: torch.Tensor, l2: float, max_iterations: 
 
 
 def _two_loop(g: torch.Tensor, s_hist: torch.Tensor, y_hist: torch.Tensor, rho: torch.Tensor,
-              chol: torch.Tensor, it: int) -> torch.Tensor:
+              chol: torch.Tensor | None, it: int) -> torch.Tensor:
     """H·g by the L-BFGS two-loop recursion with H0 = B⁻¹ (`chol` its weight block's Cholesky
     factor), per probe; empty history slots (rho 0) are skipped."""
     history = s_hist.shape[1]

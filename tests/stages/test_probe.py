@@ -36,8 +36,12 @@ def _cos(a, b):
     return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
 
-@pytest.mark.parametrize("implementation", ["batched", "sklearn"])
-def test_planted_heads_rank_first_with_the_right_directions(implementation):
+@pytest.mark.parametrize("implementation", ["batched", "batched-wide", "sklearn"])
+def test_planted_heads_rank_first_with_the_right_directions(implementation, monkeypatch):
+    """`batched-wide`: the path for features wider than PRECONDITION_MAX_DIM (no Gram matrices)."""
+    if implementation == "batched-wide":
+        monkeypatch.setattr("runtime.probe_fit.PRECONDITION_MAX_DIM", 0)
+        implementation = "batched"
     x, y, scales, truth = planted()
     train, val = np.arange(450), np.arange(450, 600)
     fit = fit_probes(x, y, train, val, implementation=implementation, device="cpu", **FIT)
