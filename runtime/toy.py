@@ -1,12 +1,14 @@
 """`toy` stage: the paper's toy model of feature entanglement (Markov chains, 4-d residual).
 
 Trains `toy.seeds` toy OLMo models on a mixture of cyclic Markov chains in which chain 0 appears with
-`toy.rare_chain_frequency`, probes each (chain, state) feature on the final residual stream and
-measures its entanglement (max |cos| with any other feature's probe direction). The paper's claim:
-the rarer the chain, the more entangled its features. Sweep `toy.rare_chain_frequency` in the spec.
+`toy.rare_chain_frequency`, probes each (chain, state) feature (`toy.feature`) on the residual stream
+after every block and measures its entanglement (max |cos| with any other feature's probe direction);
+the headline is the last block's. The paper's claim: the rarer the chain, the more entangled its
+features. Sweep `toy.rare_chain_frequency` in the spec.
 
-Reads: nothing. Writes: `entanglement.json` (per seed and per feature: entanglement, probe AUC,
-probe directions, per-chain loss), `metrics.json` (flat means and 95 % CIs over seeds).
+Reads: nothing. Writes: `entanglement.json` (per seed and per feature: entanglement (last block and
+every block), probe AUC, probe directions, per-chain loss), `metrics.json` (flat means and 95 % CIs
+over seeds, `*_block<k>_*` for block k = 1 … n_layers).
 Id: every `toy` field (all change results).
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ from compiler.schema.base import StrictModel
 from compiler.schema.toy import ToySection
 from runtime.stage import StageContext, write_json
 
-VERSION = 1
+VERSION = 2
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 
@@ -42,6 +44,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     welch = toy_model.welch_bound(n_features, toy.d_model)
     write_json(ctx.out / "entanglement.json", {
         "welch_bound": welch,
+        "feature": toy.feature,
         "features": [{"id": c * toy.n_tokens + s, "chain": c, "state": s, "rare": c == 0}
                      for c in range(toy.n_chains) for s in range(toy.n_tokens)],
         "chain_successors": toy_model.chain_successors(toy.n_chains, toy.n_tokens).tolist(),
@@ -54,4 +57,9 @@ def run(cfg: Config, ctx: StageContext) -> dict:
                 "common_chain_loss", "rare_probe_auc", "common_probe_auc"):
         mean, ci = toy_model.mean_ci95([r[key] for r in per_seed])
         metrics[f"{key}_mean"], metrics[f"{key}_ci95"] = mean, ci
+    for group in ("rare", "common"):
+        for b in range(toy.n_layers):
+            mean, ci = toy_model.mean_ci95([r[f"block_{group}_entanglement"][b] for r in per_seed])
+            metrics[f"{group}_entanglement_block{b + 1}_mean"] = mean
+            metrics[f"{group}_entanglement_block{b + 1}_ci95"] = ci
     return metrics

@@ -2,16 +2,19 @@
 
 Data: `n_chains` cyclic Markov chains over one alphabet of `n_tokens` tokens. Chain c follows its own
 cyclic order of the tokens with probability 1 − ε and jumps to a uniform token with probability ε, so
-its transition matrix is T_c = (1 − ε) P_c + ε/n · 1 (a Markov chain, not a fixed cycle). A sequence is
-drawn from one chain; chain 0 is the rare one. A feature is a (chain, current token) pair, which is
-exactly what the next-token distribution depends on, so the model has to represent all
-n_chains × n_tokens features in its `d_model`-wide residual stream.
+its transition matrix is T_c = (1 − ε) P_c + ε/n · 1 (ε = 0: a deterministic cycle). A sequence is
+drawn from one chain; chain 0 is the rare one. The n_chains × n_tokens features are read one of two
+ways (`toy.feature`): (chain, current token) at every probed position, which is exactly what the
+next-token distribution depends on; or (chain, start state) at the last position, the paper's wording,
+which with ε = 0 fixes every token of the sequence.
 
 Model: transformers' `OlmoForCausalLM` at toy size (the OLMo block the study pretrains; no hand-written
-transformer). Measurement: one-vs-rest logistic-regression probes on the final residual stream (the
-last block's output, before the final LayerNorm: with d = 4 the non-affine LayerNorm would project onto
-3 dimensions), entanglement_i = max_{j≠i} |cos(v_i, v_j)| of the probe directions, compared with the
-Welch bound, the least maximal coherence N unit vectors in M dimensions can have.
+transformer). Measurement: one-vs-rest logistic-regression probes on the residual stream after every
+block (pre final LayerNorm: with d = 4 the non-affine LayerNorm would project onto 3 dimensions);
+entanglement_i = max_{j≠i} |cos(v_i, v_j)| of the probe directions, compared with the Welch bound,
+the least maximal coherence N unit vectors in M dimensions can have. The headline number is the last
+block's (there a feature need only carry its next token, which 3 features of different chains share);
+the other blocks are kept because the level of entanglement depends on where it is read.
 """
 from __future__ import annotations
 
@@ -83,6 +86,23 @@ def feature_labels(tokens: np.ndarray, chains: np.ndarray, n_tokens: int) -> np.
     return chains[:, None] * n_tokens + tokens
 
 
+def probe_examples(acts: np.ndarray, tokens: np.ndarray, chains: np.ndarray, n_tokens: int,
+                   feature: str, min_position: int) -> tuple[np.ndarray, np.ndarray]:
+    """Probe inputs (n_blocks, m, d) and feature ids (m,) for one `toy.feature` reading.
+
+    `acts` is (n_blocks, n, length, d). "chain_token": every position ≥ `min_position`, labelled by
+    (chain, current token). "chain_start": the last position only, one example per sequence,
+    labelled by (chain, start state): the sequence as a whole is the feature.
+    """
+    n_blocks, _, _, d = acts.shape
+    if feature == "chain_token":
+        labels = feature_labels(tokens, chains, n_tokens)[:, min_position:].reshape(-1)
+        return acts[:, :, min_position:].reshape(n_blocks, -1, d), labels
+    if feature == "chain_start":
+        return acts[:, :, -1], chains * n_tokens + tokens[:, 0]
+    raise ValueError(f"unknown toy feature reading {feature!r}")
+
+
 def entropy_rate(n_tokens: int, noise: float) -> float:
     """Loss floor in nats per token for a model that knows the chain: entropy of one row of T_c."""
     p = np.full(n_tokens, noise / n_tokens)
@@ -128,15 +148,16 @@ def train(model, rng: np.random.Generator, trans: np.ndarray, chain_probs: np.nd
 
 
 def residuals_and_losses(model, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Final residual stream (n, length, d_model), pre-final-norm, and per-sequence mean loss (nats)."""
+    """Residual stream after every block (n_blocks, n, length, d_model), pre final norm, and
+    per-sequence mean loss (nats)."""
     import torch
 
-    captured = {}
+    captured = []
 
     def hook(_module, _args, output):
-        captured["h"] = output[0] if isinstance(output, tuple) else output
+        captured.append(output[0] if isinstance(output, tuple) else output)
 
-    handle = model.model.layers[-1].register_forward_hook(hook)
+    handles = [layer.register_forward_hook(hook) for layer in model.model.layers]
     model.eval()
     try:
         with torch.no_grad():
@@ -145,8 +166,9 @@ def residuals_and_losses(model, tokens: np.ndarray) -> tuple[np.ndarray, np.ndar
             nll = torch.nn.functional.cross_entropy(
                 logits[:, :-1].transpose(1, 2), x[:, 1:], reduction="none").mean(dim=1)
     finally:
-        handle.remove()
-    return captured["h"].numpy().astype(np.float64), nll.numpy()
+        for handle in handles:
+            handle.remove()
+    return np.stack([h.numpy().astype(np.float64) for h in captured]), nll.numpy()
 
 
 @dataclass(frozen=True)
@@ -216,10 +238,11 @@ def measure_seed(toy, seed: int) -> dict:
     probe_probs = np.full(toy.n_chains, 1.0 / toy.n_chains) if toy.probe_balanced_chains else train_probs
     tokens, chains = sample_sequences(rng, trans, probe_probs, toy.probe_sequences, toy.sequence_length)
     acts, seq_loss = residuals_and_losses(model, tokens)
-    keep = slice(toy.probe_min_position, None)
-    labels = feature_labels(tokens, chains, toy.n_tokens)[:, keep].reshape(-1)
-    probes = fit_probes(acts[:, keep].reshape(-1, toy.d_model), labels, n_features, seed)
-    ent = entanglement(probes.directions)
+    block_acts, labels = probe_examples(acts, tokens, chains, toy.n_tokens, toy.feature,
+                                        toy.probe_min_position)
+    blocks = [fit_probes(a, labels, n_features, seed) for a in block_acts]
+    block_ent = [entanglement(p.directions) for p in blocks]
+    probes, ent = blocks[-1], block_ent[-1]
     chain_loss = [float(seq_loss[chains == c].mean()) for c in range(toy.n_chains)]
     rare = slice(0, toy.n_tokens)
     common = slice(toy.n_tokens, None)
@@ -232,6 +255,9 @@ def measure_seed(toy, seed: int) -> dict:
         "common_entanglement": float(ent[common].mean()),
         "rare_probe_auc": float(probes.auc[rare].mean()),
         "common_probe_auc": float(probes.auc[common].mean()),
+        "block_entanglement": [e.tolist() for e in block_ent],
+        "block_rare_entanglement": [float(e[rare].mean()) for e in block_ent],
+        "block_common_entanglement": [float(e[common].mean()) for e in block_ent],
         "chain_loss": chain_loss,
         "rare_chain_loss": chain_loss[0],
         "common_chain_loss": float(np.mean(chain_loss[1:])),
