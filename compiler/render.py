@@ -15,6 +15,7 @@ import jinja2
 
 from .ids import ID_HEX
 from .plan import Plan, StageInstance
+from .schema.base import plain_json
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -39,13 +40,10 @@ def write_if_changed(path: Path, text: str) -> bool:
 
 
 def _j(value: Any) -> str:
-    """Canonical JSON of a value; ids, kinds and field names (plain strings, ints) skip json.dumps,
-    which is called ~100,000 times for a 1,000-run sweep."""
-    kind = type(value)
-    if kind is str and value.isprintable() and '"' not in value and "\\" not in value:
-        return f'"{value}"'  # json.dumps(ensure_ascii=False) escapes only quotes, backslashes, controls
-    if kind is int:
-        return str(value)
+    """Canonical JSON of a value (ids, kinds and field names take the fast path)."""
+    plain = plain_json(value)
+    if plain is not None:
+        return plain
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 

@@ -94,9 +94,24 @@ def _sorted_fields(cls: type[BaseModel]) -> list[str]:
     return cached
 
 
+def plain_json(value: Any) -> str | None:
+    """JSON of a plain string or int without json.dumps (called ~100,000 times for a 1,000-run
+    sweep), or None for anything else. Same bytes as json.dumps(value, ensure_ascii=False), which
+    escapes only quotes, backslashes and control characters."""
+    kind = type(value)
+    if kind is str and value.isprintable() and '"' not in value and "\\" not in value:
+        return f'"{value}"'
+    if kind is int:
+        return str(value)
+    return None
+
+
 def _id_json(value: Any, full: bool = False) -> str:
     if isinstance(value, StrictModel):
         return value.full_json() if full else value.id_json()
+    plain = plain_json(value)
+    if plain is not None:
+        return plain
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, bool) or value is None or isinstance(value, int):
