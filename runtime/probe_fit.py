@@ -12,7 +12,8 @@ Both implementations minimise the same objective on the same standardised featur
   history and its own (approximate) Armijo backtracking step; one iteration costs two batched matrix
   products (O(probes·n·d)). The starting curvature is Böhning's bound B = zᵀz/(4n) + λ/n, exact at
   logits 0, so the many weak probes converge in ~5 iterations; B costs one Gram matrix per probe
-  (O(probes·n·d²)) once, where Newton would pay that every iteration. Probes stop when the max-norm
+  (O(probes·n·d²)) once, where Newton would pay that every iteration (features wider than
+  `PRECONDITION_MAX_DIM` start from its diagonal bound 4·I instead). Probes stop when the max-norm
   of the gradient of f/n is below `tolerance`: scikit-learn's lbfgs stopping rule (`gtol` on its
   per-example-averaged loss).
 
