@@ -202,6 +202,15 @@ def _precondition(q: torch.Tensor, chol: torch.Tensor | None) -> torch.Tensor:
     return torch.cat([qw, 4.0 * q[:, -1:]], dim=-1)
 
 
+def _start_loss_grad(z: torch.Tensor, y: torch.Tensor, b0: torch.Tensor):
+    """`_loss_grad` at w = 0, intercept b0: every logit is b0, so one pass over z (r^T z, shared r)
+    instead of two."""
+    r = torch.sigmoid(b0) - y                                             # [n]
+    loss = (torch.nn.functional.softplus(b0) - y * b0).mean().double().expand(z.shape[0])
+    grad_w = torch.matmul(r, z) / z.shape[1]                              # [G, d]
+    return loss.clone(), torch.cat([grad_w, r.mean().expand(z.shape[0], 1)], dim=-1)
+
+
 def lbfgs_logistic(z: torch.Tensor, y: torch.Tensor, l2: float, max_iterations: int,
                    tolerance: float, history: int = HISTORY,
                    gram: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,7 +233,7 @@ def lbfgs_logistic(z: torch.Tensor, y: torch.Tensor, l2: float, max_iterations: 
     used = torch.zeros(n_probes, dtype=torch.int64, device=z.device)
     ids = torch.arange(n_probes, device=z.device)                         # working set → probe index
     zw, th = z, theta.clone()
-    f, g = _loss_grad(zw, y, th, l2_mean)
+    f, g = _start_loss_grad(z, y, theta[0, -1])
     s_hist = torch.zeros(n_probes, history, d + 1, dtype=z.dtype, device=z.device)
     y_hist = torch.zeros_like(s_hist)
     rho = torch.zeros(n_probes, history, dtype=z.dtype, device=z.device)  # 0 = empty slot
@@ -274,7 +283,7 @@ def lbfgs_logistic(z: torch.Tensor, y: torch.Tensor, l2: float, max_iterations: 
 
 def _two_loop(g: torch.Tensor, s_hist: torch.Tensor, y_hist: torch.Tensor, rho: torch.Tensor,
               chol: torch.Tensor | None, it: int) -> torch.Tensor:
-    """H·g by the L-BFGS two-loop recursion with H0 = B⁻¹ (`chol` its weight block's Cholesky
+    """H·g by the L-BFGS two-loop recursion with H0 = B⁻¹ (`chol`: its weight block's Cholesky
     factor), per probe; empty history slots (rho 0) are skipped."""
     history = s_hist.shape[1]
     order = [(it - 1 - k) % history for k in range(min(it, history))]    # newest first
