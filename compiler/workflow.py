@@ -59,8 +59,8 @@ class Workflow:
     @classmethod
     def load(cls, spec_files: list[str | Path], root: Path) -> "Workflow":
         """`compile`, unless nothing it read changed since the last compile (Snakemake parses the
-        Snakefile at every invocation, and once per job on a cluster): then the plans are read back
-        from build/ without validating anything."""
+        Snakefile at every invocation, and once per job on a cluster): then the stage instances are
+        read back from the cache's index without validating anything."""
         root = Path(root).resolve()
         cache = _cache_file(spec_files, root)
         try:
@@ -75,23 +75,21 @@ class Workflow:
         watched = sorted({*wf.sources, *(f for i in wf.instances.values() for f in i.files)})
         write_if_changed(cache, json.dumps({
             "watched": watched, "stamps": _stamps(watched, root), "rules_file": str(wf.rules_file),
-            "plans": [str(root / "build" / p.spec_name / "plan.json") for p in wf.plans],
+            "instances": {sid: [i.kind, i.version, i.inputs, i.resources.model_dump(), i.files]
+                          for sid, i in wf.instances.items()},
         }))
         return wf
 
     @classmethod
     def _from_build(cls, state: dict[str, Any], root: Path) -> "Workflow | None":
-        """The workflow from build/, or None when part of build/ was deleted."""
-        instances: dict[str, StageInstance] = {}
-        for plan_file in state["plans"]:
-            try:
-                planned = json.loads(Path(plan_file).read_text())["instances"]
-            except (OSError, json.JSONDecodeError, KeyError):
-                return None
-            for sid, i in planned.items():
-                instances.setdefault(sid, StageInstance(
-                    i["kind"], sid, i["version"], None, i["inputs"],  # type: ignore[arg-type]
-                    StageResources(**i["resources"]), i["files"]))
+        """The workflow from the cache's instance index (what the rules need: no configs), or None
+        when part of build/ was deleted."""
+        try:
+            instances = {sid: StageInstance(kind, sid, version, None, inputs,  # type: ignore[arg-type]
+                                            StageResources.model_construct(**resources), files)
+                         for sid, (kind, version, inputs, resources, files) in state["instances"].items()}
+        except (KeyError, TypeError, ValueError):
+            return None
         stages = root / "build" / "stages"
         if not Path(state["rules_file"]).exists() or not all((stages / f"{sid}.json").exists() for sid in instances):
             return None
