@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 SHARES = [round(0.025 * i, 3) for i in range(10)]
 SEEDS = list(range(10))
 ALPHAS = [float(a) for a in range(1, 11)]
-REPEATS = 3
+REPEATS = 5
 
 HAND_WRITTEN = textwrap.dedent('''
     SHARES = {shares}
