@@ -85,8 +85,10 @@ def _to_original(w_std: np.ndarray, b_std: np.ndarray, mean: np.ndarray, std: np
 
 def _score(x: np.ndarray, y_val: np.ndarray, val: np.ndarray, w: np.ndarray, b: np.ndarray):
     """Validation accuracy and mean log-loss for probes [G, d] on the rows `val` of features [N, G, d]."""
-    xv = torch.from_numpy(np.ascontiguousarray(x[val], dtype=np.float32))      # [m, G, d]
-    logits = (xv * torch.from_numpy(w)).sum(-1).double().numpy().T + b[:, None].astype(np.float64)
+    per_probe = torch.from_numpy(np.asarray(x, dtype=np.float32)).permute(1, 2, 0)   # [G, d, N] view
+    # w^T x as a row-vector product over the strided view: no copy of the features
+    logits = torch.bmm(torch.from_numpy(w).unsqueeze(1), per_probe).squeeze(1)[:, np.asarray(val)]
+    logits = logits.double().numpy() + b[:, None].astype(np.float64)
     acc = ((logits > 0).astype(np.int64) == y_val[None]).mean(-1)
     loss = (np.logaddexp(0.0, logits) - y_val[None] * logits).mean(-1)
     return acc, loss
@@ -188,9 +190,12 @@ def bohning_factor(gram: torch.Tensor, n: int, l2_mean: float) -> torch.Tensor:
     (most heads) converge in a few steps. Its cost is one batched GEMM (probes · n · d²), as much as
     one Hessian, paid once instead of once per Newton step.
     """
-    bound = gram.double() / (4 * n)
+    bound = gram / (4 * n)
     bound.diagonal(dim1=1, dim2=2).add_(l2_mean)
-    return torch.linalg.cholesky(bound).to(gram.dtype)
+    factor, info = torch.linalg.cholesky_ex(bound)
+    if bool((info != 0).any()):                          # float32 lost positive definiteness
+        factor = torch.linalg.cholesky(bound.double()).to(gram.dtype)
+    return factor
 
 
 def _precondition(q: torch.Tensor, chol: torch.Tensor | None) -> torch.Tensor:
