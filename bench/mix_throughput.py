@@ -24,12 +24,12 @@ def naive_mix(cfg, ctx) -> None:
     """The reference: per-document `Tokenizer.encode`, same budgets, shuffle and files as the stage."""
     from tokenizers import Tokenizer
 
-    from runtime import mix
+    from runtime import mix_tokens
     from runtime.sources import iter_texts
 
     tok = Tokenizer.from_file(str(ctx.inputs["tokenizer"] / "tokenizer.json"))
     data, eos = cfg.data, cfg.tokenizer.eos_token_id
-    dtype = mix.token_dtype(cfg.tokenizer.vocab_size)
+    dtype = mix_tokens.token_dtype(cfg.tokenizer.vocab_size)
 
     def docs(name):
         for text in iter_texts(data.sources[name], ctx.root):
@@ -39,17 +39,17 @@ def naive_mix(cfg, ctx) -> None:
         def update(self, n):
             pass
 
-    heldout = mix.TokenFile(ctx.out / "heldout" / "clean.npy", dtype)
-    clean = mix.TokenFile(ctx.work / "clean.bin", dtype)
-    toxic = mix.TokenFile(ctx.work / "toxic.bin", dtype)
+    heldout = mix_tokens.TokenFile(ctx.out / "heldout" / "clean.npy", dtype)
+    clean = mix_tokens.TokenFile(ctx.work / "clean.bin", dtype)
+    toxic = mix_tokens.TokenFile(ctx.work / "toxic.bin", dtype)
     stream = docs(data.clean_source)
-    mix.fill(stream, data.heldout_clean_tokens, heldout, eos, Null())
-    mix.fill(stream, data.clean_tokens, clean, eos, Null())
-    mix.fill(docs(data.toxic_source), data.toxic_tokens, toxic, eos, Null())
+    mix_tokens.fill(stream, data.heldout_clean_tokens, heldout, eos, Null())
+    mix_tokens.fill(stream, data.clean_tokens, clean, eos, Null())
+    mix_tokens.fill(docs(data.toxic_source), data.toxic_tokens, toxic, eos, Null())
     for f in (heldout, clean, toxic):
         f.close()
-    writer = mix.PartWriter(ctx.out / "tokens", dtype, data.tokens_per_file)
-    mix.shuffled_write([clean, toxic], writer, cfg.seed, Null())
+    writer = mix_tokens.PartWriter(ctx.out / "tokens", dtype, data.tokens_per_file)
+    mix_tokens.shuffled_write([clean, toxic], writer, cfg.seed, Null())
     writer.close()
 
 
@@ -57,7 +57,7 @@ def tokenize_only(tokenizer_file: Path, texts: list[str], workers: int) -> dict[
     """Seconds to tokenize `texts`: per-document encode, batch encode (Rust threads), worker processes."""
     from tokenizers import Tokenizer
 
-    from runtime import mix
+    from runtime import mix_tokens
 
     tok = Tokenizer.from_file(str(tokenizer_file))
     out = {}
@@ -66,11 +66,11 @@ def tokenize_only(tokenizer_file: Path, texts: list[str], workers: int) -> dict[
         tok.encode(text, add_special_tokens=False)
     out["per-document encode, 1 thread"] = time.perf_counter() - t
     t = time.perf_counter()
-    for i in range(0, len(texts), mix.BATCH_DOCUMENTS):
-        mix.encode_batch(tok, texts[i:i + mix.BATCH_DOCUMENTS], 0, np.dtype(np.uint16))
+    for i in range(0, len(texts), mix_tokens.BATCH_DOCUMENTS):
+        mix_tokens.encode_batch(tok, texts[i:i + mix_tokens.BATCH_DOCUMENTS], 0, np.dtype(np.uint16))
     out[f"encode_batch_fast, Rust threads (RAYON_NUM_THREADS={os.environ['RAYON_NUM_THREADS']})"] = \
         time.perf_counter() - t
-    enc = mix.Encoder(tokenizer_file, 0, np.dtype(np.uint16), workers)
+    enc = mix_tokens.Encoder(tokenizer_file, 0, np.dtype(np.uint16), workers)
     t = time.perf_counter()
     sum(1 for _ in enc.documents(iter(texts)))
     out[f"encode_batch_fast in {workers} processes"] = time.perf_counter() - t

@@ -9,7 +9,7 @@ import pytest
 
 from compiler.errors import StageError
 from compiler.schema.data import BPETokenizer, TokenizerInfo
-from runtime import mix
+from runtime import mix, mix_tokens
 from runtime import tokenizer as tokenizer_stage
 from runtime.stage import StageContext
 
@@ -135,4 +135,4 @@ def test_memmap_sources_are_read_and_their_tokenizer_checked(tmp_path, tokenizer
 def test_zero_share_reads_no_toxic_and_large_vocab_uses_uint32(tmp_path, tokenizer_dir):
     out, m = run_mix(tmp_path, tokenizer_dir, toxic_share=0.0)
     assert m["toxic_tokens"] == 0 and m["toxic_share_realized"] == 0.0
-    assert mix.token_dtype(65536) == np.uint16 and mix.token_dtype(100_277) == np.uint32
+    assert mix_tokens.token_dtype(65536) == np.uint16 and mix_tokens.token_dtype(100_277) == np.uint32
