@@ -13,9 +13,8 @@ from typing import Any
 
 import jinja2
 
-from .ids import ID_HEX
+from .ids import ID_HEX, canonical_json as _j
 from .plan import Plan, StageInstance
-from .schema.base import plain_json
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -37,14 +36,6 @@ def write_if_changed(path: Path, text: str) -> bool:
     tmp.write_text(text)
     os.replace(tmp, path)
     return True
-
-
-def _j(value: Any) -> str:
-    """Canonical JSON of a value (ids, kinds and field names take the fast path)."""
-    plain = plain_json(value)
-    if plain is not None:
-        return plain
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _obj(items: dict[str, str]) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import Problem, SpecError
-from .load import PathKey, Position, dotted, load_yaml
+from .load import PathKey, Position, load_yaml
 
 
 @dataclass(frozen=True)

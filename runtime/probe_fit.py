@@ -130,7 +130,7 @@ def _fit_batched(x, y, train, val, *, l2_penalty, max_iterations, tolerance, dev
     for g0 in tqdm(range(0, n_probes, chunk), desc="probe chunks (batched)", disable=not progress):
         g1 = min(n_probes, g0 + chunk)
         z, mean, std, gram = _standardised(x_all, rows, g0, g1, dev)
-        theta, used = lbfgs_logistic(z, y_t, l2_penalty, max_iterations, tolerance, gram=gram)
+        theta, used = lbfgs_logistic(z, y_t, gram, l2_penalty, max_iterations, tolerance)
         theta = theta.double().cpu().numpy()
         w_out[g0:g1], b_out[g0:g1] = _to_original(theta[:, :d], theta[:, d], mean, std)
         iters[g0:g1] = used.cpu().numpy()
@@ -219,12 +219,12 @@ def _start_loss_grad(z: torch.Tensor, y: torch.Tensor, b0: torch.Tensor):
     return loss.clone(), torch.cat([grad_w, r.mean().expand(z.shape[0], 1)], dim=-1)
 
 
-def lbfgs_logistic(z: torch.Tensor, y: torch.Tensor, l2: float, max_iterations: int,
-                   tolerance: float, history: int = HISTORY,
-                   gram: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def lbfgs_logistic(z: torch.Tensor, y: torch.Tensor, gram: torch.Tensor | None, l2: float,
+                   max_iterations: int, tolerance: float,
+                   history: int = HISTORY) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched, Böhning-preconditioned L-BFGS for G independent probes: z [G, n, d] centred features,
     y [n] in {0, 1}; returns theta [G, d+1] (weights, then intercept) and the iterations used.
-    `gram` (z^T z) is computed here when not given and d <= PRECONDITION_MAX_DIM.
+    `gram` is z^T z (Böhning's preconditioner), or None to start from 4·I (`_standardised` decides).
 
     Every probe has its own curvature history, its own preconditioner and its own Armijo backtracking
     step; a probe leaves the working set once max |∇(f/n)| <= tolerance (or its line search can no
@@ -232,8 +232,6 @@ def lbfgs_logistic(z: torch.Tensor, y: torch.Tensor, l2: float, max_iterations: 
     """
     n_probes, n, d = z.shape
     l2_mean = l2 / n
-    if gram is None and d <= PRECONDITION_MAX_DIM:
-        gram = torch.bmm(z.transpose(1, 2), z)
     chol = bohning_factor(gram, n, l2_mean) if gram is not None else None
     theta = torch.zeros(n_probes, d + 1, dtype=z.dtype, device=z.device)
     prior = y.double().mean().clamp(1e-6, 1 - 1e-6)

@@ -59,7 +59,6 @@ class StageContext:
                              f"(have {sorted(self.inputs)})") from None
 
 
-
 def package_versions() -> dict[str, str]:
     out = {}
     for name in TRACKED_PACKAGES:

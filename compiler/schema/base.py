@@ -16,6 +16,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 from pydantic_core import to_jsonable_python
 
+from ..ids import plain_json
+
 NOT_IN_ID = {"not_in_id": True}
 """Pass as ``Field(json_schema_extra=NOT_IN_ID)`` on fields that must not enter the content id."""
 
@@ -92,18 +94,6 @@ def _sorted_fields(cls: type[BaseModel]) -> list[str]:
         cached = sorted(cls.model_fields)
         setattr(cls, "_sorted_fields_cache", cached)
     return cached
-
-
-def plain_json(value: Any) -> str | None:
-    """JSON of a plain string or int without json.dumps (called ~100,000 times for a 1,000-run
-    sweep), or None for anything else. Same bytes as json.dumps(value, ensure_ascii=False), which
-    escapes only quotes, backslashes and control characters."""
-    kind = type(value)
-    if kind is str and value.isprintable() and '"' not in value and "\\" not in value:
-        return f'"{value}"'
-    if kind is int:
-        return str(value)
-    return None
 
 
 def _id_json(value: Any, full: bool = False) -> str:
