@@ -47,7 +47,7 @@ VERSION = 2
 class Config(StrictModel):
     validation_fraction: float
     split_seed: int
-    implementation: Literal["batched", "sklearn"]
+    implementation: Literal["compiled", "batched", "sklearn"]
     l2_penalty: float
     max_iterations: int
     accuracy_threshold: float

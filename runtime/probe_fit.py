@@ -1,6 +1,6 @@
 """Fit many independent L2 logistic-regression probes (one per head or per layer) and score them.
 
-Both implementations minimise the same objective on the same standardised features
+All implementations minimise the same objective on the same standardised features
 (z = (x - mean_train) / std_train, std 0 → 1, as scikit-learn's `StandardScaler`):
 
     f(w, b) = Σ_i [log(1 + exp(z_i·w + b)) - y_i (z_i·w + b)] + (l2_penalty / 2) ||w||²
@@ -8,6 +8,8 @@ Both implementations minimise the same objective on the same standardised featur
 (the intercept b is not penalised), i.e. scikit-learn's `LogisticRegression(C=1/l2_penalty)`.
 
 - `sklearn`: the reference, one `LogisticRegression(lbfgs)` per probe, in a loop.
+- `compiled`: the same L-BFGS per probe, compiled by numba, probes in parallel over CPU cores, each
+  probe gathered, fitted and scored while it sits in cache (`runtime/probe_kernel.py`): the CPU path.
 - `batched`: L-BFGS on a [probes, n, d] tensor, every probe at once, each with its own curvature
   history and its own (approximate) Armijo backtracking step; one iteration costs two batched matrix
   products (O(probes·n·d)). The starting curvature is Böhning's bound B = zᵀz/(4n) + λ/n, exact at
@@ -62,7 +64,7 @@ class ProbeFit:
 
 def fit_probes(x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray, *,
                l2_penalty: float, max_iterations: int, tolerance: float,
-               implementation: str = "batched", device: str | None = None,
+               implementation: str = "compiled", device: str | None = None,
                progress: bool = True) -> ProbeFit:
     """Fit one probe per group g on features `x[:, g, :]` ([N, G, d]); rows `train`, score on `val`."""
     if x.ndim != 3:
@@ -70,7 +72,7 @@ def fit_probes(x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray,
     y = np.asarray(y).astype(np.int64)
     if set(np.unique(y[train]).tolist()) != {0, 1}:
         raise ValueError("the training split must contain both classes (0 and 1)")
-    fits = {"sklearn": _fit_sklearn, "batched": _fit_batched}
+    fits = {"sklearn": _fit_sklearn, "compiled": _fit_compiled, "batched": _fit_batched}
     if implementation not in fits:
         raise ValueError(f"unknown probe implementation {implementation!r} (have {sorted(fits)})")
     fit = fits[implementation]
@@ -114,6 +116,33 @@ def _fit_sklearn(x, y, train, val, *, l2_penalty, max_iterations, tolerance, dev
             iters[g] = int(np.max(clf.n_iter_))
     acc, loss = _score(x, y[val], val, w_out, b_out)
     return ProbeFit(w_out, b_out, acc, loss, iters)
+
+
+COMPILED_CHUNKS = 20
+"""The compiled path fits probes in about this many calls, so its progress bar moves."""
+
+
+def _fit_compiled(x, y, train, val, *, l2_penalty, max_iterations, tolerance, device, progress):
+    import numba
+
+    from runtime.probe_kernel import fit_range
+
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    n_probes, d = x.shape[1], x.shape[2]
+    out = ProbeFit(np.zeros((n_probes, d), np.float32), np.zeros(n_probes, np.float32),
+                   np.zeros(n_probes), np.zeros(n_probes), np.zeros(n_probes, np.int64))
+    x32 = np.ascontiguousarray(x, dtype=np.float32)
+    train64, val64 = np.asarray(train, np.int64), np.asarray(val, np.int64)
+    y_train, y_val = y[train64].astype(np.float32), y[val64].astype(np.float64)
+    step = max(numba.get_num_threads(), -(-n_probes // COMPILED_CHUNKS))
+    with tqdm(total=n_probes, desc="probes (compiled)", disable=not progress) as bar:
+        for g0 in range(0, n_probes, step):
+            g1 = min(n_probes, g0 + step)
+            fit_range(x32, g0, g1, train64, val64, y_train, y_val, float(l2_penalty),
+                      int(max_iterations), float(tolerance), out.weight, out.bias,
+                      out.val_accuracy, out.val_loss, out.iterations)
+            bar.update(g1 - g0)
+    return out
 
 
 def _fit_batched(x, y, train, val, *, l2_penalty, max_iterations, tolerance, device, progress):

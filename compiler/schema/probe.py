@@ -39,8 +39,10 @@ class ProbeSection(StrictModel):
     layers: list[int] | None = Field(None, description="Layers to probe (0-based); null = all.")
     validation_fraction: float = Field(0.2, gt=0, lt=1, description="Held-out share (paper 4:1 → 0.2).")
     split_seed: int = Field(0, ge=0, description="Seed of the grouped train/validation split.")
-    implementation: Literal["batched", "sklearn"] = Field(
-        "batched", description="`batched`: all heads at once in torch; `sklearn`: reference, per head."
+    implementation: Literal["compiled", "batched", "sklearn"] = Field(
+        "compiled", description="`compiled`: numba L-BFGS per head, heads in parallel over CPU cores (the "
+        "CPU path); `batched`: all heads at once as torch tensors, on a GPU when there is one; "
+        "`sklearn`: scikit-learn's LogisticRegression per head, the reference."
     )
     l2_penalty: float = Field(1.0, gt=0, description="Inverse of sklearn's C: L2 strength (C = 1/l2).")
     max_iterations: int = Field(1000, gt=0, description="Optimizer iterations per probe.")
