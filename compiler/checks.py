@@ -100,9 +100,10 @@ def domain_problems(spec: Spec, root: Path | None = None, checked: set[int] | No
 
 def _own_local_paths(model: BaseModel) -> Iterator[tuple[str, str]]:
     """(field, value) of the local files or folders a model names itself (not its children)."""
-    kind = getattr(model, "kind", None)
+    values = model.__dict__                       # field values; getattr on an absent field is slow
+    kind = values.get("kind")
     for field in ("path", "checkpoint_path"):
-        value = getattr(model, field, None)
+        value = values.get(field)
         if value is not None and (field != "path" or kind in LOCAL_PATH_KINDS):
             yield field, value
 

@@ -35,10 +35,14 @@ def plain_json(value: Any) -> str | None:
 
 def canonical_json(value: Any) -> str:
     """Sorted keys, no whitespace; values come from `StrictModel.id_dump`, already normalised.
-    Ids, kinds and field names (plain strings, ints) take the fast path."""
+    Ids, kinds and field names (plain strings, ints) and flat dicts of them take the fast path."""
     plain = plain_json(value)
     if plain is not None:
         return plain
+    if type(value) is dict:                       # {input name: id}, {file: fingerprint}
+        parts = [(plain_json(k), plain_json(v)) for k, v in sorted(value.items())]
+        if all(k is not None and v is not None for k, v in parts):
+            return "{" + ",".join(f"{k}:{v}" for k, v in parts) + "}"
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 

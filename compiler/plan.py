@@ -82,8 +82,8 @@ class _Builder:
         self._fingerprints: dict[str, str | None] = {}
 
     def add(self, kind: str, config_fields: dict[str, Any], inputs: dict[str, str], spec: Spec) -> str:
-        key = (kind, tuple((k, _identity(v)) for k, v in sorted(config_fields.items())),
-               tuple(sorted(inputs.items())), id(spec.resources))
+        key = (kind, tuple(config_fields), tuple(map(_identity, config_fields.values())),
+               tuple(inputs.items()), id(spec.resources))
         if key in self._memo:
             return self._memo[key]
         self._keep.append((config_fields, spec.resources))
@@ -118,11 +118,14 @@ class _Builder:
 
 
 def _identity(value: Any) -> Any:
+    """A memo key for one config value: models and dicts by object, lists by items, scalars by type
+    and value (so 1, 1.0 and True stay apart)."""
+    kind = type(value)
+    if kind is list:
+        return (list, tuple(map(_identity, value)))
     if isinstance(value, (BaseModel, dict)):
-        return ("obj", id(value))
-    if isinstance(value, list):
-        return ("list", tuple(_identity(v) for v in value))
-    return ("val", type(value).__name__, value)
+        return (object, id(value))
+    return (kind, value)
 
 
 def build_plan(spec_name: str, runs: list[tuple[Any, Spec]], root: Path | None = None) -> Plan:

@@ -178,7 +178,8 @@ def test_ordering_inputs_drop_only_edges_implied_by_another_path():
 
 
 @pytest.mark.parametrize("value", ["plain-id", 'quo"te', "back\\slash", "tab\t", "new\nline", "ünïcödé", "\u2028",
-                                   "\x7f", "", "$(rm -rf /)", "`x`{}", 7, -1, True, None, 0.1, {"b": [1, "x"], "a": 2}])
+                                   "\x7f", "", "$(rm -rf /)", "`x`{}", 7, -1, True, None, 0.1, {"b": [1, "x"], "a": 2},
+                                   {"z": "id-1", "a": 'q"uote', "m\n": 3}, {"k": True}, {}])
 def test_fast_json_is_canonical_json(value):
     from compiler.ids import canonical_json
 
