@@ -27,13 +27,20 @@ EXTRA_OUTPUTS: dict[str, list[tuple[str, str]]] = {
 }
 
 
-def write_if_changed(path: Path, text: str) -> bool:
-    """Write atomically, and only if the content differs; returns whether it wrote."""
-    if path.exists() and path.read_text() == text:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
+def write_if_changed(path: Path, text: str, *, parent_exists: bool = False) -> bool:
+    """Write atomically, and only if the content differs; returns whether it wrote.
+    `parent_exists` skips the mkdir (thousands of stage JSONs share one folder)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            if f.read() == text:
+                return False
+    except FileNotFoundError:
+        pass
+    if not parent_exists:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{path.parent}/.{path.name}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
     os.replace(tmp, path)
     return True
 
@@ -43,15 +50,13 @@ def _obj(items: dict[str, str]) -> str:
     return "{" + ",".join(f"{_j(k)}:{items[k]}" for k in sorted(items)) + "}"
 
 
-def envelope_json(inst: StageInstance, root: Path) -> str:
-    """The stage JSON a job reads: the full config (cached per section) plus its wiring."""
-    return _obj({
-        "kind": _j(inst.kind), "id": _j(inst.id), "version": _j(inst.version),
-        "config": inst.config.full_json(),
-        "inputs": _j({name: f"results/{_kind(i)}/{i}" for name, i in inst.inputs.items()}),
-        "files": _j(inst.files), "output": _j(inst.output), "root": _j(str(root)),
-        "resources": inst.resources.full_json(),
-    }) + "\n"
+def envelope_json(inst: StageInstance, root_json: str) -> str:
+    """The stage JSON a job reads: the full config (cached per section) plus its wiring; keys in
+    sorted order, `root_json` the project root already serialised."""
+    inputs = _j({name: f"results/{_kind(i)}/{i}" for name, i in inst.inputs.items()})
+    return (f'{{"config":{inst.config.full_json()},"files":{_j(inst.files)},"id":{_j(inst.id)},'
+            f'"inputs":{inputs},"kind":{_j(inst.kind)},"output":{_j(inst.output)},'
+            f'"resources":{inst.resources.full_json()},"root":{root_json},"version":{_j(inst.version)}}}\n')
 
 
 def _kind(instance_id: str) -> str:
@@ -81,9 +86,11 @@ def write_build(plan: Plan, root: Path, build_dir: Path, environment: dict[str, 
     plan.json and lock.json under build_dir; returns the files that changed."""
     changed = []
     stages = build_dir.parent / "stages"
+    stages.mkdir(parents=True, exist_ok=True)
+    root_json = _j(str(root))
     for inst in plan.instances.values():
         path = stages / f"{inst.id}.json"
-        if write_if_changed(path, envelope_json(inst, root)):
+        if write_if_changed(path, envelope_json(inst, root_json), parent_exists=True):
             changed.append(path)
     members = plan_members(plan)
     lock = {**members, "resolved": _resolved(plan), "environment": _j(environment)}
