@@ -12,7 +12,7 @@ include: MIXSTEER.rules_file
 
 
 onstart:
-    MIXSTEER.link_aliases()
+    MIXSTEER.prepare_run()
 
 
 rule all:

@@ -9,14 +9,17 @@ environment) and lint-clean (a `log:` and a `conda:` per rule and the log used i
 what `snakemake --lint` asks of every rule, and so what the generated rules must carry).
 
 Compile alone is timed as the first call in a fresh process (what `snakemake` pays at parse), in
-`COMPILES` processes; the dry runs are the best of `REPEATS`, interleaved so drift hits all alike.
-Run from the repo root:
+`COMPILES` processes. The dry runs come in `REPEATS` rounds, each with every variant once (the
+lint-clean one twice, bracketing mixsteer's): on this VM the speed of the same work drifts by up to a
+third within minutes, so each mixsteer time is divided by its own round's lint-clean mean and the
+median of those ratios is reported, beside the ratio of the best times. Run from the repo root:
 
     python bench/compile_scaling.py
 """
 from __future__ import annotations
 
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -136,8 +139,18 @@ def lint_clean(snakefile: str) -> str:
     return "\n".join(out).replace('shell: "touch {output}"', 'shell: "touch {output} > {log} 2>&1"') + "\n"
 
 
+def checkout(folder: Path) -> Path:
+    """A project folder with the sweep spec, the Snakefile and the shipped data, and no build/."""
+    folder.mkdir()
+    shutil.copy(ROOT / "Snakefile", folder)
+    shutil.copytree(ROOT / "data", folder / "data")
+    (folder / "sweep.yaml").write_text(sweep_spec())
+    return folder
+
+
 def first_compile_seconds(work: Path) -> float:
-    """Validate + plan the sweep as the first call in a fresh Python process (imports excluded)."""
+    """Validate + plan the sweep as the first call in a fresh Python process (the compiler's import
+    excluded; the stage modules it loads on the way included)."""
     code = ("import sys, time; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
             "from compiler.workflow import compile_spec; t0 = time.perf_counter(); "
             "compile_spec(Path('sweep.yaml'), Path(sys.argv[2])); print(time.perf_counter() - t0)")
@@ -173,11 +186,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         mine, hand, clean = work / "mixsteer", work / "hand", work / "hand-lint-clean"
-        for d in (mine, hand, clean):
+        for d in (hand, clean):
             d.mkdir()
-        shutil.copy(ROOT / "Snakefile", mine)
-        shutil.copytree(ROOT / "data", mine / "data")
-        (mine / "sweep.yaml").write_text(sweep_spec())
+        checkout(mine)
         (hand / "Snakefile").write_text(HAND_WRITTEN)
         (clean / "Snakefile").write_text(lint_clean(HAND_WRITTEN))
         (clean / "envs").mkdir()
@@ -193,10 +204,11 @@ def main() -> None:
         t_compile_warm = time.perf_counter() - t0
 
         dry = [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", "--nolock"]
-        shutil.rmtree(mine / "build", ignore_errors=True)  # first parse compiles from scratch
-        t_mine, out_mine = timed([*dry, "--config", "spec=sweep.yaml"], mine)
-        t_hand, t_clean, t_cached, t_edited = [], [], [], []
-        for _ in range(REPEATS):  # interleaved, best of each: the box's noise hits all alike
+        t_hand, t_clean, t_cached, t_edited, t_fresh = [], [], [], [], []
+        for r in range(REPEATS):  # interleaved rounds: the box's drift hits a round's runs alike
+            fresh = checkout(work / f"fresh-{r}")  # no build/ yet, like a new clone
+            t, out_mine = timed([*dry, "--config", "spec=sweep.yaml"], fresh)  # compiles from scratch
+            t_fresh.append(t)
             t, out_hand = timed(dry, hand)
             t_hand.append(t)
             t_clean.append(timed(dry, clean)[0])
@@ -204,6 +216,7 @@ def main() -> None:
             spec = mine / "sweep.yaml"
             spec.write_text(spec.read_text() + "\n")  # an edit: recompile at parse, build/ present
             t_edited.append(timed([*dry, "--config", "spec=sweep.yaml"], mine)[0])
+            t_clean.append(timed(dry, clean)[0])  # twice per round, around mixsteer's runs
     runs = len(plan.runs)
     print(f"sweep: {runs} runs, {len(plan.instances)} stage instances; "
           f"dry-run jobs: mixsteer {jobs(out_mine)}, hand-written {jobs(out_hand)}")
@@ -211,17 +224,24 @@ def main() -> None:
           f"median {t_plan[len(t_plan) // 2]:.2f} s of {COMPILES} (goal < 1 s): "
           + " ".join(f"{t:.2f}" for t in t_plan))
     print(f"compile + write build files (cold / warm):   {t_compile_cold:6.2f} s / {t_compile_warm:6.2f} s")
-    hand_best, clean_best, cached_best = min(t_hand), min(t_clean), min(t_cached)
-    print(f"snakemake -n, hand-written, minimal:         {hand_best:6.2f} s   (best of {REPEATS})")
-    print(f"snakemake -n, hand-written, lint-clean:      {clean_best:6.2f} s   (best of {REPEATS})")
-    print(f"snakemake -n, mixsteer, first compile:       {t_mine:6.2f} s   ratio {t_mine / clean_best:5.2f}x "
-          f"(no build/: writes {len(plan.instances)} stage JSONs)")
-    print(f"snakemake -n, mixsteer, after a spec edit:   {min(t_edited):6.2f} s   ratio "
-          f"{min(t_edited) / clean_best:5.2f}x (compiles at parse; best of {REPEATS})")
-    print(f"snakemake -n, mixsteer, parse cache hit:     {cached_best:6.2f} s   ratio "
-          f"{cached_best / clean_best:5.2f}x vs lint-clean (goal <= 1.2x), "
-          f"{cached_best / hand_best:5.2f}x vs minimal (best of {REPEATS})")
+    # Paired per round (a round's lint-clean runs bracket mixsteer's): the median of the per-round
+    # ratios cancels drift between rounds; the ratio of the bests is printed beside it.
+    clean_round = [(a + b) / 2 for a, b in zip(t_clean[0::2], t_clean[1::2])]
 
+    def ratios(times: list[float]) -> str:
+        paired = statistics.median(t / c for t, c in zip(times, clean_round))
+        return f"{paired:5.2f}x paired, {min(times) / min(t_clean):5.2f}x of bests"
+
+    print(f"snakemake -n, hand-written, minimal:         {min(t_hand):6.2f} s   (best of {REPEATS})")
+    print(f"snakemake -n, hand-written, lint-clean:      {min(t_clean):6.2f} s   (best of {2 * REPEATS}; "
+          f"the reference below)")
+    print(f"snakemake -n, mixsteer, compile + dry run after a spec edit: {min(t_edited):6.2f} s   "
+          f"{ratios(t_edited)} (goal <= 1.2x); "
+          f"{statistics.median(t / h for t, h in zip(t_edited, t_hand)):5.2f}x vs minimal")
+    print(f"snakemake -n, mixsteer, parse cache hit (no compile):        {min(t_cached):6.2f} s   "
+          f"{ratios(t_cached)}; {statistics.median(t / h for t, h in zip(t_cached, t_hand)):5.2f}x vs minimal")
+    print(f"snakemake -n, mixsteer, first compile (no build/: writes {len(plan.instances)} stage JSONs): "
+          f"{min(t_fresh):6.2f} s   {ratios(t_fresh)}")
 
 if __name__ == "__main__":
     main()

@@ -81,17 +81,23 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     return json.loads(_obj(plan_members(plan)))
 
 
-def write_build(plan: Plan, root: Path, build_dir: Path, environment: dict[str, Any]) -> list[Path]:
-    """Write stage JSONs (build/stages/<id>.json, shared by every spec: ids are content addresses),
-    plan.json and lock.json under build_dir; returns the files that changed."""
+def write_stage_files(plan: Plan, root: Path) -> list[Path]:
+    """Write the stage JSONs (root/build/stages/<id>.json, shared by every spec: ids are content
+    addresses); returns the files that changed."""
     changed = []
-    stages = build_dir.parent / "stages"
+    stages = root / "build" / "stages"
     stages.mkdir(parents=True, exist_ok=True)
     root_json = _j(str(root))
     for inst in plan.instances.values():
         path = stages / f"{inst.id}.json"
         if write_if_changed(path, envelope_json(inst, root_json), parent_exists=True):
             changed.append(path)
+    return changed
+
+
+def write_build(plan: Plan, build_dir: Path, environment: dict[str, Any]) -> list[Path]:
+    """Write plan.json and lock.json under build_dir; returns the files that changed."""
+    changed = []
     members = plan_members(plan)
     lock = {**members, "resolved": _resolved(plan), "environment": _j(environment)}
     for name, text in (("plan.json", _obj(members) + "\n"), ("lock.json", _obj(lock) + "\n")):

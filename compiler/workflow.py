@@ -13,13 +13,13 @@ import json
 import os
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .plan import Plan, StageInstance, build_plan
 from .schema.resources import StageResources
-from .render import RULE_VALUES, render_rules, write_build, write_if_changed
+from .render import RULE_VALUES, render_rules, write_build, write_if_changed, write_stage_files
 from .validate import load_spec
 
 KIND_ORDER = ["tokenizer", "mix", "pretrain", "activations", "probe", "steer", "posttrain",
@@ -46,6 +46,7 @@ class Workflow:
     plans: list[Plan]
     instances: dict[str, StageInstance]
     rules_file: Path
+    spec_files: list[str] = field(default_factory=list)
 
     @property
     def sources(self) -> list[str]:
@@ -58,9 +59,11 @@ class Workflow:
 
     @classmethod
     def load(cls, spec_files: list[str | Path], root: Path) -> "Workflow":
-        """`compile`, unless nothing it read changed since the last compile (Snakemake parses the
-        Snakefile at every invocation, and once per job on a cluster): then the stage instances are
-        read back from the cache's index without validating anything."""
+        """What a Snakemake parse needs: `compile` without the stage JSONs, unless nothing it read
+        changed since the last compile (Snakemake parses the Snakefile at every invocation, and once
+        per job on a cluster): then the stage instances are read back from the cache's index without
+        validating anything. The stage JSONs are left to `prepare_run` (a dry run never reads them:
+        a 1,000-run sweep has 3,000)."""
         root = Path(root).resolve()
         cache = _cache_file(spec_files, root)
         try:
@@ -68,35 +71,60 @@ class Workflow:
         except (OSError, json.JSONDecodeError):
             state = None
         if state and state.get("stamps") == _stamps(state["watched"], root):
-            cached = cls._from_build(state, root)
+            cached = cls._from_build(state, root, spec_files)
             if cached is not None:
                 return cached
-        wf = cls.compile(spec_files, root)
+        wf = cls.compile(spec_files, root, stage_files=False)
         watched = sorted({*wf.sources, *(f for i in wf.instances.values() for f in i.files)})
         write_if_changed(cache, json.dumps({
             "watched": watched, "stamps": _stamps(watched, root), "rules_file": str(wf.rules_file),
             "instances": {sid: [i.kind, i.version, i.inputs, i.resources.model_dump(), i.files]
                           for sid, i in wf.instances.items()},
+            "stage_files": "pending",
         }))
         return wf
 
     @classmethod
-    def _from_build(cls, state: dict[str, Any], root: Path) -> "Workflow | None":
+    def _from_build(cls, state: dict[str, Any], root: Path, spec_files: list[str | Path]) -> "Workflow | None":
         """The workflow from the cache's instance index (what the rules need: no configs), or None
-        when part of build/ was deleted."""
+        when the rules file was deleted."""
         try:
             instances = {sid: StageInstance(kind, sid, version, None, inputs,  # type: ignore[arg-type]
                                             StageResources.model_construct(**resources), files)
                          for sid, (kind, version, inputs, resources, files) in state["instances"].items()}
         except (KeyError, TypeError, ValueError):
             return None
-        stages = root / "build" / "stages"
-        if not Path(state["rules_file"]).exists() or not all((stages / f"{sid}.json").exists() for sid in instances):
+        if not Path(state["rules_file"]).exists():
             return None
-        return cls(root, [], instances, Path(state["rules_file"]))
+        return cls(root, [], instances, Path(state["rules_file"]), list(map(str, spec_files)))
+
+    def prepare_run(self) -> None:
+        """Before the first job of a run (Snakemake's `onstart`): the stage JSONs, then the aliases."""
+        self.write_stage_files()
+        self.link_aliases()
+
+    def write_stage_files(self) -> None:
+        """Write the stage JSONs the last parse left pending, or any that went missing. Jobs read
+        only these: a stage JSON is never trusted from an older compile (operational fields such as
+        resources are in it but not in its id)."""
+        cache = _cache_file(self.spec_files, self.root)
+        try:
+            state = json.loads(cache.read_text())
+        except (OSError, json.JSONDecodeError):
+            state = {}
+        stages = self.root / "build" / "stages"
+        if state.get("stage_files") == "written" and all((stages / f"{sid}.json").exists() for sid in self.instances):
+            return
+        plans = self.plans or [compile_spec(Path(f), self.root) for f in self.spec_files]
+        for plan in plans:
+            write_stage_files(plan, self.root)
+        if state:
+            write_if_changed(cache, json.dumps({**state, "stage_files": "written"}))
 
     @classmethod
-    def compile(cls, spec_files: list[str | Path], root: Path) -> "Workflow":
+    def compile(cls, spec_files: list[str | Path], root: Path, *, stage_files: bool = True) -> "Workflow":
+        """Validate and plan every spec and write build/ (the stage JSONs too, unless `stage_files`
+        is false: then `write_stage_files` does it before a run)."""
         root = Path(root).resolve()
         plans = [compile_spec(Path(f), root) for f in spec_files]
         names = [p.spec_name for p in plans]
@@ -107,13 +135,15 @@ class Workflow:
         instances: dict[str, StageInstance] = {}
         for plan in plans:
             build = root / "build" / plan.spec_name
-            write_build(plan, root, build, env)
+            write_build(plan, build, env)
+            if stage_files:
+                write_stage_files(plan, root)
             write_if_changed(build / "aliases.json", json.dumps(alias_map(plan), sort_keys=True))
             for sid, inst in plan.instances.items():
                 instances.setdefault(sid, inst)
         kinds = [k for k in KIND_ORDER if any(i.kind == k for i in instances.values())]
         rules_file = root / "build" / "+".join(names) / "rules.smk"
-        wf = cls(root, plans, instances, rules_file)
+        wf = cls(root, plans, instances, rules_file, list(map(str, spec_files)))
         values: dict[str, dict[str, set]] = {}
         for sid, inst in instances.items():
             per_kind = values.setdefault(inst.kind, {})

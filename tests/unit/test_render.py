@@ -143,11 +143,36 @@ def test_workflow_cache_is_reused_until_an_input_changes(project):
         os.utime(touched)
         assert Workflow.load([spec], project.root).plans, f"{touched.name} changed: must recompile"
         assert not Workflow.load([spec], project.root).plans
-    import shutil
+    cache = next((project.root / "build" / ".cache").glob("*.json"))
+    rules = json.loads(cache.read_text())["rules_file"]
+    Path(rules).unlink()                                   # a deleted rules file is rebuilt, never trusted
+    assert Workflow.load([spec], project.root).plans and Path(rules).exists()
 
-    shutil.rmtree(project.root / "build" / "stages")  # a deleted build is rebuilt, never trusted
-    assert Workflow.load([spec], project.root).plans
-    assert (project.root / "build" / "stages").is_dir()
+
+def test_a_parse_leaves_stage_files_to_the_run_and_never_trusts_old_ones(project):
+    """A Snakemake parse (`load`) writes no stage JSONs (a dry run never reads them); `prepare_run`
+    (onstart) writes them before the first job: also after a parse-cache hit, also when one went
+    missing, and again when a field that is in the stage JSON but not in its id changed."""
+    spec = project("s.yaml", project.minimal)
+    stages = project.root / "build" / "stages"
+    wf = Workflow.load([spec], project.root)
+    assert wf.plans and not stages.exists()
+    cached = Workflow.load([spec], project.root)
+    assert not cached.plans
+    cached.prepare_run()                                   # from a cache hit: recompiles to write them
+    files = {p.name for p in stages.glob("*.json")}
+    assert files == {f"{sid}.json" for sid in wf.instances}
+    (stages / next(iter(files))).unlink()
+    Workflow.load([spec], project.root).write_stage_files()
+    assert {p.name for p in stages.glob("*.json")} == files
+
+    pretrain = wf.plans[0].runs[0].roles["pretrain"]
+    spec.write_text(project.minimal + "resources:\n  pretrain: {threads: 3}\n")
+    edited = Workflow.load([spec], project.root)
+    assert pretrain in edited.instances                    # resources are not in the id ...
+    assert json.loads((stages / f"{pretrain}.json").read_text())["resources"]["threads"] == 1
+    Workflow.load([spec], project.root).write_stage_files()   # ... but the job must see them
+    assert json.loads((stages / f"{pretrain}.json").read_text())["resources"]["threads"] == 3
 
 
 def test_ordering_inputs_drop_only_edges_implied_by_another_path():
