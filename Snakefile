@@ -1,4 +1,5 @@
-# mixsteer workflow. Thin on purpose: the compiler turns each spec into build/<spec>/ and a rules file.
+# mixsteer workflow. Thin on purpose: the compiler turns each spec into build/<spec>/ and a rules file;
+# the stage JSONs and readable aliases are written when a run starts (onstart).
 #   snakemake --cores all                                  # specs/demo.yaml
 #   snakemake --cores all --config spec=specs/x.yaml       # another spec
 #   snakemake --cores all --config 'spec=[specs/a.yaml,specs/b.yaml]'

@@ -223,7 +223,8 @@ def main() -> None:
     print(f"compile (validate + plan, first call in a fresh process): best {t_plan[0]:.2f} s, "
           f"median {t_plan[len(t_plan) // 2]:.2f} s of {COMPILES} (goal < 1 s): "
           + " ".join(f"{t:.2f}" for t in t_plan))
-    print(f"compile + write build files (cold / warm):   {t_compile_cold:6.2f} s / {t_compile_warm:6.2f} s")
+    print(f"`mixsteer compile` (all build files, {len(plan.instances)} stage JSONs; cold / warm): "
+          f"{t_compile_cold:6.2f} s / {t_compile_warm:6.2f} s")
     # Paired per round (a round's lint-clean runs bracket mixsteer's): the median of the per-round
     # ratios cancels drift between rounds; the ratio of the bests is printed beside it.
     clean_round = [(a + b) / 2 for a, b in zip(t_clean[0::2], t_clean[1::2])]
@@ -240,8 +241,8 @@ def main() -> None:
           f"{statistics.median(t / h for t, h in zip(t_edited, t_hand)):5.2f}x vs minimal")
     print(f"snakemake -n, mixsteer, parse cache hit (no compile):        {min(t_cached):6.2f} s   "
           f"{ratios(t_cached)}; {statistics.median(t / h for t, h in zip(t_cached, t_hand)):5.2f}x vs minimal")
-    print(f"snakemake -n, mixsteer, first compile (no build/: writes {len(plan.instances)} stage JSONs): "
-          f"{min(t_fresh):6.2f} s   {ratios(t_fresh)}")
+    print(f"snakemake -n, mixsteer, first compile + dry run (no build/):   {min(t_fresh):6.2f} s   "
+          f"{ratios(t_fresh)}")
 
 if __name__ == "__main__":
     main()

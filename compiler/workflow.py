@@ -1,9 +1,11 @@
 """The bridge Snakemake calls at parse time: compile specs, write build files, answer rule lookups.
 
-`Workflow.compile(spec_files, root)` validates and plans each spec, writes `build/<spec>/…` (only
-changed files), renders one rules file for the stage kinds in use, and exposes the per-instance
-lookups the generated rules use (inputs, stage JSON path, launcher, resources). Readable aliases
-`results/specs/<spec>/<run>/<role>` → `results/<kind>/<id>` are linked when a run starts.
+`Workflow.compile(spec_files, root)` validates and plans each spec, writes `build/<spec>/…` and the
+stage JSONs (only changed files), renders one rules file for the stage kinds in use, and exposes the
+per-instance lookups the generated rules use (inputs, stage JSON path, launcher, resources).
+`Workflow.load` is what a Snakemake parse calls: the same without the stage JSONs, or a cache hit.
+`prepare_run` (Snakemake's `onstart`) writes the stage JSONs and links the readable aliases
+`results/specs/<spec>/<run>/<role>` → `results/<kind>/<id>` before the first job.
 """
 from __future__ import annotations
 
