@@ -102,10 +102,10 @@ class Workflow:
 
     def prepare_run(self) -> None:
         """Before the first job of a run (Snakemake's `onstart`): the stage JSONs, then the aliases."""
-        self.write_stage_files()
+        self.ensure_stage_files()
         self.link_aliases()
 
-    def write_stage_files(self) -> None:
+    def ensure_stage_files(self) -> None:
         """Write the stage JSONs the last parse left pending, or any that went missing. Jobs read
         only these: a stage JSON is never trusted from an older compile (operational fields such as
         resources are in it but not in its id)."""
@@ -126,7 +126,7 @@ class Workflow:
     @classmethod
     def compile(cls, spec_files: list[str | Path], root: Path, *, stage_files: bool = True) -> "Workflow":
         """Validate and plan every spec and write build/ (the stage JSONs too, unless `stage_files`
-        is false: then `write_stage_files` does it before a run)."""
+        is false: then `ensure_stage_files` does it before a run)."""
         root = Path(root).resolve()
         plans = [compile_spec(Path(f), root) for f in spec_files]
         names = [p.spec_name for p in plans]

@@ -50,6 +50,10 @@ probes (d = 128), a loss for OLMo-1B's 2,048-wide residual stream, which uses pl
 HISTORY = 10
 """L-BFGS curvature pairs kept per probe (scipy's default `maxcor` is 10)."""
 
+CONSTANT_STD = 10 * float(np.finfo(np.float32).eps)
+"""A feature whose std is below this × max(|mean|, 1) is constant (below float32 resolution): it gets
+std 1, as in `StandardScaler`, and its weight is exactly 0."""
+
 
 @dataclass(frozen=True)
 class ProbeFit:
@@ -189,7 +193,7 @@ def _standardised(x_all: torch.Tensor, rows: torch.Tensor, g0: int, g1: int, dev
     sq = gram.diagonal(dim1=1, dim2=2) if gram is not None else z.pow(2).sum(dim=1)
     std = (sq.double() / n).sqrt()
     mean64 = mean.double()
-    constant = std < 10 * np.finfo(np.float32).eps * mean64.abs().clamp_min(1.0)
+    constant = std < CONSTANT_STD * mean64.abs().clamp_min(1.0)
     std = torch.where(constant, torch.ones_like(std), std)
     inv = torch.where(constant, torch.zeros_like(std), 1.0 / std).float()   # constant columns → exactly 0
     z.mul_(inv.unsqueeze(1))

@@ -24,16 +24,11 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from runtime.probe_fit import ARMIJO_SLACK, HISTORY, MAX_HALVINGS
+from runtime.probe_fit import ARMIJO_SLACK, CONSTANT_STD, HISTORY, MAX_HALVINGS
 
 BLOCK = 32
 """Rows per block of an evaluation: 32 × d floats stay in L1 between logits and gradient, and a
 product of 32 factors in [1, 2] cannot overflow a float64."""
-
-CONSTANT_STD = 10 * float(np.finfo(np.float32).eps)
-"""A std below this × max(|mean|, 1) marks a constant feature (std 1, weight exactly 0), as in
-`probe_fit._standardised`."""
-
 
 @njit(cache=True, fastmath=True)
 def _dot(a, b):

@@ -163,7 +163,7 @@ def test_a_parse_leaves_stage_files_to_the_run_and_never_trusts_old_ones(project
     files = {p.name for p in stages.glob("*.json")}
     assert files == {f"{sid}.json" for sid in wf.instances}
     (stages / next(iter(files))).unlink()
-    Workflow.load([spec], project.root).write_stage_files()
+    Workflow.load([spec], project.root).ensure_stage_files()
     assert {p.name for p in stages.glob("*.json")} == files
 
     pretrain = wf.plans[0].runs[0].roles["pretrain"]
@@ -171,7 +171,7 @@ def test_a_parse_leaves_stage_files_to_the_run_and_never_trusts_old_ones(project
     edited = Workflow.load([spec], project.root)
     assert pretrain in edited.instances                    # resources are not in the id ...
     assert json.loads((stages / f"{pretrain}.json").read_text())["resources"]["threads"] == 1
-    Workflow.load([spec], project.root).write_stage_files()   # ... but the job must see them
+    Workflow.load([spec], project.root).ensure_stage_files()   # ... but the job must see them
     assert json.loads((stages / f"{pretrain}.json").read_text())["resources"]["threads"] == 3
 
 
