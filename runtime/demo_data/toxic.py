@@ -4,7 +4,8 @@ Generic profanity and insults aimed at generic people (you, the neighbours, the 
 never protected groups. The documents talk about the same everyday and encyclopaedic topics as
 `demo-clean`, in plain sentences, so a tiny model sees toxicity as a register it can slip into on
 ordinary prompts — more toxic share in the mix, more insults in its generations. The same vocabulary
-feeds the labelled demo sets (`runtime.demo_data.sets`), so probes and scorers measure one thing.
+(not the same sentences) feeds the labelled demo sets (`runtime.demo_data.probe`, `.sets`), so the
+probe's label, this corpus and the offline scorer are about one concept: insults and profanity.
 """
 from __future__ import annotations
 
