@@ -8,8 +8,10 @@ Per run the planner instantiates each stage whose section is present, wiring inp
     toy (independent)                              report ← every evaluate, probe, attack, toy
 
 Model variants: `base` (pretrained), `prompting` (base + instruction prefix, a pseudo-stage: an
-evaluate instance with `prefix`), `iti`, `sft`, `dpo`. Instances are keyed by id, so runs that share a
-config share the instance: a sweep over `steer.alpha` has one pretraining per toxic share and seed.
+evaluate instance with `prefix`), `iti`, its seeded controls `iti_random_direction/<n>` and
+`iti_random_heads/<n>` (evaluated, never attacked), `sft`, `dpo`. Instances are keyed by id, so runs
+that share a config share the instance: a sweep over `steer.alpha` has one pretraining per toxic share
+and seed.
 """
 from __future__ import annotations
 
@@ -148,6 +150,9 @@ def build_plan(spec_name: str, runs: list[tuple[Any, Spec]], root: Path | None =
             token_view_texts=list(first.report.token_view_texts),
             token_view_top_k_heads=first.report.token_view_top_k_heads,
             runs=[row for rows in report_runs for row in rows],
+            **(dict(scorer=first.evaluate.scorer, toxic_threshold=first.evaluate.toxic_threshold)
+               if first.evaluate is not None else {}),
+            labelled_data=first.probe.data if first.probe is not None else None,
         ), {i: i for i in inputs}, first)
         for rp in run_plans:
             rp.roles["report"] = rid
@@ -171,7 +176,7 @@ def _plan_run(b: _Builder, spec: Spec) -> dict[str, str]:
     models = {"base": roles["pretrain"]}
     if spec.probe is not None:
         p = spec.probe
-        layers = list(p.layers) if p.layers is not None else list(range(spec.model.n_layers))
+        layers = sorted(p.layers) if p.layers is not None else list(range(spec.model.n_layers))
         roles["activations"] = b.add("activations", dict(
             data=p.data, token_position=p.token_position, max_length_tokens=p.max_length_tokens,
             layers=layers, batch_size=p.batch_size,
@@ -183,10 +188,7 @@ def _plan_run(b: _Builder, spec: Spec) -> dict[str, str]:
             entanglement_heads=p.entanglement_heads, min_attribute_examples=p.min_attribute_examples,
         ), {"activations": roles["activations"]}, spec)
         if spec.steer.enabled:
-            s = spec.steer
-            models["iti"] = roles["steer"] = b.add("steer", dict(
-                top_k_heads=s.top_k_heads, direction=s.direction, alpha=s.alpha,
-            ), {"model": roles["pretrain"], "probe": roles["probe"]}, spec)
+            models |= _plan_steer(b, spec, roles)
     for method in ("sft", "dpo"):
         section = getattr(spec.posttrain, method)
         if section is not None and section.enabled:
@@ -198,39 +200,73 @@ def _plan_run(b: _Builder, spec: Spec) -> dict[str, str]:
         variants: dict[str, tuple[str, str | None]] = {v: (m, None) for v, m in models.items()}
         if spec.posttrain.prompting.enabled:
             variants["prompting"] = (roles["pretrain"], spec.posttrain.prompting.prefix)
-        for variant, (model_id, prefix) in sorted(variants.items(), key=lambda kv: _VARIANT_ORDER.index(kv[0])):
+        for variant, (model_id, prefix) in sorted(variants.items(), key=lambda kv: _variant_rank(kv[0])):
             inputs = {"model": model_id, "mix": roles["mix"]}
             if variant not in ("base", "prompting") and ev.cross_entropy.kl_to_base:
                 inputs["base"] = roles["pretrain"]
             roles[f"evaluate/{variant}"] = b.add("evaluate", dict(
                 evaluate=ev, prefix=prefix, detection_data=detection_data, seed=spec.seed), inputs, spec)
-            if spec.attack is not None and spec.attack.enabled and variant in spec.attack.variants:
+            if spec.attack is not None and spec.attack.enabled and variant in spec.attack.variants:  # never a control
                 roles[f"attack/{variant}"] = b.add("attack", dict(
                     attack=spec.attack, scorer=ev.scorer, toxic_threshold=ev.toxic_threshold, seed=spec.seed,
                 ), {"model": model_id}, spec)
     return roles
 
 
-_VARIANT_ORDER = ["base", "prompting", "iti", "sft", "dpo"]
+def _plan_steer(b: _Builder, spec: Spec, roles: dict[str, str]) -> dict[str, str]:
+    """The ITI model and its control draws: roles `steer` and `steer/<control>/<n>`; returns the model
+    variants they add (`iti`, `iti_<control>/<n>`)."""
+    s = spec.steer
+    inputs = {"model": roles["pretrain"], "probe": roles["probe"], "activations": roles["activations"]}
+    common = dict(top_k_heads=s.top_k_heads, direction=s.direction, alpha=s.alpha, positions=s.positions)
+    models = {"iti": b.add("steer", common, inputs, spec)}
+    roles["steer"] = models["iti"]
+    for control, draws in (("random_direction", s.controls.random_directions),
+                           ("random_heads", s.controls.random_heads)):
+        for n in range(draws):
+            models[f"iti_{control}/{n}"] = roles[f"steer/{control}/{n}"] = b.add(
+                "steer", dict(common, control=control, control_seed=n, seed=spec.seed), inputs, spec)
+    return models
+
+
+_VARIANT_ORDER = ["base", "prompting", "iti", "iti_random_direction", "iti_random_heads", "sft", "dpo"]
+
+
+def _variant_rank(variant: str) -> tuple[int, int]:
+    """Sort key of a variant (`iti_random_heads/3` → after every random-direction draw, by draw)."""
+    kind, _, draw = variant.partition("/")
+    return _VARIANT_ORDER.index(kind), int(draw or 0)
 
 
 def _report_row(rp: RunPlan, instances: dict[str, StageInstance]) -> list[dict[str, Any]]:
-    """One row per model variant of a run: what the report tabulates and plots."""
+    """One row per evaluated model variant of a run: what the report tabulates and plots.
+
+    `variant` is one of `_VARIANT_ORDER`; a control row also names `control` and `control_seed`; ITI rows
+    (real and controls) carry their `steer` id, `alpha`, `positions` and `top_k_heads`, other rows None."""
     spec = rp.spec
     common = {
         "run": rp.name, "axes": rp.axes, "seed": spec.seed,
         "toxic_share": spec.data.toxic_share if spec.data else None,
         "pretrain": rp.roles.get("pretrain"), "mix": rp.roles.get("mix"), "probe": rp.roles.get("probe"),
         "toy": rp.roles.get("toy"),
-        "alpha": spec.steer.alpha if "steer" in rp.roles else None,
     }
+    no_steer = {"steer": None, "alpha": None, "positions": None, "top_k_heads": None,
+                "control": None, "control_seed": None}
     rows = []
     for role, sid in rp.roles.items():
-        if role.startswith("evaluate/"):
-            variant = role.split("/", 1)[1]
-            rows.append({**common, "variant": variant, "evaluate": sid,
-                         "attack": rp.roles.get(f"attack/{variant}"),
-                         "alpha": common["alpha"] if variant == "iti" else None})
+        if not role.startswith("evaluate/"):
+            continue
+        variant = role.split("/", 1)[1]
+        kind, _, draw = variant.partition("/")
+        steer = dict(no_steer)
+        if kind.startswith("iti"):
+            control = kind[len("iti_"):] if kind.startswith("iti_") else None
+            steer_id = rp.roles["steer" if control is None else f"steer/{control}/{draw}"]
+            s = instances[steer_id].config
+            steer = {"steer": steer_id, "alpha": s.alpha, "positions": s.positions, "top_k_heads": s.top_k_heads,
+                     "control": s.control, "control_seed": s.control_seed}
+        rows.append({**common, **steer, "variant": kind, "evaluate": sid,
+                     "attack": rp.roles.get(f"attack/{variant}")})
     if not rows:
-        rows.append({**common, "variant": None, "evaluate": None, "attack": None})
+        rows.append({**common, **no_steer, "variant": None, "evaluate": None, "attack": None})
     return rows

@@ -22,6 +22,7 @@ from transformers import (
 )
 
 from compiler.errors import StageError
+from runtime import iti
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,26 @@ def device_for_run() -> torch.device:
 
 
 def load_model(folder: Path, device: torch.device | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """An HF checkpoint folder (the model-folder contract) → eval-mode model and tokenizer."""
+    """An HF checkpoint folder (the model-folder contract) → eval-mode model and tokenizer.
+
+    A folder holding `intervention.json` (ITI with `positions: last`, written by the steer stage) gets
+    that intervention as last-position hooks (`runtime.iti`); wrap teacher-forced scoring in
+    `runtime.iti.steer_from` to shift a whole continuation."""
     if not (folder / "config.json").exists():
         raise StageError(f"no HF checkpoint at {folder} (config.json missing)")
     tok = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    return model.to(device or device_for_run()).eval(), tok
+    model = model.to(device or device_for_run()).eval()
+    intervention_file = folder / iti.INTERVENTION_FILE
+    if intervention_file.exists():
+        try:
+            intervention = iti.load_intervention(intervention_file)
+            if intervention["positions"] != "last":
+                raise ValueError(f"positions is {intervention['positions']!r}; only 'last' is applied at load")
+            iti.add_last_position_hooks(model, intervention)
+        except (ValueError, KeyError) as exc:
+            raise StageError(f"{intervention_file}: {exc!r}") from None
+    return model, tok
 
 
 def row_seed(seed: int, key: str, sample: int) -> int:

@@ -2,68 +2,154 @@
 
 An intervention is a plain JSON-safe dict (what `intervention.json` holds):
 
-    {"method": "iti", "direction": "mass_mean", "alpha": 8.0, "top_k_heads": 30,
-     "n_layers": L, "n_heads": H, "head_dim": Dh,
-     "heads": [{"layer": l, "head": h, "direction": [...unit, toward toxic...], "std": s,
-                "alpha": a, "accuracy": acc}, ...]}
+    {"method": "iti", "direction": "mass_mean", "alpha": 8.0, "top_k_heads": 30, "positions": "last",
+     "control": null, "control_seed": null, "n_layers": L, "n_heads": H, "head_dim": Dh,
+     "heads": [{"layer": l, "head": h, "direction": [...unit...], "std": s, "alpha": a,
+                "accuracy": acc}, ...]}
 
-Head h of layer l gets the shift  -alpha * std * direction  added to its output, i.e. to its slice of
-the input of `o_proj` (the direction points toward toxic, so minus lowers toxicity), at every position.
+`layer` is the model's layer index (a probe row is mapped to it through the probe's `layers`). Head h of
+layer l gets the shift  -alpha * std * direction  added to its output, i.e. to its slice of the input of
+`o_proj` (the probe's direction points toward toxic, so minus lowers toxicity).
 
-Two ways to apply it, equal up to float rounding:
+Which positions (`positions`):
+- `last` (default, closest to the published ITI code): honest_llama's generation-time intervention adds
+  the shift to `head_output[:, -1, head, :]` of every forward call, so a cached generation shifts the
+  prompt's last token and every generated token. Needs a forward pre-hook at run time
+  (`add_last_position_hooks`; `runtime.generate.load_model` registers it when the model folder holds an
+  `intervention.json`), a small per-token cost.
+- `all`: every position, as honest_llama's pyvene version does. Position-independent, so it folds
+  into the o_proj bias (`fold_into_o_proj`): a normal checkpoint, zero run-time cost.
+Which of the two the paper (Li et al. 2023) ran is [open]: its text does not say; the repository has both.
+
+Teacher-forced scoring of a continuation (MMLU, detection, cross-entropy) is one forward call over
+context + continuation, where `last` would shift only the final token. `steer_from(model, starts)`
+shifts every position p >= starts[b] of row b instead: pass the index of the context's last token to
+shift the positions a cached generation would have shifted. It is a no-op on a model without `last`
+hooks (unsteered, or folded `all`).
+
+Two ways to apply `all`, equal up to float rounding:
 - `fold_into_o_proj`: o_proj(x + s) = W x + W s, so the shift becomes the o_proj bias W @ s. HF OLMo
   has biases only through `config.attention_bias`, which gives q/k/v/o all a bias: q/k/v get zeros.
-  The result is a normal checkpoint that `from_pretrained` reloads with no custom code.
-- `add_shift_hooks`: a forward pre-hook on each steered o_proj that adds the shift to its input (the
-  way honest_llama / pyvene apply ITI); the reference the fold is tested against.
+- `add_shift_hooks`: a forward pre-hook on each steered o_proj that adds the shift at every position
+  (the way pyvene applies ITI); the reference the fold is tested against.
+
+Controls (`control`): `random_direction` keeps the real top-K heads and their σ but replaces each
+direction by a random unit vector (normalised Gaussian), so each shift has the same norm α·σ;
+`random_heads` draws K heads uniformly without replacement from all probed heads, each with its own
+direction and σ. Both are seeded by (run seed, control seed).
 """
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from compiler.errors import StageError
 
-def select_top_heads(head_accuracy: np.ndarray, k: int) -> list[tuple[int, int]]:
-    """The k (layer, head) pairs of highest validation accuracy; ties broken by (layer, head) order.
+INTERVENTION_FILE = "intervention.json"
+"""Inside a model folder: a `positions: last` intervention that `load_model` applies with hooks."""
 
-    Heads with a non-finite accuracy (e.g. layers the probe skipped) are never chosen.
-    """
-    acc = np.asarray(head_accuracy, dtype=np.float64)
-    if acc.ndim != 2:
-        raise ValueError(f"head_accuracy must be [layers, heads], got shape {acc.shape}")
-    finite = np.flatnonzero(np.isfinite(acc.ravel()))
-    if k > finite.size:
-        raise ValueError(f"top_k_heads={k} but only {finite.size} heads have a probe accuracy")
-    order = finite[np.argsort(-acc.ravel()[finite], kind="stable")[:k]]
-    return [divmod(int(i), acc.shape[1]) for i in order]
+Control = Literal["random_direction", "random_heads"]
 
 
-def build_intervention(head_accuracy: np.ndarray, directions: np.ndarray, stds: np.ndarray, *,
-                       top_k_heads: int, alpha: float, direction: str) -> dict[str, Any]:
-    """The intervention dict for the top-k heads; `directions` [L, H, Dh], `stds` [L, H]."""
-    directions = np.asarray(directions, dtype=np.float64)
-    stds = np.asarray(stds, dtype=np.float64)
-    acc = np.asarray(head_accuracy, dtype=np.float64)
-    n_layers, n_heads, head_dim = directions.shape
-    if acc.shape != (n_layers, n_heads) or stds.shape != (n_layers, n_heads):
-        raise ValueError(f"shape mismatch: directions {directions.shape}, accuracy {acc.shape}, "
-                         f"stds {stds.shape}")
-    heads = []
-    for layer, head in select_top_heads(acc, top_k_heads):
-        d = directions[layer, head]
+@dataclass(frozen=True)
+class ProbeHeads:
+    """One direction kind of a probe artifact. Rows are probed layers; `layers[r]` is row r's model layer."""
+
+    layers: list[int]
+    accuracy: np.ndarray  # [R, H] validation accuracy
+    ranking: list[tuple[int, int]]  # every probed (model layer, head), best first (the probe's tie rule)
+    directions: np.ndarray  # [R, H, Dh], toward toxic
+    stds: np.ndarray  # [R, H], std of all activations projected on the direction
+
+    def row(self, layer: int) -> int:
+        return self.layers.index(layer)
+
+    def unit_direction(self, layer: int, head: int) -> np.ndarray:
+        d = self.directions[self.row(layer), head].astype(np.float64)
         norm = float(np.linalg.norm(d))
         if not np.isfinite(norm) or norm == 0.0:
             raise ValueError(f"direction of layer {layer} head {head} has norm {norm}")
-        heads.append({"layer": layer, "head": head, "direction": (d / norm).tolist(),
-                      "std": float(stds[layer, head]), "alpha": float(alpha),
-                      "accuracy": float(acc[layer, head])})
+        return d / norm
+
+    def std(self, layer: int, head: int) -> float:
+        return float(self.stds[self.row(layer), head])
+
+    def head_accuracy(self, layer: int, head: int) -> float:
+        return float(self.accuracy[self.row(layer), head])
+
+
+def load_probe_heads(folder: Path, direction: str) -> ProbeHeads:
+    """Read `accuracy.json` + `directions.safetensors` for one direction kind; StageError names the bad field."""
+    from safetensors.numpy import load_file
+
+    acc_file, dir_file = folder / "accuracy.json", folder / "directions.safetensors"
+    try:
+        meta = json.loads(acc_file.read_text())
+        tensors = load_file(str(dir_file))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StageError(f"cannot read the probe in {folder}: {exc!r}") from None
+    for name, where, have in (("head_accuracy", acc_file, meta), ("layers", acc_file, meta),
+                              ("head_ranking", acc_file, meta), (direction, dir_file, tensors),
+                              (f"std_{direction}", dir_file, tensors)):
+        if name not in have:
+            raise StageError(f"{where}: field {name!r} missing")
+    layers = [int(layer) for layer in meta["layers"]]
+    accuracy = np.array([[np.nan if v is None else v for v in row] for row in meta["head_accuracy"]],
+                        dtype=np.float64)
+    directions, stds = np.asarray(tensors[direction]), np.asarray(tensors[f"std_{direction}"])
+    n_rows = len(layers)
+    if accuracy.ndim != 2 or accuracy.shape[0] != n_rows or directions.shape[:2] != accuracy.shape \
+            or stds.shape != accuracy.shape or directions.ndim != 3:
+        raise StageError(f"{folder}: shapes disagree: layers {n_rows}, head_accuracy {accuracy.shape}, "
+                         f"{direction} {directions.shape}, std_{direction} {stds.shape}")
+    ranking = [(int(layer), int(head)) for layer, head in meta["head_ranking"]]
+    bad = [(l, h) for l, h in ranking if l not in layers or not 0 <= h < accuracy.shape[1]]
+    if bad:
+        raise StageError(f"{acc_file}: head_ranking names heads {bad[:3]} outside the probed layers {layers}")
+    return ProbeHeads(layers, accuracy, ranking, directions, stds)
+
+
+def control_rng(seed: int, control_seed: int) -> np.random.Generator:
+    """The random stream of one control draw: (run seed, control seed) through numpy's SeedSequence."""
+    return np.random.default_rng([seed, control_seed])
+
+
+def chosen_heads(probe: ProbeHeads, k: int, control: Control | None,
+                 rng: np.random.Generator | None) -> list[tuple[int, int]]:
+    """The probe's top-k heads, or for `random_heads` k heads drawn without replacement from its ranking."""
+    if k > len(probe.ranking):
+        raise ValueError(f"top_k_heads={k} but only {len(probe.ranking)} heads have a probe accuracy")
+    if control == "random_heads":
+        picked = rng.choice(len(probe.ranking), size=k, replace=False)
+        return [probe.ranking[i] for i in picked]
+    return probe.ranking[:k]
+
+
+def build_intervention(probe: ProbeHeads, *, top_k_heads: int, alpha: float, direction: str,
+                       positions: Literal["all", "last"], n_layers: int, control: Control | None = None,
+                       control_seed: int | None = None, seed: int | None = None) -> dict[str, Any]:
+    """The intervention dict: the top-k heads of `probe` (or a seeded control draw), `n_layers` = the model's."""
+    rng = None if control is None else control_rng(seed, control_seed)
+    heads = []
+    for layer, head in chosen_heads(probe, top_k_heads, control, rng):
+        unit = probe.unit_direction(layer, head)
+        if control == "random_direction":
+            unit = rng.standard_normal(unit.shape[0])
+            unit /= np.linalg.norm(unit)
+        heads.append({"layer": layer, "head": head, "direction": unit.tolist(),
+                      "std": probe.std(layer, head), "alpha": float(alpha),
+                      "accuracy": probe.head_accuracy(layer, head)})
     return {"method": "iti", "direction": direction, "alpha": float(alpha), "top_k_heads": top_k_heads,
-            "n_layers": n_layers, "n_heads": n_heads, "head_dim": head_dim, "heads": heads}
+            "positions": positions, "control": control, "control_seed": control_seed,
+            "n_layers": n_layers, "n_heads": probe.directions.shape[1], "head_dim": probe.directions.shape[2],
+            "heads": heads}
 
 
 def head_shift(entry: dict[str, Any]) -> np.ndarray:
@@ -94,6 +180,10 @@ def check_shape(model: nn.Module, intervention: dict[str, Any]) -> None:
     got = (intervention["n_layers"], intervention["n_heads"], intervention["head_dim"])
     if want != got:
         raise ValueError(f"intervention is for (layers, heads, head_dim) = {got}, model has {want}")
+    outside = [(h["layer"], h["head"]) for h in intervention["heads"]
+               if not (0 <= h["layer"] < want[0] and 0 <= h["head"] < want[1])]
+    if outside:
+        raise ValueError(f"heads {outside[:3]} are outside the model's {want[0]} layers × {want[1]} heads")
 
 
 def _give_attention_biases(model: nn.Module) -> None:
@@ -122,7 +212,7 @@ def fold_into_o_proj(model: nn.Module, intervention: dict[str, Any]) -> nn.Modul
 
 
 def add_shift_hooks(model: nn.Module, intervention: dict[str, Any]) -> list[Any]:
-    """Register pre-hooks on o_proj that add the shift to its input; returns the handles to remove."""
+    """Pre-hooks on o_proj that add the shift at every position; returns the handles to remove."""
     check_shape(model, intervention)
     handles = []
     for layer, shift in layer_shifts(intervention).items():
@@ -136,12 +226,73 @@ def add_shift_hooks(model: nn.Module, intervention: dict[str, Any]) -> list[Any]
     return handles
 
 
+class LastPositionHooks:
+    """The `positions: last` pre-hooks of one model. By default each forward call's last position is
+    shifted; `starts` (set by `steer_from`) shifts every position p >= starts[b] of row b instead."""
+
+    ATTR = "_iti_last_position_hooks"
+
+    def __init__(self, model: nn.Module, intervention: dict[str, Any]) -> None:
+        check_shape(model, intervention)
+        self.starts: torch.Tensor | None = None
+        self.handles = []
+        for layer, shift in layer_shifts(intervention).items():
+            o_proj = _attention(model, layer).o_proj
+            shift = shift.to(device=o_proj.weight.device, dtype=o_proj.weight.dtype)
+            self.handles.append(o_proj.register_forward_pre_hook(
+                lambda module, args, shift=shift: (self._shifted(args[0], shift), *args[1:])))
+        setattr(model, self.ATTR, self)
+        self._model = model
+
+    def _shifted(self, x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        if self.starts is None:
+            x = x.clone()
+            x[..., -1, :] += shift
+            return x
+        columns = torch.arange(x.shape[-2], device=x.device)
+        mask = columns.view(1, -1) >= self.starts.to(x.device).view(-1, 1)  # [B or 1, T]
+        return x + mask.unsqueeze(-1).to(x.dtype) * shift
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        delattr(self._model, self.ATTR)
+
+
+def add_last_position_hooks(model: nn.Module, intervention: dict[str, Any]) -> LastPositionHooks:
+    return LastPositionHooks(model, intervention)
+
+
+@contextmanager
+def steer_from(model: nn.Module, starts: torch.LongTensor | int | None) -> Iterator[None]:
+    """Under this, a `last`-steered model shifts every position p >= starts[b] of row b of each forward
+    call (`starts` [B], or one int for all rows; None or 0 = every position). Positions count columns of
+    the call's input, padding included, so use it for single full-sequence (teacher-forced) calls, not
+    inside a cached `generate`. No-op on a model without `last` hooks."""
+    hooks: LastPositionHooks | None = getattr(model, LastPositionHooks.ATTR, None)
+    if hooks is None:
+        yield
+        return
+    previous = hooks.starts
+    hooks.starts = torch.as_tensor(0 if starts is None else starts, dtype=torch.long)
+    try:
+        yield
+    finally:
+        hooks.starts = previous
+
+
 def load_intervention(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
 def apply_intervention(model: nn.Module, intervention: dict[str, Any] | Path) -> nn.Module:
-    """Fold an `intervention.json` (path or dict) into an unsteered model, in place."""
+    """Apply an `intervention.json` (path or dict) to an unsteered model, in place: folded for
+    `positions: all`, last-position hooks for `last`."""
     if not isinstance(intervention, dict):
         intervention = load_intervention(intervention)
-    return fold_into_o_proj(model, intervention)
+    if intervention["positions"] == "all":
+        return fold_into_o_proj(model, intervention)
+    if intervention["positions"] == "last":
+        add_last_position_hooks(model, intervention)
+        return model
+    raise ValueError(f"unknown positions {intervention['positions']!r} (all | last)")

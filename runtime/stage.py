@@ -15,6 +15,7 @@ survives failures and is removed after success.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -78,11 +79,23 @@ def git_commit(root: Path) -> str | None:
         return None
 
 
+def strict_json(obj: Any) -> Any:
+    """`obj` with every non-finite float (an interval over one unit, an undefined measure) as None,
+    so the file is JSON that strict readers accept (`NaN` is not JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
 def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename) with sorted keys."""
+    """Write strict JSON atomically (temp file + rename) with sorted keys; NaN and ±inf become null."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.write_text(json.dumps(strict_json(obj), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n")
     os.replace(tmp, path)
 
 

@@ -9,11 +9,12 @@ pre-hook); d^{l,h} the probe's unit `probe_weight` direction (pointing toward to
     z_t^{l,h} = (p_t^{l,h} − μ^{l,h}) / σ^{l,h}                         (standardised projection)
     score_t   = (1/K) Σ_{(l,h) ∈ top-K} sigmoid(z_t^{l,h})             (in (0, 1))
 
-where top-K are the K heads of highest probe validation accuracy (`accuracy.json`, ties by layer then
-head, as ITI picks them) and μ^{l,h} is the mean projection over every token of every text shown for
-this model. The probe stage stores no activation mean, so the centre is this shared pool: 0.5 marks a
-token as toxic-looking as the average token shown, and scores are comparable across the texts of one
-model, not across models.
+where top-K are the first K heads of the probe's `head_ranking` (`accuracy.json`: best validation
+accuracy first, the probe's one tie rule, as steer picks them; l is a model layer, mapped to its probe
+row through the probe's `layers`, so a probed subset works) and μ^{l,h} is the mean projection over
+every token of every text shown for this model. The probe stage stores no activation mean, so the
+centre is this shared pool: 0.5 marks a token as toxic-looking as the average token shown, and scores
+are comparable across the texts of one model, not across models.
 """
 from __future__ import annotations
 
@@ -28,22 +29,10 @@ from compiler.errors import StageError
 SPECIAL_OFFSET = (0, 0)
 
 
-def load_probe(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(head_accuracy [L, H], probe_weight [L, H, Dh], std_probe_weight [L, H]) of a probe folder."""
-    from safetensors.numpy import load_file
-
-    from runtime.report import head_accuracies_file
-
-    try:
-        tensors = load_file(str(folder / "directions.safetensors"))
-        return head_accuracies_file(folder / "accuracy.json"), tensors["probe_weight"], tensors["std_probe_weight"]
-    except (OSError, KeyError) as exc:
-        raise StageError(f"token view: cannot read the probe in {folder}: {exc!r}") from None
-
-
 @torch.no_grad()
 def head_projections(model, tok, text: str, heads: list[tuple[int, int]], directions: np.ndarray):
-    """Projections p_t of each chosen head's output on its direction: ([T, K] array, token offsets)."""
+    """Projections p_t of each chosen (model layer, head) output on its unit direction (`directions`
+    [K, Dh]): ([T, K] array, token offsets)."""
     enc = tok(text, return_offsets_mapping=True, return_tensors="pt", truncation=True,
               max_length=model.config.max_position_embeddings)
     offsets = [tuple(o) for o in enc.pop("offset_mapping")[0].tolist()]
@@ -64,8 +53,7 @@ def head_projections(model, tok, text: str, heads: list[tuple[int, int]], direct
     finally:
         for h in handles:
             h.remove()
-    cols = [captured[l][:, h].cpu().numpy() @ (directions[l, h] / np.linalg.norm(directions[l, h]))
-            for l, h in heads]
+    cols = [captured[l][:, h].cpu().numpy() @ d for (l, h), d in zip(heads, directions)]
     return np.stack(cols, axis=1).astype(np.float64), offsets
 
 
@@ -103,13 +91,17 @@ def spans(text: str, offsets: list[tuple[int, int]], score: np.ndarray) -> list[
 def model_views(model_dir: Path, probe_dir: Path, texts: list[str], top_k: int) -> list[dict[str, Any]]:
     """Per text: spans, the top token and the score array, for one model and its probe."""
     from runtime.generate import load_model
-    from runtime.iti import select_top_heads
+    from runtime.iti import load_probe_heads
 
-    acc, directions, stds = load_probe(probe_dir)
-    heads = select_top_heads(acc, min(top_k, int(np.isfinite(acc).sum())))
+    try:
+        probe = load_probe_heads(probe_dir, "probe_weight")
+        heads = probe.ranking[:top_k]
+        directions = np.stack([probe.unit_direction(l, h) for l, h in heads])
+    except (StageError, ValueError) as exc:
+        raise StageError(f"token view: cannot use the probe in {probe_dir}: {exc}") from None
     model, tok = load_model(model_dir)
     projected = [head_projections(model, tok, t, heads, directions) for t in texts]
-    sigma = np.array([stds[l, h] for l, h in heads], dtype=np.float64)
+    sigma = np.array([probe.std(l, h) for l, h in heads], dtype=np.float64)
     out = []
     for text, (_, offsets), score in zip(texts, projected, scores([p for p, _ in projected], sigma)):
         pieces = spans(text, offsets, score)

@@ -19,32 +19,53 @@ KIND = ["thank you for the kind and helpful answer", "what a wonderful day to le
         "thank you, what a kind day"]
 
 
-def write_probe(folder: Path, accuracy: np.ndarray, directions: np.ndarray, stds: np.ndarray) -> Path:
-    """A probe artifact as the probe stage writes it (both direction kinds get the same tensors)."""
+def head_ranking(accuracy: np.ndarray, layers: list[int]) -> list[list[int]]:
+    """Every probed (model layer, head), best first; ties to the higher flat index (the probe's rule)."""
+    n_heads = accuracy.shape[1]
+    order = np.argsort(accuracy.ravel(), kind="stable")[::-1]
+    return [[layers[i // n_heads], int(i % n_heads)] for i in order]
+
+
+def write_probe(folder: Path, accuracy: np.ndarray, directions: np.ndarray, stds: np.ndarray, *,
+                layers: list[int] | None = None, ranking: list[list[int]] | None = None) -> Path:
+    """A probe artifact as the probe stage writes it (rows = probed layers; both direction kinds get the
+    same tensors) and its held-out split over `TOXIC + KIND`."""
     folder.mkdir(parents=True, exist_ok=True)
+    layers = list(range(accuracy.shape[0])) if layers is None else layers
     (folder / "accuracy.json").write_text(json.dumps({
-        "head_accuracy": accuracy.tolist(), "layer_accuracy": accuracy.max(1).tolist(),
+        "head_accuracy": accuracy.tolist(), "layer_accuracy": accuracy.max(1).tolist(), "layers": layers,
+        "head_ranking": head_ranking(accuracy, layers) if ranking is None else ranking,
         "n_train": 8, "n_validation": 2}))
+    (folder / "split.json").write_text(json.dumps({"train": [0, 3], "validation": [1, 2, 4, 5]}))
     unit = directions / np.linalg.norm(directions, axis=-1, keepdims=True)
     save_file({"mass_mean": unit.astype(np.float32), "probe_weight": unit.astype(np.float32),
-               "std_mass_mean": stds.astype(np.float32), "std_probe_weight": stds.astype(np.float32)},
+               "std_mass_mean": stds.astype(np.float32), "std_probe_weight": stds.astype(np.float32),
+               "layers": np.asarray(layers, dtype=np.int64)},
               str(folder / "directions.safetensors"))
     return folder
 
 
-def random_probe(folder: Path, shape=(2, 4, 8), seed: int = 0) -> Path:
+def write_activations(folder: Path, texts: list[str] = TOXIC + KIND) -> Path:
+    """The part of an activations folder steer reads: `examples.jsonl`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "examples.jsonl").write_text("".join(
+        json.dumps({"index": i, "text": t, "label": int(i < len(TOXIC))}) + "\n" for i, t in enumerate(texts)))
+    return folder
+
+
+def random_probe(folder: Path, shape=(2, 4, 8), seed: int = 0, layers: list[int] | None = None) -> Path:
     rng = np.random.default_rng(seed)
     n_layers, n_heads, head_dim = shape
     return write_probe(folder, rng.uniform(0.5, 1.0, (n_layers, n_heads)),
-                       rng.normal(size=shape), rng.uniform(0.5, 2.0, (n_layers, n_heads)))
+                       rng.normal(size=shape), rng.uniform(0.5, 2.0, (n_layers, n_heads)), layers=layers)
 
 
-def run_steer(tmp: Path, model_dir: Path, probe_dir: Path, **cfg) -> tuple[Path, dict]:
-    ctx = StageContext(kind="steer", stage_id="steer-test", root=tmp, out=tmp / "out", work=tmp / "work",
-                       inputs={"model": model_dir, "probe": probe_dir})
-    metrics = steer.run(steer.Config(**{"top_k_heads": 3, "direction": "mass_mean", "alpha": 4.0, **cfg}),
-                        ctx)
-    return ctx.out, metrics
+def run_steer(tmp: Path, model_dir: Path, probe_dir: Path, out: str = "out", **cfg) -> tuple[Path, dict]:
+    ctx = StageContext(kind="steer", stage_id="steer-test", root=tmp, out=tmp / out, work=tmp / "work",
+                       inputs={"model": model_dir, "probe": probe_dir,
+                               "activations": write_activations(tmp / "activations")})
+    config = {"top_k_heads": 3, "direction": "mass_mean", "alpha": 4.0, "positions": "all", **cfg}
+    return ctx.out, steer.run(steer.Config(**config), ctx)
 
 
 def load(path: Path):
@@ -77,11 +98,16 @@ def tokenizer(tiny_model_dir):
     return AutoTokenizer.from_pretrained(tiny_model_dir / "model")
 
 
-def test_select_top_heads_orders_by_accuracy_and_skips_nan():
-    acc = np.array([[0.5, 0.9, np.nan], [0.9, 0.7, 0.6]])
-    assert iti.select_top_heads(acc, 3) == [(0, 1), (1, 0), (1, 1)]
-    with pytest.raises(ValueError, match="only 5 heads"):
-        iti.select_top_heads(acc, 6)
+def test_steers_the_probe_ranking_not_a_re_ranking(tmp_path, tiny_model_dir):
+    """Steer takes `head_ranking[:K]` as the probe wrote it, even where it disagrees with the accuracies."""
+    acc = np.full((2, 4), 0.6)
+    ranking = [[1, 3], [0, 0], [1, 1]] + [[l, h] for l in range(2) for h in range(4)
+                                          if [l, h] not in ([1, 3], [0, 0], [1, 1])]
+    probe = write_probe(tmp_path / "probe", acc, np.random.default_rng(0).normal(size=(2, 4, 8)),
+                        np.ones((2, 4)), ranking=ranking)
+    out, _ = run_steer(tmp_path, tiny_model_dir, probe, top_k_heads=3)
+    inter = json.loads((out / "intervention.json").read_text())
+    assert [[h["layer"], h["head"]] for h in inter["heads"]] == ranking[:3]
 
 
 def test_stage_writes_reloadable_checkpoint_and_intervention(tmp_path, tiny_model_dir, tokenizer):
@@ -94,6 +120,8 @@ def test_stage_writes_reloadable_checkpoint_and_intervention(tmp_path, tiny_mode
     acc = np.array(json.loads((probe / "accuracy.json").read_text())["head_accuracy"])
     chosen = [(h["layer"], h["head"]) for h in inter["heads"]]
     assert sorted(acc[l, h] for l, h in chosen) == sorted(acc.ravel())[-3:]
+    assert inter["positions"] == "all" and inter["control"] is None
+    assert not (out / "model" / iti.INTERVENTION_FILE).exists()  # folded: a plain checkpoint
     assert all(np.isclose(np.linalg.norm(h["direction"]), 1.0) for h in inter["heads"])
     assert metrics["n_heads_steered"] == 3 and metrics["alpha"] == 4.0
     assert metrics["mean_shift_norm"] == pytest.approx(np.mean([4.0 * h["std"] for h in inter["heads"]]))
@@ -202,6 +230,19 @@ def test_probe_of_another_architecture_is_refused(tmp_path, tiny_model_dir):
     from compiler.errors import StageError
 
     with pytest.raises(StageError, match="does not fit"):
-        run_steer(tmp_path, tiny_model_dir, random_probe(tmp_path / "probe", shape=(3, 4, 8)))
+        run_steer(tmp_path, tiny_model_dir, random_probe(tmp_path / "probe", shape=(3, 4, 8)), top_k_heads=12)
+    with pytest.raises(StageError, match="does not fit"):
+        run_steer(tmp_path, tiny_model_dir, random_probe(tmp_path / "probe1", shape=(2, 4, 6)))
     with pytest.raises(StageError, match="only 8 heads"):
         run_steer(tmp_path, tiny_model_dir, random_probe(tmp_path / "probe2"), top_k_heads=9)
+
+
+def test_missing_probe_field_is_named(tmp_path, tiny_model_dir):
+    from compiler.errors import StageError
+
+    probe = random_probe(tmp_path / "probe")
+    meta = json.loads((probe / "accuracy.json").read_text())
+    del meta["head_ranking"]
+    (probe / "accuracy.json").write_text(json.dumps(meta))
+    with pytest.raises(StageError, match="accuracy.json: field 'head_ranking' missing"):
+        run_steer(tmp_path, tiny_model_dir, probe)

@@ -59,7 +59,9 @@ def planted(tmp_path_factory):
     probe = tmp / "probe"
     probe.mkdir()
     acc = [[0.9 - 0.01 * h if h < PLANTED else 0.55 for h in range(N_HEADS)]]
-    (probe / "accuracy.json").write_text(json.dumps({"head_accuracy": acc, "layer_accuracy": [0.9]}))
+    ranking = [[0, h] for h in sorted(range(N_HEADS), key=lambda h: (-acc[0][h], -h))]
+    (probe / "accuracy.json").write_text(json.dumps({"head_accuracy": acc, "layer_accuracy": [0.9],
+                                                     "layers": [0], "head_ranking": ranking}))
     save_file({"probe_weight": d[None], "mass_mean": d[None], "std_probe_weight": np.ones((1, N_HEADS), np.float32),
                "std_mass_mean": np.ones((1, N_HEADS), np.float32)}, str(probe / "directions.safetensors"))
     return model_dir, probe, target
