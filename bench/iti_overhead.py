@@ -36,10 +36,13 @@ def build_models(args: argparse.Namespace, folder: Path, device: str):
     OlmoForCausalLM(config).save_pretrained(folder / "base")
     head_dim = args.d_model // args.heads
     rng = np.random.default_rng(0)
-    intervention = iti.build_intervention(
-        rng.uniform(0.5, 1, (args.layers, args.heads)), rng.normal(size=(args.layers, args.heads, head_dim)),
-        rng.uniform(0.5, 2, (args.layers, args.heads)), top_k_heads=args.top_k, alpha=8.0,
-        direction="mass_mean")
+    accuracy = rng.uniform(0.5, 1, (args.layers, args.heads))
+    ranking = [divmod(int(g), args.heads) for g in np.argsort(accuracy.ravel(), kind="stable")[::-1]]
+    probe = iti.ProbeHeads(layers=list(range(args.layers)), accuracy=accuracy, ranking=ranking,
+                           directions=rng.normal(size=(args.layers, args.heads, head_dim)),
+                           stds=rng.uniform(0.5, 2, (args.layers, args.heads)))
+    intervention = iti.build_intervention(probe, top_k_heads=args.top_k, alpha=8.0, direction="mass_mean",
+                                          positions="all", n_layers=args.layers)
     folded = iti.fold_into_o_proj(AutoModelForCausalLM.from_pretrained(folder / "base"), intervention)
     folded.save_pretrained(folder / "folded")
 

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from compiler.errors import StageError
+from runtime.iti import steer_from
 
 MMLU_PATH = "hails/mmlu_no_train"
 
@@ -72,13 +73,17 @@ def continuation_logprobs(
         inp = torch.full((len(chunk), width), pad, dtype=torch.long)
         tgt = torch.full((len(chunk), width), -100, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        starts = torch.zeros(len(chunk), dtype=torch.long)
         for r, (ids, n_cont) in enumerate(chunk):
             t = torch.tensor(ids)
             inp[r, :len(ids) - 1] = t[:-1]
             mask[r, :len(ids) - 1] = 1
             tgt[r, len(ids) - 1 - n_cont:len(ids) - 1] = t[-n_cont:]
+            starts[r] = len(ids) - 1 - n_cont          # the context's last token
         dev = _device(model)
-        logits = model(input_ids=inp.to(dev), attention_mask=mask.to(dev)).logits.float()
+        # a last-position ITI model shifts what a cached generation of the continuation would shift
+        with steer_from(model, starts):
+            logits = model(input_ids=inp.to(dev), attention_mask=mask.to(dev)).logits.float()
         tgt = tgt.to(dev)
         lp = torch.log_softmax(logits, -1).gather(-1, tgt.clamp_min(0).unsqueeze(-1)).squeeze(-1)
         out.extend((lp * (tgt != -100)).sum(-1).tolist())
@@ -228,7 +233,8 @@ def cross_entropy_and_kl(
             ids[r, :len(d)] = torch.from_numpy(d)
             mask[r, :len(d)] = 1
         ids, mask = ids.to(dev), mask.to(dev)
-        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float()[:, :-1], -1)
+        with steer_from(model, None):   # every position, as ITI's own cross-entropy and KL protocol
+            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float()[:, :-1], -1)
         valid = mask[:, 1:].bool()
         nll = -logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
         rows = {"nll_sum": (nll * valid).sum(-1).tolist(), "tokens": valid.sum(-1).tolist()}
