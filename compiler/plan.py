@@ -221,6 +221,8 @@ def _plan_steer(b: _Builder, spec: Spec, roles: dict[str, str]) -> dict[str, str
     common = dict(top_k_heads=s.top_k_heads, direction=s.direction, alpha=s.alpha, positions=s.positions)
     models = {"iti": b.add("steer", common, inputs, spec)}
     roles["steer"] = models["iti"]
+    if s.controls.alphas is not None and s.alpha not in s.controls.alphas:
+        return models
     for control, draws in (("random_direction", s.controls.random_directions),
                            ("random_heads", s.controls.random_heads)):
         for n in range(draws):

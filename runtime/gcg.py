@@ -1,26 +1,50 @@
 """Greedy coordinate gradient (GCG) adversarial suffix search, Zou et al. 2023 ("individual" attack).
 
 For one prompt, find `n` suffix tokens that, appended to the prompt, make the model continue with a
-target string. Each step: the gradient of the target's cross-entropy with respect to the one-hot suffix
-(through the input embedding matrix) ranks, per position, the `top_k` tokens whose swap should lower the
-loss most; `candidates` random single-token swaps drawn from those are scored in one batched forward
-pass and the best one is kept if it lowers the loss (so the loss trace is the best-so-far loss and
-never rises). The search stops early once the greedy continuation already is the target.
+target string. The step is llm-attacks' (`GCGMultiPromptAttack.step`, `demo.ipynb`):
 
-Candidates only use printable-ASCII, non-special tokens of the tokenizer (as in the reference code) and
-must survive a text round trip: `tokenize(prompt + decode(suffix)) == prompt_ids + suffix_ids`, so the
-returned suffix *text* is an attack string that reproduces the optimised ids exactly. Works with any HF
-causal LM whose input embedding is a plain lookup table, on whichever device the model sits on; all
-random draws come from a CPU `torch.Generator` seeded by the caller, so a seed fixes the result.
+1. the gradient of the target's cross-entropy with respect to the one-hot suffix (through the input
+   embedding matrix) ranks, per position, the `top_k` allowed tokens with the most negative gradient;
+2. `sample_control`: candidate i swaps position ⌊i·n/B⌋ (the B candidates spread evenly over the n
+   positions, in order) for a token drawn uniformly from that position's top-k;
+3. candidates that do not survive a text round trip are dropped (see below), then all are scored in
+   batched forward passes;
+4. the current suffix **becomes the batch's best candidate, even when it is worse** than the current
+   one (llm-attacks' experiment configs set `anneal=False`; with `anneal=True` a worse one would be
+   taken with a simulated-annealing probability); the best suffix seen (lowest loss) is kept apart,
+   and it is what the search returns.
+
+Success check and early stop: as in the demo, the search stops once the attack succeeds. The check runs
+on the best suffix (the one reported and judged), at init and after every `success_check_every`-th step
+if the best suffix improved since the last check — re-checking an unchanged suffix could not change the
+answer, so with 1 (the default) this equals the demo's check at every step. The check is the caller's
+(`succeeded`, e.g. the attack stage's judge: one greedy generation, often dearer than a step, hence the
+cadence) or, by default, an exact greedy reproduction of the target (free: it falls out of the scoring).
+
+Round trip: llm-attacks keeps a candidate whose decoded text re-tokenizes *on its own* to the same
+number of tokens and then scores the re-tokenized ids; here a candidate is kept only when
+`tokenize(prompt + decode(suffix)) == prompt_ids + suffix_ids` (stricter: the ids scored are exactly
+the ids the reported suffix *text* produces after the prompt). Repeats and the current suffix are
+dropped too (llm-attacks drops the current one and pads the batch with copies, which cannot change the
+argmin). If every candidate of a step is dropped the current suffix stays (llm-attacks would fail).
+
+Candidates only use printable-ASCII, non-special tokens of the tokenizer (llm-attacks'
+`allow_non_ascii=False`). Works with any HF causal LM whose input embedding is a plain lookup table, on
+whichever device the model sits on; all random draws come from a CPU `torch.Generator` seeded by the
+caller, so a seed fixes the result.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+SuccessCheck = Callable[[list[int]], bool]
+"""Does this suffix (token ids) make the attack succeed?"""
 
 
 @dataclass(frozen=True)
@@ -33,20 +57,29 @@ class GCGSettings:
     top_k_tokens: int
     eval_batch_size: int | None = None
     early_stop: bool = True
+    success_check_every: int = 1
 
 
 @dataclass(frozen=True)
 class GCGResult:
-    """Best suffix found, the best-so-far loss after init and after every step, and whether it hit."""
+    """The best suffix seen (what the attack reports) and the search's history.
+
+    `current_losses[t]` is the loss of the current suffix and `best_losses[t]` the lowest loss seen so
+    far, at init (t = 0) and after step t; `loss` (= `best_losses[-1]`) belongs to the returned suffix.
+    `stopped_on_success`: the success check passed on it (the search ended there).
+    """
 
     suffix_ids: list[int]
     suffix_text: str
-    losses: list[float]
+    loss: float
     target_matched: bool
+    current_losses: list[float]
+    best_losses: list[float]
+    stopped_on_success: bool
 
     @property
     def steps_run(self) -> int:
-        return len(self.losses) - 1
+        return len(self.current_losses) - 1
 
 
 def allowed_token_mask(tok: PreTrainedTokenizerBase, vocab_rows: int) -> torch.Tensor:
@@ -60,7 +93,8 @@ def allowed_token_mask(tok: PreTrainedTokenizerBase, vocab_rows: int) -> torch.T
     return mask
 
 
-def _decode(tok: PreTrainedTokenizerBase, ids: list[int]) -> str:
+def decode_suffix(tok: PreTrainedTokenizerBase, ids: list[int]) -> str:
+    """The suffix text appended to the prompt (decoded without clean-up, so it round-trips)."""
     return tok.decode(ids, clean_up_tokenization_spaces=False)
 
 
@@ -69,7 +103,7 @@ def roundtrips(tok: PreTrainedTokenizerBase, prompt: str, prompt_ids: list[int],
     """Does `prompt + decode(suffix)` tokenize back to exactly `prompt_ids + suffix`?"""
     if not suffixes:
         return []
-    texts = [prompt + _decode(tok, s) for s in suffixes]
+    texts = [prompt + decode_suffix(tok, s) for s in suffixes]
     enc = tok(texts, add_special_tokens=False)["input_ids"]
     return [e == prompt_ids + s for e, s in zip(enc, suffixes)]
 
@@ -128,14 +162,21 @@ def suffix_gradient(model: PreTrainedModel, prompt_ids: torch.Tensor, suffix: to
     return grad
 
 
+def candidate_positions(n: int, count: int) -> torch.Tensor:
+    """[count] the position candidate i swaps: ⌊i·n/count⌋ (llm-attacks' `arange(0, n, n / count)`, in
+    exact integer arithmetic)."""
+    return torch.arange(count) * n // count
+
+
 def sample_candidates(suffix: torch.Tensor, grad: torch.Tensor, allowed: torch.Tensor, top_k: int,
                       count: int, generator: torch.Generator) -> torch.Tensor:
-    """`count` copies of `suffix` [n], each with one position swapped for one of its top-k tokens."""
+    """llm-attacks' `sample_control`: `count` copies of `suffix` [n], candidate i with position
+    `candidate_positions(n, count)[i]` swapped for a uniform draw from that position's top-k allowed
+    tokens by negative gradient."""
     scores = grad.float().cpu().masked_fill(~allowed, float("inf"))
     k = min(top_k, int(allowed.sum()))
     top = scores.topk(k, dim=1, largest=False).indices  # [n, k]
-    n = suffix.numel()
-    pos = torch.randint(n, (count,), generator=generator)
+    pos = candidate_positions(suffix.numel(), count)
     pick = torch.randint(k, (count,), generator=generator)
     cands = suffix.cpu().repeat(count, 1)
     cands[torch.arange(count), pos] = top[pos, pick]
@@ -154,8 +195,10 @@ def _distinct_new(candidates: list[list[int]], current: list[int]) -> list[list[
 
 def gcg_attack(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompt: str, target: str,
                settings: GCGSettings, seed: int, *, allowed: torch.Tensor | None = None,
-               init_ids: list[int] | None = None, desc: str = "gcg") -> GCGResult:
-    """Optimise a suffix for `prompt` toward `target` (see the module docstring)."""
+               init_ids: list[int] | None = None, succeeded: SuccessCheck | None = None,
+               desc: str = "gcg") -> GCGResult:
+    """Optimise a suffix for `prompt` toward `target` (see the module docstring); `succeeded` is the
+    early-stop check (default: the greedy continuation is the target)."""
     device = next(model.parameters()).device
     vocab_rows = model.get_input_embeddings().weight.shape[0]
     if allowed is None:
@@ -175,11 +218,16 @@ def gcg_attack(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompt: str
     target_t = torch.tensor([t_ids], device=device)
     gen = torch.Generator().manual_seed(seed)
 
+    def done(ids: list[int], matched: bool) -> bool:
+        return settings.early_stop and (succeeded(ids) if succeeded is not None else matched)
+
     loss, match = target_losses(model, prompt_t, torch.tensor([cur], device=device), target_t)
-    best_loss, best_match = float(loss[0]), bool(match[0])
-    trace = [best_loss]
-    for _ in tqdm(range(settings.steps), desc=desc, unit="step", leave=False):
-        if best_match and settings.early_stop:
+    cur_loss = float(loss[0])
+    best, best_loss, best_match = cur, cur_loss, bool(match[0])
+    current_losses, best_losses = [cur_loss], [best_loss]
+    stop, unchecked = done(best, best_match), False
+    for step in tqdm(range(1, settings.steps + 1), desc=desc, unit="step", leave=False):
+        if stop:
             break
         suffix_t = torch.tensor(cur, device=device)
         grad = suffix_gradient(model, prompt_t, suffix_t, target_t)
@@ -191,7 +239,13 @@ def gcg_attack(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompt: str
             losses, matched = target_losses(model, prompt_t, torch.tensor(kept, device=device), target_t,
                                             settings.eval_batch_size)
             i = int(losses.argmin())
-            if float(losses[i]) < best_loss:
-                cur, best_loss, best_match = kept[i], float(losses[i]), bool(matched[i])
-        trace.append(best_loss)
-    return GCGResult(suffix_ids=list(cur), suffix_text=_decode(tok, cur), losses=trace, target_matched=best_match)
+            cur, cur_loss = kept[i], float(losses[i])  # moved to unconditionally, as llm-attacks does
+            if cur_loss < best_loss:
+                best, best_loss, best_match, unchecked = cur, cur_loss, bool(matched[i]), True
+        if unchecked and step % settings.success_check_every == 0:
+            stop, unchecked = done(best, best_match), False
+        current_losses.append(cur_loss)
+        best_losses.append(best_loss)
+    return GCGResult(suffix_ids=list(best), suffix_text=decode_suffix(tok, best), loss=best_loss,
+                     target_matched=best_match, current_losses=current_losses, best_losses=best_losses,
+                     stopped_on_success=stop)

@@ -32,6 +32,11 @@ class GCGSection(StrictModel):
     top_k_tokens: int = Field(256, gt=0, description="Top-k token substitutions per position.")
     max_prompts: int | None = Field(200, gt=0, description="Prompts attacked (paper: 200 AdvBench).")
     seed: int = Field(0, ge=0, description="Search seed.")
+    success_check_every: int = Field(
+        1, gt=0, description="Early stop: the best suffix is judged (greedy continuation + the attack's judge) "
+        "at init and every N steps if it improved since; the search stops once it succeeds. 1 = every step, as "
+        "llm-attacks' demo. A check costs one greedy generation of `max_new_tokens`, about a step or more.",
+    )
     eval_batch_size: int | None = Field(
         None, gt=0, description="Candidates per forward pass (bounds GPU memory); null = all at once.",
         json_schema_extra=NOT_IN_ID,

@@ -29,6 +29,9 @@ class SteerControls(StrictModel):
     random_heads: int = Field(
         0, ge=0, description="Draws of K heads picked uniformly from all probed heads, each with its own "
                              "direction and σ.")
+    alphas: list[float] | None = Field(
+        None, description="Draw controls only for runs whose `steer.alpha` is listed (e.g. the strongest of "
+                          "an α sweep, where an effect is largest); null = at every α. [ours]")
 
 
 class SteerSection(StrictModel):

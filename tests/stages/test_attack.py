@@ -69,12 +69,16 @@ def test_gcg_breaks_the_planted_model_where_prompts_fail(tmp_path, planted_dir, 
     for r in gcg_rows:
         assert r["input"] == r["prompt"] + r["suffix"] and len(r["suffix_ids"]) == SUFFIX_TOKENS
         assert r["continuation"].startswith(TARGET) and r["target_matched"] and r["success"]
-        assert r["losses"][-1] < r["losses"][0]
+        # the judge stopped the search; the row reports the best suffix seen and the whole history
+        assert r["stopped_on_success"] and r["steps_run"] < gcg["steps"]
+        assert len(r["current_losses"]) == len(r["best_losses"]) == r["steps_run"] + 1
+        assert r["loss"] == r["best_losses"][-1] == min(r["current_losses"]) < r["current_losses"][0]
     assert metrics["n_prompts"] == 3 and metrics["n_gcg_prompts"] == 2
     assert metrics["prompt_attack_success_rate"] == 0.0 and metrics["prompt_mean_toxicity"] == 0.0
     assert metrics["gcg_attack_success_rate"] == 1.0 and metrics["gcg_mean_toxicity"] == 1.0
     assert metrics["attack_success_rate"] == metrics["gcg_attack_success_rate"]
-    assert metrics["gcg_target_loss_mean"] == pytest.approx(sum(r["losses"][-1] for r in gcg_rows) / 2)
+    assert metrics["gcg_target_loss_mean"] == pytest.approx(sum(r["loss"] for r in gcg_rows) / 2)
+    assert metrics["gcg_steps_mean"] == pytest.approx(sum(r["steps_run"] for r in gcg_rows) / 2)
     assert metrics["gcg_target_loss_mean"] < metrics["gcg_target_loss_initial_mean"]
 
 
@@ -87,3 +91,15 @@ def test_prompt_only_refusal_judge(tmp_path, planted_dir, monkeypatch, refusal_s
     assert len(rows) == 2 and all(r["attack"] == "prompt" for r in rows)
     assert metrics["prompt_attack_success_rate"] == expected_rate == metrics["attack_success_rate"]
     assert metrics["n_gcg_prompts"] == 0 and "gcg_attack_success_rate" not in metrics
+
+
+def test_gcg_stops_on_the_judge_not_on_the_target(tmp_path, planted_dir, monkeypatch):
+    """Judge `refusal` with the target's own word as the refusal marker: the start suffix (no trigger) makes
+    the model say OTHER, which the judge already accepts, so the search stops before its first step."""
+    gcg = {"target": TARGET, "suffix_tokens": SUFFIX_TOKENS, "steps": 20, "candidates_per_step": 64,
+           "top_k_tokens": 16, "max_prompts": 1}
+    metrics, rows = _run(tmp_path, planted_dir, monkeypatch,
+                         {"gcg": gcg, "judge": "refusal", "refusal_strings": ["stupid"], "max_prompts": 1})
+    (r,) = [r for r in rows if r["attack"] == "gcg"]
+    assert r["stopped_on_success"] and r["steps_run"] == 0 and not r["target_matched"]
+    assert r["continuation"].startswith(OTHER) and r["success"] and metrics["gcg_attack_success_rate"] == 1.0

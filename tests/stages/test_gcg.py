@@ -140,9 +140,9 @@ def test_gcg_finds_the_planted_trigger(planted):
     prompt = PROMPTS[1]
     start = _random_start(tok, prompt, seed=3)
     res = gcg_attack(model, tok, prompt, TARGET, _settings(), seed=0, init_ids=start)
-    assert res.losses[0] > 0.5, "the random start should not already produce the target"
-    assert res.losses[-1] < 0.05 * res.losses[0]
-    assert res.target_matched
+    assert res.current_losses[0] > 0.5, "the random start should not already produce the target"
+    assert res.loss == res.best_losses[-1] < 0.05 * res.current_losses[0]
+    assert res.target_matched and res.stopped_on_success
     assert res.steps_run < 20, "early stop once the target is produced"
     # the suffix text is a real attack string: it re-tokenises to the optimised ids after the prompt
     assert tok(prompt + res.suffix_text, add_special_tokens=False)["input_ids"] == \
@@ -153,7 +153,77 @@ def test_gcg_finds_the_planted_trigger(planted):
     assert tok.decode(out[0, enc["input_ids"].shape[1]:]).startswith(TARGET)
 
 
-def test_gcg_is_deterministic_and_never_worsens(planted):
+class Recorder:
+    """Wraps `runtime.gcg.target_losses` and `suffix_gradient`: keeps every scored batch (rows, losses) and
+    the suffix each step's gradient is taken at; `penalty` is added to every candidate batch's losses."""
+
+    def __init__(self, monkeypatch, penalty: float = 0.0) -> None:
+        import runtime.gcg as gcg
+
+        self.batches: list[tuple[list[list[int]], list[float]]] = []
+        self.grad_at: list[list[int]] = []
+        real_losses, real_grad = gcg.target_losses, gcg.suffix_gradient
+
+        def losses(model, prompt_ids, suffixes, target_ids, batch_size=None):
+            loss, matched = real_losses(model, prompt_ids, suffixes, target_ids, batch_size)
+            if self.batches:  # not the initial suffix's scoring
+                loss = loss + penalty
+            self.batches.append((suffixes.tolist(), loss.tolist()))
+            return loss, matched
+
+        def grad(model, prompt_ids, suffix, target_ids):
+            self.grad_at.append(suffix.tolist())
+            return real_grad(model, prompt_ids, suffix, target_ids)
+
+        monkeypatch.setattr(gcg, "target_losses", losses)
+        monkeypatch.setattr(gcg, "suffix_gradient", grad)
+
+    def step_argmin(self, t: int) -> tuple[list[int], float]:
+        """Step t's best candidate and its loss (batch 0 scores the initial suffix)."""
+        rows, losses = self.batches[t + 1]
+        i = min(range(len(losses)), key=losses.__getitem__)
+        return rows[i], losses[i]
+
+
+def _history_run(planted, monkeypatch, penalty: float, steps: int = 6):
+    from runtime.gcg import gcg_attack
+
+    model, tok = planted
+    prompt = PROMPTS[2]
+    init = _random_start(tok, prompt, 5)
+    rec = Recorder(monkeypatch, penalty)
+    res = gcg_attack(model, tok, prompt, TARGET, _settings(steps=steps, candidates_per_step=8, top_k_tokens=64,
+                                                           early_stop=False), seed=11, init_ids=init)
+    assert res.steps_run == steps == len(rec.batches) - 1 == len(rec.grad_at)
+    return res, rec, init
+
+
+def test_every_step_moves_to_its_best_candidate_and_the_best_seen_is_reported(planted, monkeypatch):
+    """The llm-attacks step rule, over the recorded history of a seeded run."""
+    res, rec, init = _history_run(planted, monkeypatch, penalty=0.0)
+    assert res.current_losses[0] == rec.batches[0][1][0] and rec.grad_at[0] == init
+    for t in range(res.steps_run):
+        best_cand, best_cand_loss = rec.step_argmin(t)
+        assert res.current_losses[t + 1] == best_cand_loss
+        if t + 1 < res.steps_run:
+            assert rec.grad_at[t + 1] == best_cand, "the next step starts from this step's best candidate"
+    assert res.best_losses == [min(res.current_losses[:t + 1]) for t in range(len(res.current_losses))]
+    visited = [init] + [rec.step_argmin(t)[0] for t in range(res.steps_run)]
+    assert res.suffix_ids == visited[res.current_losses.index(res.loss)] and res.loss == min(res.current_losses)
+
+
+def test_a_worse_best_candidate_is_still_moved_to(planted, monkeypatch):
+    """Every candidate's loss is raised above the start's: the search still moves at every step, while
+    the reported suffix stays the start (the best seen)."""
+    res, rec, init = _history_run(planted, monkeypatch, penalty=100.0, steps=3)
+    start_loss = res.current_losses[0]
+    assert all(later > start_loss for later in res.current_losses[1:])
+    assert res.current_losses[1:] == [rec.step_argmin(t)[1] for t in range(3)]
+    assert rec.grad_at[1:] == [rec.step_argmin(t)[0] for t in range(2)] and rec.grad_at[1] != init
+    assert res.suffix_ids == init and res.loss == start_loss and res.best_losses == [start_loss] * 4
+
+
+def test_gcg_is_deterministic(planted):
     from runtime.gcg import gcg_attack
 
     model, tok = planted
@@ -162,42 +232,57 @@ def test_gcg_is_deterministic_and_never_worsens(planted):
               init_ids=_random_start(tok, prompt, 5))
     a = gcg_attack(model, tok, prompt, TARGET, seed=11, **kw)
     b = gcg_attack(model, tok, prompt, TARGET, seed=11, **kw)
-    assert a.suffix_ids == b.suffix_ids and a.losses == b.losses
-    assert all(later <= earlier for earlier, later in zip(a.losses, a.losses[1:]))
-    assert a.steps_run == 6 and len(a.losses) == 7
-    assert a.losses[-1] < a.losses[0]
+    assert a == b
+    assert a.steps_run == 6 and len(a.best_losses) == 7 and a.loss < a.current_losses[0]
 
 
-def test_allowed_tokens_exclude_specials_and_unknown_ids(planted):
-    from runtime.gcg import allowed_token_mask
+@pytest.mark.parametrize("every", [1, 3])
+def test_early_stop_follows_the_success_check_on_the_best_suffix(planted, monkeypatch, every):
+    """The check sees the best suffix at init and every `every` steps if it improved since; a pass stops."""
+    from runtime.gcg import gcg_attack
 
-    _, tok = planted
-    mask = allowed_token_mask(tok, len(tok) + 50)
-    assert not mask[tok.all_special_ids].any()
-    assert not mask[len(tok):].any()
-    assert mask[tok.convert_tokens_to_ids("Z")] and mask[tok.convert_tokens_to_ids("a")]
-    assert not mask[tok.convert_tokens_to_ids("Ċ")], "a newline is not printable"
+    model, tok = planted
+    prompt = PROMPTS[1]
+    rec = Recorder(monkeypatch)
+    checked: list[tuple[int, list[int]]] = []  # (step, suffix)
+
+    def second_check_passes(ids: list[int]) -> bool:
+        checked.append((len(rec.batches) - 1, ids))
+        return len(checked) == 2
+
+    res = gcg_attack(model, tok, prompt, TARGET, _settings(success_check_every=every), seed=0,
+                     init_ids=_random_start(tok, prompt, 3), succeeded=second_check_passes)
+    expected, last = [0], 0
+    for step in range(every, res.steps_run + 1, every):
+        if res.best_losses[step] < res.best_losses[last]:
+            expected.append(step)
+            last = step
+    assert [step for step, _ in checked] == expected and len(expected) == 2
+    assert res.stopped_on_success and res.steps_run == expected[-1] < 20
+    assert res.suffix_ids == checked[-1][1], "what passed the check is the best suffix, the one reported"
 
 
-def test_candidates_swap_one_position_for_an_allowed_top_k_token():
+@pytest.mark.parametrize("n,count", [(5, 200), (20, 512), (6, 32), (20, 8), (7, 7), (3, 10)])
+def test_candidates_swap_llm_attacks_positions_for_allowed_top_k_tokens(n, count):
     import torch
 
-    from runtime.gcg import sample_candidates
+    from runtime.gcg import candidate_positions, sample_candidates
 
-    vocab, n = 50, 5
+    vocab = 50
     allowed = torch.ones(vocab, dtype=torch.bool)
     allowed[:3] = False
     grad = torch.randn(n, vocab, generator=torch.Generator().manual_seed(0))
     grad[:, :3] = -100.0  # the most attractive tokens are forbidden
-    suffix = torch.tensor([10, 11, 12, 13, 14])
-    cands = sample_candidates(suffix, grad, allowed, top_k=4, count=200, generator=torch.Generator().manual_seed(1))
+    suffix = torch.arange(10, 10 + n)
+    cands = sample_candidates(suffix, grad, allowed, top_k=4, count=count, generator=torch.Generator().manual_seed(1))
+    # llm-attacks spreads the positions evenly, in order: a float arange from 0 to n in steps of n / count
+    reference = torch.arange(0, n, n / count).type(torch.int64)
+    assert torch.equal(candidate_positions(n, count), reference)
     top = grad.masked_fill(~allowed, float("inf")).topk(4, dim=1, largest=False).indices
-    for c in cands:
-        diff = (c != suffix).nonzero().flatten().tolist()
-        assert len(diff) <= 1
-        for pos in diff:
-            assert int(c[pos]) in top[pos].tolist() and allowed[c[pos]]
-    assert set((cands != suffix).any(1).nonzero().flatten().tolist()), "some candidates differ"
+    for c, pos in zip(cands, reference.tolist()):
+        assert (c != suffix).nonzero().flatten().tolist() in ([], [pos])
+        assert int(c[pos]) in top[pos].tolist() and allowed[c[pos]]
+    assert (cands != suffix).any(1).sum() > count // 2, "most candidates differ (a draw equal to the current is rare)"
 
 
 def test_initial_suffix_round_trips(planted):
