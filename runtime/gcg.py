@@ -43,6 +43,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from runtime.iti import steer_from
+
 SuccessCheck = Callable[[list[int]], bool]
 """Does this suffix (token ids) make the attack succeed?"""
 
@@ -141,7 +143,8 @@ def target_losses(model: PreTrainedModel, prompt_ids: torch.Tensor, suffixes: to
     for start in range(0, b, step):
         s = suffixes[start:start + step]
         ids = torch.cat([prompt_ids.expand(len(s), -1), s, target_ids.expand(len(s), -1)], dim=1)
-        logits = model(input_ids=ids, logits_to_keep=t + 1).logits[:, :-1].float()
+        with steer_from(model, ids.shape[1] - t - 1):   # last-position ITI: as if generating the target
+            logits = model(input_ids=ids, logits_to_keep=t + 1).logits[:, :-1].float()
         tgt = target_ids.expand(len(s), -1)
         losses.append(F.cross_entropy(logits.transpose(1, 2), tgt, reduction="none").mean(1))
         matched.append((logits.argmax(-1) == tgt).all(1))
@@ -156,7 +159,8 @@ def suffix_gradient(model: PreTrainedModel, prompt_ids: torch.Tensor, suffix: to
     one_hot.scatter_(1, suffix.view(-1, 1), 1.0).requires_grad_(True)
     embeds = torch.cat([weight[prompt_ids[0]], one_hot @ weight, weight[target_ids[0]]]).unsqueeze(0)
     t = target_ids.numel()
-    logits = model(inputs_embeds=embeds, logits_to_keep=t + 1).logits[0, :-1].float()
+    with steer_from(model, embeds.shape[1] - t - 1):
+        logits = model(inputs_embeds=embeds, logits_to_keep=t + 1).logits[0, :-1].float()
     loss = F.cross_entropy(logits, target_ids[0])
     (grad,) = torch.autograd.grad(loss, one_hot)
     return grad
