@@ -150,8 +150,8 @@ def build_plan(spec_name: str, runs: list[tuple[Any, Spec]], root: Path | None =
             token_view_texts=list(first.report.token_view_texts),
             token_view_top_k_heads=first.report.token_view_top_k_heads,
             runs=[row for rows in report_runs for row in rows],
-            **(dict(scorer=first.evaluate.scorer, toxic_threshold=first.evaluate.toxic_threshold)
-               if first.evaluate is not None else {}),
+            **(dict(scorer=first.evaluate.scorer, toxic_threshold=first.evaluate.toxic_threshold,
+                    bootstrap=first.evaluate.bootstrap) if first.evaluate is not None else {}),
             labelled_data=first.probe.data if first.probe is not None else None,
         ), {i: i for i in inputs}, first)
         for rp in run_plans:
@@ -183,7 +183,7 @@ def _plan_run(b: _Builder, spec: Spec) -> dict[str, str]:
         ), {"model": roles["pretrain"]}, spec)
         roles["probe"] = b.add("probe", dict(
             validation_fraction=p.validation_fraction, split_seed=p.split_seed,
-            implementation=p.implementation, l2_penalty=p.l2_penalty, max_iterations=p.max_iterations,
+            recipe=p.recipe, implementation=p.implementation, l2_penalty=p.l2_penalty, max_iterations=p.max_iterations,
             accuracy_threshold=p.accuracy_threshold, gradient_tolerance=p.gradient_tolerance,
             entanglement_heads=p.entanglement_heads, min_attribute_examples=p.min_attribute_examples,
         ), {"activations": roles["activations"]}, spec)

@@ -1,32 +1,54 @@
 """`probe` stage: logistic probes per head and per layer; accuracies, directions, entanglement.
 
-Reads an activations artifact (`activations.safetensors`, `examples.jsonl`). Writes
-`accuracy.json` (`head_accuracy` L×H, `layer_accuracy` L, `layers`, `head_ranking` [[layer, head], …]
-best first, `n_train`, `n_validation`), `directions.safetensors` (`mass_mean`, `probe_weight`
-[L, H, Dh] and `resid_mass_mean`, `resid_probe_weight` [L, D]: unit vectors in the original activation
-space pointing toward toxic; `std_*` the std of the training activations projected on each;
-`layers`), `entanglement.json` and `heatmap.png`. Everything in `Config` changes the id.
+Reads an activations artifact (`activations.safetensors`, `examples.jsonl`). Its rows are the probed
+layers, in the order of its `layers` array (model layer of each row; any subset, any order). Writes:
+- `accuracy.json`: `head_accuracy` [P][H] (validation accuracy; row p = model layer `layers[p]`),
+  `layer_accuracy` [P] (residual-stream probes), `layers` [P], `head_ranking` [[model layer, head], …]
+  ALL probed heads best first (the tie rule below; downstream stages read this list rather than
+  re-ranking), `layer_ranking` [model layer, …] best first, `recipe`, `n_train`, `n_validation`;
+- `directions.safetensors`: `mass_mean`, `probe_weight` [P, H, Dh] and `resid_mass_mean`,
+  `resid_probe_weight` [P, D], unit vectors in the original activation space pointing toward toxic;
+  `std_<name>` ([P, H] / [P]) the std of the activations projected on each; `layers` [P];
+- `split.json`: `{"train": [...], "validation": [...]}`, row indices of the activations' examples;
+- `entanglement.json` and `heatmap.png` (rows labelled with model layers).
+Everything in `Config` changes the id.
 
 Split: examples are grouped by normalised text (`examples.jsonl` `group`) and the groups are split by
 scikit-learn's `GroupShuffleSplit(test_size=validation_fraction, random_state=split_seed)`, so one text
-never lands on both sides. Probes: `runtime.probe_fit` (L2 logistic regression on standardised
-features, C = 1/l2_penalty; `batched` torch L-BFGS or the `sklearn` reference).
+never lands on both sides (0.2: Li et al.'s 4:1 split).
 
-Measures (validation accuracy acc_g of head g over all L·H heads; rank = accuracy, then lower
-validation log-loss):
-- `best_head_accuracy` = max_g acc_g (`best_head_layer`, `best_head` its model layer and head index)
+Recipes (`recipe`), for head probes and residual-stream probes alike; probes by `runtime.probe_fit`
+(L2 logistic regression, C = 1/l2_penalty, fitted on the train rows, scored on the validation rows):
+- `li2023` (default), honest_llama's `train_probes` and `get_com_directions` [sure: its code; that the
+  paper used it: likely]: `LogisticRegression(random_state=seed, max_iter=1000)` on the RAW head
+  activations; mass_mean = unit(mean(x | toxic) − mean(x | non-toxic)) over train AND validation rows;
+  σ = `np.std` (ddof 0) of all rows (train + validation) projected on each unit direction.
+- `standardized`: probes on `StandardScaler` features (train statistics); mass-mean and σ over the train
+  rows only (this stage's behaviour before VERSION 3).
+`probe_weight` is the unit classifier weight in the original activation space, in both recipes.
+
+Tie rule (`rank_heads`, used for every ranking this stage writes): descending validation accuracy,
+ties to the higher flat index over (model layer, head) in layer-major order, i.e.
+`np.argsort(acc.ravel(), kind="stable")[::-1]` over the rows sorted by model layer: honest_llama's
+`np.argsort(acc)[::-1]` made deterministic (numpy's default sort is not stable).
+
+Measures (validation accuracy acc_g of head g over all P·H probed heads):
+- `best_head_accuracy` = max_g acc_g (`best_head_layer`, `best_head`: model layer and head of
+  `head_ranking[0]`)
 - `mean_head_accuracy`, `median_head_accuracy`, `std_head_accuracy` (population std) of acc_g
 - `top_decile_head_accuracy` = mean of acc_g over the ceil(10 %) best heads (the right tail)
 - `heads_above_threshold` = #{g : acc_g > accuracy_threshold}; `heads_above_threshold_fraction`
-- `best_layer_accuracy` = max over layers of the residual-stream probe accuracy (`best_layer`)
-- `entanglement_<attribute>`: for each value v of the attribute (≥ `min_attribute_examples` training
-  examples with and without it), the one-vs-rest mass-mean direction a_v = mean(x | v) − mean(x | ¬v);
-  per head e_g = max_v |cos(t_g, a_v)| with t_g the toxicity mass-mean direction; the metric is the
-  mean of e_g over the `entanglement_heads` best heads. `entanglement_<attribute>_resid` is the same
-  max_v |cos| at the best residual layer. (a_v also absorbs any toxicity difference between groups:
-  it measures how the data's attribute directions align with toxicity, not a causal entanglement.)
-- `head_accuracies`: the flat L·H list (row-major, layer by layer), for the report's test across heads
-  (toxic-data vs clean models: higher accuracies, fatter right tail).
+- `best_layer_accuracy` = max over layers of the residual-stream probe accuracy (`best_layer`: its model
+  layer, `layer_ranking[0]`)
+- `entanglement_<attribute>`: for each value v of the attribute (≥ `min_attribute_examples` examples
+  with and without it among the recipe's direction rows), the one-vs-rest mass-mean direction
+  a_v = mean(x | v) − mean(x | ¬v); per head e_g = max_v |cos(t_g, a_v)| with t_g the toxicity mass-mean
+  direction; the metric is the mean of e_g over the `entanglement_heads` best heads.
+  `entanglement_<attribute>_resid` is the same max_v |cos| at the best residual layer. (a_v also
+  absorbs any toxicity difference between groups: it measures how the data's attribute directions
+  align with toxicity, not a causal entanglement.)
+- `head_accuracies`: the flat P·H list (row-major, in the artifact's row order), for the report's test
+  across heads (toxic-data vs clean models: higher accuracies, fatter right tail).
 """
 from __future__ import annotations
 
@@ -38,15 +60,19 @@ from pydantic import Field
 from compiler.schema.base import StrictModel
 from typing import Literal
 
+from compiler.errors import StageError
 from runtime.stage import StageContext
 
-VERSION = 2
+VERSION = 3
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 
 class Config(StrictModel):
     validation_fraction: float
     split_seed: int
+    recipe: Literal["li2023", "standardized"] = Field(
+        "li2023", description="`li2023`: honest_llama's recipe (raw features, directions and σ over all "
+        "rows); `standardized`: standardised features, directions and σ over the train rows.")
     implementation: Literal["compiled", "batched", "sklearn"]
     l2_penalty: float
     max_iterations: int
@@ -56,7 +82,7 @@ class Config(StrictModel):
     entanglement_heads: int = Field(
         10, gt=0, description="Entanglement is averaged over this many best heads.")
     min_attribute_examples: int = Field(
-        10, gt=0, description="Attribute values with fewer training examples (either side) are skipped.")
+        10, gt=0, description="Attribute values with fewer direction rows (either side) are skipped.")
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:
@@ -66,7 +92,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     import torch
     from safetensors.numpy import load_file, save_file
 
-    from runtime.probe_fit import fit_probes, rank_probes
+    from runtime.probe_fit import fit_probes
     from runtime.stage import write_json
 
     torch.set_num_threads(max(1, ctx.threads))
@@ -77,43 +103,52 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     heads, resid, y, layers = acts["heads"], acts["resid"], acts["labels"], acts["layers"].tolist()
     n, n_layers, n_heads, head_dim = heads.shape
     train, val = grouped_split([e["group"] for e in examples], cfg.validation_fraction, cfg.split_seed)
-    fit_kw = dict(l2_penalty=cfg.l2_penalty, max_iterations=cfg.max_iterations,
-                  tolerance=cfg.gradient_tolerance, implementation=cfg.implementation)
+    if len(set(y[train].tolist())) != 2 or len(val) == 0:
+        raise StageError(f"probe: {src / 'examples.jsonl'}: the train split needs both labels (0 and 1) "
+                         f"and the validation split rows (train labels {sorted(set(y[train].tolist()))}, "
+                         f"{len(val)} validation rows)")
+    li2023 = cfg.recipe == "li2023"
+    fit_kw = dict(standardize=not li2023, l2_penalty=cfg.l2_penalty, max_iterations=cfg.max_iterations,
+                  tolerance=cfg.gradient_tolerance, implementation=cfg.implementation, seed=cfg.split_seed)
     head_x = heads.reshape(n, n_layers * n_heads, head_dim)
     head_fit = fit_probes(head_x, y, train, val, **fit_kw)
     resid_fit = fit_probes(resid, y, train, val, **fit_kw)
 
-    head_train, resid_train = head_x[train], resid[train]
-    head_mm, head_pw = mass_mean(head_train, y[train]), unit(head_fit.weight)
-    resid_mm, resid_pw = mass_mean(resid_train, y[train]), unit(resid_fit.weight)
-    ranking = rank_probes(head_fit)
+    rows = np.arange(n) if li2023 else train                              # mass-mean and σ rows
+    head_rows, resid_rows = (head_x, resid) if li2023 else (head_x[rows], resid[rows])
+    head_mm, head_pw = mass_mean(head_rows, y[rows]), unit(head_fit.weight)
+    resid_mm, resid_pw = mass_mean(resid_rows, y[rows]), unit(resid_fit.weight)
     acc = head_fit.val_accuracy.reshape(n_layers, n_heads)
+    ranking = rank_heads(acc, layers)
+    layer_order = rank_heads(resid_fit.val_accuracy[:, None], layers)
     save_file({
         "mass_mean": head_mm.reshape(n_layers, n_heads, head_dim),
         "probe_weight": head_pw.reshape(n_layers, n_heads, head_dim),
-        "std_mass_mean": projected_std(head_train, head_mm).reshape(n_layers, n_heads),
-        "std_probe_weight": projected_std(head_train, head_pw).reshape(n_layers, n_heads),
+        "std_mass_mean": projected_std(head_rows, head_mm).reshape(n_layers, n_heads),
+        "std_probe_weight": projected_std(head_rows, head_pw).reshape(n_layers, n_heads),
         "resid_mass_mean": resid_mm, "resid_probe_weight": resid_pw,
-        "std_resid_mass_mean": projected_std(resid_train, resid_mm),
-        "std_resid_probe_weight": projected_std(resid_train, resid_pw),
+        "std_resid_mass_mean": projected_std(resid_rows, resid_mm),
+        "std_resid_probe_weight": projected_std(resid_rows, resid_pw),
         "layers": np.asarray(layers, dtype=np.int64),
     }, str(ctx.out / "directions.safetensors"))
     head_ranking = [[layers[g // n_heads], int(g % n_heads)] for g in ranking]
+    layer_ranking = [layers[p] for p in layer_order]
     write_json(ctx.out / "accuracy.json", {
         "head_accuracy": acc.tolist(), "layer_accuracy": resid_fit.val_accuracy.tolist(),
-        "layers": layers, "head_ranking": head_ranking,
-        "n_train": int(len(train)), "n_validation": int(len(val)),
+        "layers": layers, "head_ranking": head_ranking, "layer_ranking": layer_ranking,
+        "recipe": cfg.recipe, "n_train": int(len(train)), "n_validation": int(len(val)),
     })
-    best_layer = int(rank_probes(resid_fit)[0])
+    write_json(ctx.out / "split.json", {"train": train.tolist(), "validation": val.tolist()})
+    best_layer = int(layer_order[0])
     entangled = entanglement(
-        examples, train, head_x, resid[:, best_layer], head_mm, resid_mm[best_layer],
+        examples, rows, head_x, resid[:, best_layer], head_mm, resid_mm[best_layer],
         ranking[:cfg.entanglement_heads], cfg.min_attribute_examples,
     )
     write_json(ctx.out / "entanglement.json", {
         "heads": head_ranking[:cfg.entanglement_heads], "resid_layer": layers[best_layer],
         "attributes": entangled,
     })
-    plot_heatmap(acc, resid_fit.val_accuracy, layers, ctx.out / "heatmap.png",
+    plot_heatmap(acc, resid_fit.val_accuracy, layers, head_ranking[0], ctx.out / "heatmap.png",
                  title=f"{ctx.stage_id}: validation accuracy per head, % (n={len(val)})")
     return {
         **separability(head_fit.val_accuracy, cfg.accuracy_threshold),
@@ -124,6 +159,20 @@ def run(cfg: Config, ctx: StageContext) -> dict:
         "n_train": int(len(train)), "n_validation": int(len(val)),
         "head_accuracies": [float(a) for a in head_fit.val_accuracy],
     }
+
+
+def rank_heads(accuracy, layers: list[int]):
+    """Flat indices into `accuracy` [P, H] (row p = model layer `layers[p]`), best first: descending
+    accuracy, ties to the higher flat index in (model layer, head) order, i.e.
+    `np.argsort(acc.ravel(), kind="stable")[::-1]` on the rows sorted by model layer. The one tie rule
+    of the pipeline: steer, the token view and the report read `head_ranking` instead of re-ranking."""
+    import numpy as np
+
+    acc = np.asarray(accuracy, dtype=np.float64)
+    n_heads = acc.shape[1]
+    by_layer = np.argsort(np.asarray(layers), kind="stable")
+    order = np.argsort(acc[by_layer].ravel(), kind="stable")[::-1]
+    return by_layer[order // n_heads] * n_heads + order % n_heads
 
 
 def grouped_split(groups: list[str], validation_fraction: float, seed: int):
@@ -173,19 +222,20 @@ def separability(accuracies, threshold: float) -> dict:
     }
 
 
-def entanglement(examples, train, head_x, resid_x, head_tox, resid_tox, best_heads, min_examples) -> dict:
-    """Per attribute: max over values of |cos(toxicity, one-vs-rest attribute direction)|."""
+def entanglement(examples, rows, head_x, resid_x, head_tox, resid_tox, best_heads, min_examples) -> dict:
+    """Per attribute: max over values of |cos(toxicity, one-vs-rest attribute direction)|, the
+    directions taken over `rows` (the recipe's mass-mean rows)."""
     import numpy as np
 
     out = {}
-    best_x, resid_train = head_x[:, best_heads][train], resid_x[train]
+    best_x, resid_rows = head_x[:, best_heads][rows], resid_x[rows]
     for name in sorted(examples[0]["attributes"]) if examples else []:
-        values = np.array([examples[i]["attributes"][name] for i in train])
+        values = np.array([examples[i]["attributes"][name] for i in rows])
         kept = [v for v in sorted(set(values))
                 if min((values == v).sum(), (values != v).sum()) >= min_examples]
         head_cos = {v: np.abs((mass_mean(best_x, values == v)
                                * head_tox[best_heads]).sum(-1)) for v in kept}
-        resid_cos = {v: float(abs(mass_mean(resid_train, values == v) @ resid_tox)) for v in kept}
+        resid_cos = {v: float(abs(mass_mean(resid_rows, values == v) @ resid_tox)) for v in kept}
         per_head = np.max(np.stack(list(head_cos.values())), 0) if kept else np.full(len(best_heads), np.nan)
         out[name] = {
             "values": kept, "heads_mean": float(per_head.mean()),
@@ -202,14 +252,18 @@ def metric_name(attribute: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", attribute.lower()).strip("_")
 
 
-def plot_heatmap(acc, layer_acc, layers: list[int], path, *, title: str) -> None:
-    """Layers × heads accuracy map, a residual-stream column beside it and one shared colorbar."""
+def plot_heatmap(acc, layer_acc, layers: list[int], best: list[int], path, *, title: str) -> None:
+    """Layers × heads accuracy map (rows in model-layer order, labelled with model layers), a
+    residual-stream column beside it and one shared colorbar; `best` [model layer, head] is boxed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
+    by_layer = np.argsort(np.asarray(layers), kind="stable")
+    acc, layer_acc = np.asarray(acc)[by_layer], np.asarray(layer_acc)[by_layer]
+    layers = [layers[p] for p in by_layer]
     n_layers, n_heads = acc.shape
     lo, hi = min(0.5, float(np.min(acc)), float(np.min(layer_acc))), 1.0
     fig = plt.figure(figsize=(2.5 + 0.45 * n_heads, 1.5 + 0.38 * n_layers))
@@ -232,8 +286,8 @@ def plot_heatmap(acc, layer_acc, layers: list[int], path, *, title: str) -> None
     for i, a in enumerate(layer_acc):
         ax_r.text(0, i, f"{100 * a:.0f}", ha="center", va="center", fontsize=6,
                   color="black" if a > (lo + hi) / 2 else "white")
-    best = np.unravel_index(np.argmax(acc), acc.shape)
-    ax.add_patch(plt.Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, ec="red", lw=1.5))
+    ax.add_patch(plt.Rectangle((best[1] - 0.5, layers.index(best[0]) - 0.5), 1, 1, fill=False, ec="red",
+                               lw=1.5))
     fig.colorbar(im, cax=ax_c, label="validation accuracy")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)

@@ -1,26 +1,39 @@
 """Fit many independent L2 logistic-regression probes (one per head or per layer) and score them.
 
-All implementations minimise the same objective on the same standardised features
-(z = (x - mean_train) / std_train, std 0 → 1, as scikit-learn's `StandardScaler`):
+Every implementation minimises, per probe, scikit-learn's `LogisticRegression(C=1/l2_penalty)`
+objective on the training rows, in one of two feature spaces (`standardize`):
 
-    f(w, b) = Σ_i [log(1 + exp(z_i·w + b)) - y_i (z_i·w + b)] + (l2_penalty / 2) ||w||²
+    f(w, b) = Σ_i [log(1 + exp(u_i·w + b)) - y_i (u_i·w + b)] + (l2_penalty / 2) ||w||²
 
-(the intercept b is not penalised), i.e. scikit-learn's `LogisticRegression(C=1/l2_penalty)`.
+- raw (`standardize=False`, Li et al.'s recipe): u = x, the activations as they are (honest_llama fits
+  `LogisticRegression` on them unscaled);
+- standardised (`standardize=True`): u = (x - mean_train) / std_train, as scikit-learn's
+  `StandardScaler` (std 0 → 1).
 
-- `sklearn`: the reference, one `LogisticRegression(lbfgs)` per probe, in a loop.
-- `compiled`: the same L-BFGS per probe, compiled by numba, probes in parallel over CPU cores, each
-  probe gathered, fitted and scored while it sits in cache (`runtime/probe_kernel.py`): the CPU path.
+The intercept b is not penalised, so both spaces may be centred without moving the optimum. The fast
+paths fit in centred, scaled coordinates z = (x - mean) / s (s the training std; a feature below float32
+resolution is constant: s = 1 and its weight exactly 0) for good conditioning in either space: the raw
+objective is the same problem with the per-feature penalty (l2_penalty / s_j²) v_j² on the scaled
+weights v_j = s_j w_j (a change of variables, not an approximation). Probes stop when the max-norm of
+the gradient of f/n in those scaled coordinates is below `tolerance` (scikit-learn's lbfgs stops on
+the same norm of its own gradient with `tol`).
+
+- `sklearn`: the reference, one scikit-learn `LogisticRegression(C=1/l2_penalty, max_iter, tol,
+  random_state)` (lbfgs) per probe on the raw (or `StandardScaler`ed) training rows, probes spread over
+  `torch.get_num_threads()` joblib workers with one BLAS thread each. Rows are cast to float64 first:
+  scikit-learn fits float32 input in float32, whose rounding of f stops lbfgs short of the optimum
+  (on a tiny model's raw activations: f 1.5e-5 above it, one validation prediction flipped).
+- `compiled`: L-BFGS per probe, compiled by numba, probes in parallel over CPU cores, each probe
+  gathered, fitted and scored while it sits in cache (`runtime/probe_kernel.py`): the CPU path.
 - `batched`: L-BFGS on a [probes, n, d] tensor, every probe at once, each with its own curvature
   history and its own (approximate) Armijo backtracking step; one iteration costs two batched matrix
-  products (O(probes·n·d)). The starting curvature is Böhning's bound B = zᵀz/(4n) + λ/n, exact at
-  logits 0, so the many weak probes converge in ~5 iterations; B costs one Gram matrix per probe
-  (O(probes·n·d²)) once, where Newton would pay that every iteration (features wider than
-  `PRECONDITION_MAX_DIM` start from its diagonal bound 4·I instead). Probes stop when the max-norm
-  of the gradient of f/n is below `tolerance`: scikit-learn's lbfgs stopping rule (`gtol` on its
-  per-example-averaged loss).
+  products (O(probes·n·d)). The starting curvature is Böhning's bound B = zᵀz/(4n) + diag(λ_j)/n,
+  exact at logits 0, so the many weak probes converge in ~5 iterations; B costs one Gram matrix per
+  probe (O(probes·n·d²)) once, where Newton would pay that every iteration (features wider than
+  `PRECONDITION_MAX_DIM` start from its diagonal, 1/(1/4 + λ_j/n), instead).
 
-Returned weights are mapped back to the original (un-standardised) activation space, so `x @ w + b`
-is the logit of "toxic" and `w` points toward toxic.
+Returned weights are mapped back to the original activation space, so `x @ w + b` is the logit of
+"toxic" and `w` points toward toxic.
 """
 from __future__ import annotations
 
@@ -62,15 +75,15 @@ class ProbeFit:
     weight: np.ndarray        # [G, d] float32, logit = x @ w + b (not unit-norm)
     bias: np.ndarray          # [G] float32
     val_accuracy: np.ndarray  # [G] float64, share of validation examples classified correctly
-    val_loss: np.ndarray      # [G] float64, mean validation log-loss (tie-break when ranking)
     iterations: np.ndarray    # [G] int64, optimiser iterations used
 
 
 def fit_probes(x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray, *,
-               l2_penalty: float, max_iterations: int, tolerance: float,
-               implementation: str = "compiled", device: str | None = None,
+               standardize: bool, l2_penalty: float, max_iterations: int, tolerance: float,
+               implementation: str = "compiled", seed: int = 0, device: str | None = None,
                progress: bool = True) -> ProbeFit:
-    """Fit one probe per group g on features `x[:, g, :]` ([N, G, d]); rows `train`, score on `val`."""
+    """Fit one probe per group g on features `x[:, g, :]` ([N, G, d]); rows `train`, score on `val`.
+    `standardize`: the feature space (module docstring); `seed`: scikit-learn's `random_state`."""
     if x.ndim != 3:
         raise ValueError(f"features must be [N, probes, d], got shape {x.shape}")
     y = np.asarray(y).astype(np.int64)
@@ -80,53 +93,81 @@ def fit_probes(x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray,
     if implementation not in fits:
         raise ValueError(f"unknown probe implementation {implementation!r} (have {sorted(fits)})")
     fit = fits[implementation]
-    return fit(x, y, np.asarray(train), np.asarray(val), l2_penalty=l2_penalty,
-               max_iterations=max_iterations, tolerance=tolerance, device=device, progress=progress)
+    return fit(x, y, np.asarray(train), np.asarray(val), standardize=standardize, l2_penalty=l2_penalty,
+               max_iterations=max_iterations, tolerance=tolerance, seed=seed, device=device,
+               progress=progress)
 
 
-def _to_original(w_std: np.ndarray, b_std: np.ndarray, mean: np.ndarray, std: np.ndarray):
-    w = w_std / std
-    return w.astype(np.float32), (b_std - (w * mean).sum(-1)).astype(np.float32)
+def _to_original(w_scaled: np.ndarray, b_centred: np.ndarray, mean: np.ndarray, std: np.ndarray):
+    w = w_scaled / std
+    return w.astype(np.float32), (b_centred - (w * mean).sum(-1)).astype(np.float32)
+
+
+def feature_penalty(l2_penalty: float, std: np.ndarray, standardize: bool) -> np.ndarray:
+    """Per-feature L2 strength on the scaled weights v = s·w: l2 (standardised space) or l2 / s² (raw
+    space, where the penalty acts on w = v / s)."""
+    std = np.asarray(std, dtype=np.float64)
+    return np.full_like(std, l2_penalty) if standardize else l2_penalty / std ** 2
 
 
 def _score(x: np.ndarray, y_val: np.ndarray, val: np.ndarray, w: np.ndarray, b: np.ndarray):
-    """Validation accuracy and mean log-loss for probes [G, d] on the rows `val` of features [N, G, d]."""
+    """Validation accuracy of probes [G, d] on the rows `val` of features [N, G, d]."""
     per_probe = torch.from_numpy(np.asarray(x, dtype=np.float32)).permute(1, 2, 0)   # [G, d, N] view
     # w^T x as a row-vector product over the strided view: no copy of the features
     logits = torch.bmm(torch.from_numpy(w).unsqueeze(1), per_probe).squeeze(1)[:, np.asarray(val)]
     logits = logits.double().numpy() + b[:, None].astype(np.float64)
-    acc = ((logits > 0).astype(np.int64) == y_val[None]).mean(-1)
-    loss = (np.logaddexp(0.0, logits) - y_val[None] * logits).mean(-1)
-    return acc, loss
+    return ((logits > 0).astype(np.int64) == y_val[None]).mean(-1)
 
 
-def _fit_sklearn(x, y, train, val, *, l2_penalty, max_iterations, tolerance, device, progress):
+def _fit_sklearn(x, y, train, val, *, standardize, l2_penalty, max_iterations, tolerance, seed, device,
+                 progress):
+    from joblib import Parallel, delayed, parallel_config
+
+    n_probes = x.shape[1]
+    jobs = max(1, min(torch.get_num_threads(), n_probes))
+    chunks = np.array_split(np.arange(n_probes), min(n_probes, 8 * jobs))
+    fit_chunk = delayed(_sklearn_chunk)
+    kw = dict(standardize=standardize, l2_penalty=l2_penalty, max_iterations=max_iterations,
+              tolerance=tolerance, seed=seed)
+    # one probe's problem (n × d, ~1 MB) is too small for BLAS threads: 1 per worker, workers = cores
+    with parallel_config(backend="loky", inner_max_num_threads=1):
+        parts = Parallel(n_jobs=jobs, return_as="generator")(
+            fit_chunk(x[train[:, None], c[None, :]], y[train], **kw) for c in chunks)
+        parts = list(tqdm(parts, total=len(chunks), desc="probes (sklearn)", disable=not progress))
+    w_out, b_out, iters = (np.concatenate(a) for a in zip(*parts))
+    return ProbeFit(w_out, b_out, _score(x, y[val], val, w_out, b_out), iters)
+
+
+def _sklearn_chunk(x_train, y_train, *, standardize, l2_penalty, max_iterations, tolerance, seed):
+    """scikit-learn fits of the probes x_train [n, g, d] (training rows only): (weights, intercepts,
+    iterations), in the original activation space."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
 
-    n_probes, d = x.shape[1], x.shape[2]
-    w_out = np.zeros((n_probes, d), np.float32)
-    b_out = np.zeros(n_probes, np.float32)
+    n_probes, d = x_train.shape[1], x_train.shape[2]
+    w_out, b_out = np.zeros((n_probes, d), np.float32), np.zeros(n_probes, np.float32)
     iters = np.zeros(n_probes, np.int64)
-    # One probe's problem (n × d, ~1 MB) is too small for BLAS threads: with 2 it ran 2.2× slower here.
     with threadpool_limits(limits=1, user_api="blas"):
-        for g in tqdm(range(n_probes), desc="probes (sklearn)", disable=not progress):
-            xg = x[train, g, :]
-            scaler = StandardScaler().fit(xg)
-            clf = LogisticRegression(C=1.0 / l2_penalty, solver="lbfgs", max_iter=max_iterations,
-                                     tol=tolerance).fit(scaler.transform(xg), y[train])
-            w_out[g], b_out[g] = _to_original(clf.coef_[0], clf.intercept_[0], scaler.mean_, scaler.scale_)
+        for g in range(n_probes):
+            xg = x_train[:, g, :].astype(np.float64)       # float32 input would stay float32 (below)
+            scaler = StandardScaler().fit(xg) if standardize else None
+            clf = LogisticRegression(C=1.0 / l2_penalty, max_iter=max_iterations, tol=tolerance,
+                                     random_state=seed).fit(scaler.transform(xg) if scaler else xg, y_train)
+            if scaler:
+                w_out[g], b_out[g] = _to_original(clf.coef_[0], clf.intercept_[0], scaler.mean_, scaler.scale_)
+            else:
+                w_out[g], b_out[g] = clf.coef_[0], clf.intercept_[0]
             iters[g] = int(np.max(clf.n_iter_))
-    acc, loss = _score(x, y[val], val, w_out, b_out)
-    return ProbeFit(w_out, b_out, acc, loss, iters)
+    return w_out, b_out, iters
 
 
 COMPILED_CHUNKS = 20
 """The compiled path fits probes in about this many calls, so its progress bar moves."""
 
 
-def _fit_compiled(x, y, train, val, *, l2_penalty, max_iterations, tolerance, device, progress):
+def _fit_compiled(x, y, train, val, *, standardize, l2_penalty, max_iterations, tolerance, seed, device,
+                  progress):
     import numba
 
     from runtime.probe_kernel import fit_range
@@ -134,7 +175,7 @@ def _fit_compiled(x, y, train, val, *, l2_penalty, max_iterations, tolerance, de
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
     n_probes, d = x.shape[1], x.shape[2]
     out = ProbeFit(np.zeros((n_probes, d), np.float32), np.zeros(n_probes, np.float32),
-                   np.zeros(n_probes), np.zeros(n_probes), np.zeros(n_probes, np.int64))
+                   np.zeros(n_probes), np.zeros(n_probes, np.int64))
     x32 = np.ascontiguousarray(x, dtype=np.float32)
     train64, val64 = np.asarray(train, np.int64), np.asarray(val, np.int64)
     y_train, y_val = y[train64].astype(np.float32), y[val64].astype(np.float64)
@@ -142,14 +183,15 @@ def _fit_compiled(x, y, train, val, *, l2_penalty, max_iterations, tolerance, de
     with tqdm(total=n_probes, desc="probes (compiled)", disable=not progress) as bar:
         for g0 in range(0, n_probes, step):
             g1 = min(n_probes, g0 + step)
-            fit_range(x32, g0, g1, train64, val64, y_train, y_val, float(l2_penalty),
+            fit_range(x32, g0, g1, train64, val64, y_train, y_val, bool(standardize), float(l2_penalty),
                       int(max_iterations), float(tolerance), out.weight, out.bias,
-                      out.val_accuracy, out.val_loss, out.iterations)
+                      out.val_accuracy, out.iterations)
             bar.update(g1 - g0)
     return out
 
 
-def _fit_batched(x, y, train, val, *, l2_penalty, max_iterations, tolerance, device, progress):
+def _fit_batched(x, y, train, val, *, standardize, l2_penalty, max_iterations, tolerance, seed, device,
+                 progress):
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     n_probes, d = x.shape[1], x.shape[2]
     budget = CHUNK_ELEMENTS.get(dev.type, CHUNK_ELEMENTS["cpu"])
@@ -163,12 +205,12 @@ def _fit_batched(x, y, train, val, *, l2_penalty, max_iterations, tolerance, dev
     for g0 in tqdm(range(0, n_probes, chunk), desc="probe chunks (batched)", disable=not progress):
         g1 = min(n_probes, g0 + chunk)
         z, mean, std, gram = _standardised(x_all, rows, g0, g1, dev)
-        theta, used = lbfgs_logistic(z, y_t, gram, l2_penalty, max_iterations, tolerance)
+        l2 = torch.as_tensor(feature_penalty(l2_penalty, std, standardize), dtype=z.dtype, device=dev)
+        theta, used = lbfgs_logistic(z, y_t, gram, l2, max_iterations, tolerance)
         theta = theta.double().cpu().numpy()
         w_out[g0:g1], b_out[g0:g1] = _to_original(theta[:, :d], theta[:, d], mean, std)
         iters[g0:g1] = used.cpu().numpy()
-    acc, loss = _score(x, y[val], val, w_out, b_out)
-    return ProbeFit(w_out, b_out, acc, loss, iters)
+    return ProbeFit(w_out, b_out, _score(x, y[val], val, w_out, b_out), iters)
 
 
 def _standardised(x_all: torch.Tensor, rows: torch.Tensor, g0: int, g1: int, dev: torch.device):
@@ -202,9 +244,10 @@ def _standardised(x_all: torch.Tensor, rows: torch.Tensor, g0: int, g1: int, dev
     return z, mean64.cpu().numpy(), std.cpu().numpy(), gram
 
 
-def _loss_grad(z: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, l2_mean: float):
+def _loss_grad(z: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, l2_mean: torch.Tensor):
     """Mean objective f/n per probe (summed in float32, returned as float64) and its gradient:
-    z [G, n, d] (centred), theta [G, d+1] = weights and intercept.
+    z [G, n, d] (centred, scaled), theta [G, d+1] = weights and intercept, l2_mean [G, d] the
+    per-feature penalty / n.
 
     The weight gradient is a row-vector product r^T z ([G, 1, n] @ [G, n, d]): on CPUs this reads z
     in its storage order and runs several times faster than z^T r.
@@ -212,14 +255,14 @@ def _loss_grad(z: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, l2_mean: f
     w, b = theta[:, :-1], theta[:, -1:]
     logits = torch.bmm(z, w.unsqueeze(-1)).squeeze(-1) + b
     loss = (torch.nn.functional.softplus(logits) - y * logits).mean(-1).double()
-    loss = loss + 0.5 * l2_mean * (w.double() ** 2).sum(-1)
+    loss = loss + 0.5 * (l2_mean.double() * w.double() ** 2).sum(-1)
     r = torch.sigmoid(logits) - y
     grad_w = torch.bmm(r.unsqueeze(1), z).squeeze(1) / z.shape[1] + l2_mean * w
     return loss, torch.cat([grad_w, r.mean(-1, keepdim=True)], dim=-1)
 
 
-def bohning_factor(gram: torch.Tensor, n: int, l2_mean: float) -> torch.Tensor:
-    """Cholesky factor of B_w = z^T z / (4n) + l2_mean · I per probe (`gram` = z^T z of centred z).
+def bohning_factor(gram: torch.Tensor, n: int, l2_mean: torch.Tensor) -> torch.Tensor:
+    """Cholesky factor of B_w = z^T z / (4n) + diag(l2_mean) per probe (`gram` = z^T z of centred z).
 
     With z centred, B = diag(B_w, 1/4) bounds the Hessian of f/n from above everywhere (σ' ≤ 1/4,
     Böhning 1992) and equals it at logits 0, so B⁻¹ is the L-BFGS starting curvature: weak probes
@@ -234,13 +277,24 @@ def bohning_factor(gram: torch.Tensor, n: int, l2_mean: float) -> torch.Tensor:
     return factor
 
 
-def _precondition(q: torch.Tensor, chol: torch.Tensor | None) -> torch.Tensor:
-    """B⁻¹ q for q [G, d+1]: Cholesky solve for the weights, × 4 for the intercept. Without a factor
-    (wide features), 4q: Böhning's bound for standardised, uncorrelated features."""
-    if chol is None:
-        return 4.0 * q
-    qw = torch.cholesky_solve(q[:, :-1].unsqueeze(-1), chol).squeeze(-1)
-    return torch.cat([qw, 4.0 * q[:, -1:]], dim=-1)
+@dataclass(frozen=True)
+class Preconditioner:
+    """B⁻¹ per probe: a Cholesky factor of B's weight block, or (wide features) the inverse of B's
+    diagonal, 1 / (1/4 + l2_mean_j) for scaled features; the intercept's entry is always 4."""
+
+    chol: torch.Tensor | None      # [G, d, d]
+    diagonal: torch.Tensor         # [G, d]
+
+    def __getitem__(self, rows) -> "Preconditioner":
+        return Preconditioner(self.chol[rows] if self.chol is not None else None, self.diagonal[rows])
+
+    def __call__(self, q: torch.Tensor) -> torch.Tensor:
+        """B⁻¹ q for q [G, d+1]."""
+        if self.chol is not None:
+            qw = torch.cholesky_solve(q[:, :-1].unsqueeze(-1), self.chol).squeeze(-1)
+        else:
+            qw = q[:, :-1] * self.diagonal
+        return torch.cat([qw, 4.0 * q[:, -1:]], dim=-1)
 
 
 def _start_loss_grad(z: torch.Tensor, y: torch.Tensor, b0: torch.Tensor):
@@ -252,12 +306,13 @@ def _start_loss_grad(z: torch.Tensor, y: torch.Tensor, b0: torch.Tensor):
     return loss.clone(), torch.cat([grad_w, r.mean().expand(z.shape[0], 1)], dim=-1)
 
 
-def lbfgs_logistic(z: torch.Tensor, y: torch.Tensor, gram: torch.Tensor | None, l2: float,
+def lbfgs_logistic(z: torch.Tensor, y: torch.Tensor, gram: torch.Tensor | None, l2: torch.Tensor,
                    max_iterations: int, tolerance: float,
                    history: int = HISTORY) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batched, Böhning-preconditioned L-BFGS for G independent probes: z [G, n, d] centred features,
-    y [n] in {0, 1}; returns theta [G, d+1] (weights, then intercept) and the iterations used.
-    `gram` is z^T z (Böhning's preconditioner), or None to start from 4·I (`_standardised` decides).
+    """Batched, Böhning-preconditioned L-BFGS for G independent probes: z [G, n, d] centred, scaled
+    features, y [n] in {0, 1}, l2 [G, d] the per-feature penalty (`feature_penalty`); returns theta
+    [G, d+1] (weights, then intercept) and the iterations used. `gram` is z^T z (Böhning's
+    preconditioner), or None to start from its diagonal (`_standardised` decides).
 
     Every probe has its own curvature history, its own preconditioner and its own Armijo backtracking
     step; a probe leaves the working set once max |∇(f/n)| <= tolerance (or its line search can no
@@ -265,7 +320,8 @@ def lbfgs_logistic(z: torch.Tensor, y: torch.Tensor, gram: torch.Tensor | None, 
     """
     n_probes, n, d = z.shape
     l2_mean = l2 / n
-    chol = bohning_factor(gram, n, l2_mean) if gram is not None else None
+    precondition = Preconditioner(bohning_factor(gram, n, l2_mean) if gram is not None else None,
+                                  1.0 / (0.25 + l2_mean))
     theta = torch.zeros(n_probes, d + 1, dtype=z.dtype, device=z.device)
     prior = y.double().mean().clamp(1e-6, 1 - 1e-6)
     theta[:, -1] = float(torch.log(prior / (1 - prior)))
@@ -284,14 +340,14 @@ def lbfgs_logistic(z: torch.Tensor, y: torch.Tensor, gram: torch.Tensor | None, 
             theta[ids[done]] = th[done]
             keep = ~done
             ids, zw, th, f, g = ids[keep], zw[keep], th[keep], f[keep], g[keep]
-            chol = chol[keep] if chol is not None else None
+            precondition, l2_mean = precondition[keep], l2_mean[keep]
             s_hist, y_hist, rho = s_hist[keep], y_hist[keep], rho[keep]
         if ids.numel() == 0:
             break
-        direction = -_two_loop(g, s_hist, y_hist, rho, chol, it)
+        direction = -_two_loop(g, s_hist, y_hist, rho, precondition, it)
         uphill = (g * direction).sum(-1) >= 0                             # fall back to B⁻¹ descent
         if uphill.any():
-            direction[uphill] = -_precondition(g[uphill], chol[uphill] if chol is not None else None)
+            direction[uphill] = -precondition[uphill](g[uphill])
         slope = (g * direction).sum(-1).double()
         t = torch.ones(len(ids), dtype=torch.float64, device=z.device)
         accepted = torch.zeros(len(ids), dtype=torch.bool, device=z.device)
@@ -300,7 +356,7 @@ def lbfgs_logistic(z: torch.Tensor, y: torch.Tensor, gram: torch.Tensor | None, 
             todo = ~accepted
             cand = th + (t[:, None] * direction).to(z.dtype)
             cf, cg = (_loss_grad(zw, y, cand, l2_mean) if todo.all()
-                      else _loss_grad(zw[todo], y, cand[todo], l2_mean))
+                      else _loss_grad(zw[todo], y, cand[todo], l2_mean[todo]))
             ok = cf <= f[todo] + 1e-4 * t[todo] * slope[todo] + ARMIJO_SLACK * f[todo].abs()
             rows = todo.nonzero().squeeze(-1)[ok]
             new_th[rows], new_f[rows], new_g[rows] = cand[rows], cf[ok], cg[ok]
@@ -321,19 +377,19 @@ def lbfgs_logistic(z: torch.Tensor, y: torch.Tensor, gram: torch.Tensor | None, 
 
 
 def _two_loop(g: torch.Tensor, s_hist: torch.Tensor, y_hist: torch.Tensor, rho: torch.Tensor,
-              chol: torch.Tensor | None, it: int) -> torch.Tensor:
-    """H·g by the L-BFGS two-loop recursion with H0 = B⁻¹ (`chol`: its weight block's Cholesky
-    factor), per probe; empty history slots (rho 0) are skipped."""
+              precondition: Preconditioner, it: int) -> torch.Tensor:
+    """H·g by the L-BFGS two-loop recursion with H0 = γ·B⁻¹, per probe; empty history slots (rho 0)
+    are skipped."""
     history = s_hist.shape[1]
     order = [(it - 1 - k) % history for k in range(min(it, history))]    # newest first
     q, alphas = g.clone(), {}
     for j in order:
         alphas[j] = rho[:, j] * (s_hist[:, j] * q).sum(-1)
         q = q - alphas[j][:, None] * y_hist[:, j]
-    q = _precondition(q, chol)
+    q = precondition(q)
     if order:                                     # scale H0 by s·y / (y·B⁻¹y) of the newest pair
         newest = y_hist[:, order[0]]
-        yby = (newest * _precondition(newest, chol)).sum(-1)
+        yby = (newest * precondition(newest)).sum(-1)
         gamma = torch.where(rho[:, order[0]] > 0, 1.0 / (rho[:, order[0]] * yby).clamp_min(1e-30),
                             torch.ones_like(yby))
         q = q * gamma[:, None]
@@ -341,8 +397,3 @@ def _two_loop(g: torch.Tensor, s_hist: torch.Tensor, y_hist: torch.Tensor, rho: 
         beta = rho[:, j] * (y_hist[:, j] * q).sum(-1)
         q = q + (alphas[j] - beta)[:, None] * s_hist[:, j]
     return q
-
-
-def rank_probes(fit: ProbeFit) -> np.ndarray:
-    """Probe indices best first: by validation accuracy, ties broken by lower validation loss."""
-    return np.lexsort((fit.val_loss, -fit.val_accuracy))

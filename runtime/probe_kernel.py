@@ -3,11 +3,13 @@ parallel over CPU cores (`prange`).
 
 Why it exists: on a CPU the batched torch path streams every head's features from DRAM at each
 iteration (hundreds of MB), while one head's problem (1,600 × 128 float32, 0.8 MB) stays in cache.
-Here each core gathers one head, standardises it, fits it and scores it before moving on, so memory
-is read about once. Same objective, same standardisation, same starting point, same L-BFGS (10 pairs,
-H0 = γI with γ = sᵀy / yᵀy, first step 4·I, Böhning's bound for standardised features), same
-approximate-Armijo backtracking and same stopping rule as `probe_fit.lbfgs_logistic` without its
-Gram preconditioner (here a Gram matrix would cost ~60 evaluations of f: far more than it saves).
+Here each core gathers one head, centres and scales it, fits it and scores it before moving on, so
+memory is read about once. Same objective (raw or standardised space, via the per-feature penalty of
+`probe_fit.feature_penalty`), same scaled coordinates, same starting point, same L-BFGS (10 pairs,
+H0 = γD with D = diag(1 / (1/4 + λ_j/n)) the inverse diagonal of Böhning's bound and
+γ = sᵀy / yᵀDy), same approximate-Armijo backtracking and same stopping rule as
+`probe_fit.lbfgs_logistic` without its Gram preconditioner (here a Gram matrix would cost ~60
+evaluations of f: far more than it saves).
 
 Each evaluation of f and ∇f runs, block by block of `BLOCK` rows, three loops LLVM vectorises
 (logits, residuals, gradient; one fused loop per row was 4× slower); the softplus sum takes one `log`
@@ -42,7 +44,8 @@ def _dot(a, b):
 @njit(cache=True, fastmath=True)
 def _loss_grad(z, y, w, b, l2_mean, grad_w, buf):
     """Mean objective f/n (float64) at weights w, intercept b; writes ∇_w into grad_w, returns
-    (f/n, ∂f/∂b / n). z [n, d] standardised float32, y [n] float32 in {0, 1}, buf [n] scratch."""
+    (f/n, ∂f/∂b / n). z [n, d] centred, scaled float32, y [n] float32 in {0, 1}, l2_mean [d] the
+    per-feature penalty / n, buf [n] scratch."""
     n, d = z.shape
     for j in range(d):
         grad_w[j] = 0.0
@@ -72,19 +75,23 @@ def _loss_grad(z, y, w, b, l2_mean, grad_w, buf):
             r = buf[i]
             for j in range(d):
                 grad_w[j] += r * z[i, j]
-    w_sq = 0.0
+    penalty = 0.0
     for j in range(d):
-        grad_w[j] = grad_w[j] / n + l2_mean * w[j]
-        w_sq += np.float64(w[j]) * w[j]
-    return loss / n + 0.5 * l2_mean * w_sq, grad_b / n
+        grad_w[j] = grad_w[j] / n + l2_mean[j] * w[j]
+        penalty += np.float64(l2_mean[j]) * w[j] * w[j]
+    return loss / n + 0.5 * penalty, grad_b / n
 
 
 @njit(cache=True, fastmath=True)
 def _lbfgs(z, y, l2_mean, max_iterations, tolerance, start_bias):
-    """L-BFGS on one standardised probe; returns theta [d+1] (weights, then intercept) and the
+    """L-BFGS on one centred, scaled probe; returns theta [d+1] (weights, then intercept) and the
     iterations used. Mirrors `probe_fit.lbfgs_logistic` for one probe without a Gram matrix."""
     n, d = z.shape
     size = d + 1
+    h0 = np.empty(size, np.float32)                        # B⁻¹'s diagonal (Böhning's bound)
+    for j in range(d):
+        h0[j] = 1.0 / (0.25 + l2_mean[j])
+    h0[d] = 4.0
     theta = np.zeros(size, np.float32)
     theta[d] = start_bias
     grad = np.zeros(size, np.float32)
@@ -109,19 +116,22 @@ def _lbfgs(z, y, l2_mean, max_iterations, tolerance, start_bias):
             if rho[j] > 0:
                 alpha[j] = rho[j] * _dot(s_hist[j], q)
                 q -= np.float32(alpha[j]) * y_hist[j]
-        gamma = 4.0                                        # Böhning: H0 = 4·I before any pair
+        gamma = 1.0                                        # H0 = γ·D, γ = sᵀy / yᵀDy of the newest pair
         newest = (it - 1) % HISTORY
         if pairs > 0 and rho[newest] > 0:
-            gamma = 1.0 / (rho[newest] * _dot(y_hist[newest], y_hist[newest]))
-        q *= np.float32(gamma)
+            ydy = 0.0
+            for j in range(size):
+                ydy += np.float64(y_hist[newest, j]) * h0[j] * y_hist[newest, j]
+            gamma = 1.0 / (rho[newest] * ydy)
+        q *= np.float32(gamma) * h0
         for k in range(pairs - 1, -1, -1):
             j = (it - 1 - k) % HISTORY
             if rho[j] > 0:
                 beta = rho[j] * _dot(y_hist[j], q)
                 q += np.float32(alpha[j] - beta) * s_hist[j]
         slope = -_dot(grad, q)
-        if slope >= 0:                                     # not a descent direction: 4·I step
-            q[:] = 4.0 * grad
+        if slope >= 0:                                     # not a descent direction: D step
+            q[:] = h0 * grad
             slope = -_dot(grad, q)
         step = 1.0
         accepted = False
@@ -148,15 +158,15 @@ def _lbfgs(z, y, l2_mean, max_iterations, tolerance, start_bias):
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def fit_range(x, first, last, train, val, y_train, y_val, l2_penalty, max_iterations, tolerance,
-              weight, bias, val_accuracy, val_loss, iterations):
+def fit_range(x, first, last, train, val, y_train, y_val, standardize, l2_penalty, max_iterations,
+              tolerance, weight, bias, val_accuracy, iterations):
     """Fit probes first…last-1 of x [N, G, d] (float32) on rows `train`, score them on rows `val`,
-    writing into the [G, …] output arrays (weights and intercept in the original activation space)."""
+    writing into the [G, …] output arrays (weights and intercept in the original activation space).
+    `standardize`: the standardised feature space, else the raw one (`probe_fit` docstring)."""
     d = x.shape[2]
     n = train.shape[0]
     prior = min(max(y_train.astype(np.float64).mean(), 1e-6), 1 - 1e-6)
     start_bias = np.float32(math.log(prior / (1 - prior)))
-    l2_mean = np.float32(l2_penalty / n)
     for g in prange(first, last):
         z = np.empty((n, d), np.float32)                   # gather, then centre and scale in place
         total = np.zeros(d)
@@ -183,6 +193,9 @@ def fit_range(x, first, last, train, val, y_train, y_val, l2_penalty, max_iterat
         for i in range(n):
             for j in range(d):
                 z[i, j] *= inv[j]
+        l2_mean = np.empty(d, np.float32)                  # penalty on v = s·w: l2, or l2 / s² (raw)
+        for j in range(d):
+            l2_mean[j] = l2_penalty / n if standardize else l2_penalty / (n * std[j] * std[j])
         theta, used = _lbfgs(z, y_train, l2_mean, max_iterations, tolerance, start_bias)
         intercept = np.float64(theta[d])
         for j in range(d):
@@ -193,7 +206,6 @@ def fit_range(x, first, last, train, val, y_train, y_val, l2_penalty, max_iterat
         iterations[g] = used
         b64 = np.float64(bias[g])
         correct = 0
-        loss = 0.0
         for i in range(val.shape[0]):
             row = x[val[i], g]
             t32 = np.float32(0.0)
@@ -202,6 +214,4 @@ def fit_range(x, first, last, train, val, y_train, y_val, l2_penalty, max_iterat
             t = np.float64(t32) + b64
             if (t > 0) == (y_val[i] > 0.5):
                 correct += 1
-            loss += max(t, 0.0) + math.log1p(math.exp(-abs(t))) - y_val[i] * t
         val_accuracy[g] = correct / val.shape[0]
-        val_loss[g] = loss / val.shape[0]
