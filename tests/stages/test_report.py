@@ -1,7 +1,10 @@
-"""The `report` stage on fake but honest inputs: chosen metrics, planted head-accuracy shifts."""
+"""The `report` stage on fake but honest inputs: per-item evaluate files whose metrics are computed from
+the items, planted effects (ITI lowers toxicity, controls only cost cross-entropy, toxic shares raise head
+accuracy), and probes over a layer subset that is not a prefix."""
 from __future__ import annotations
 
 import csv
+import html
 import json
 import math
 import shutil
@@ -11,14 +14,23 @@ import numpy as np
 import pytest
 
 from compiler.errors import StageError
-from runtime import report
+from runtime import report, stats
+from runtime.evaluate import toxicity_metrics
+from runtime.report import auc as report_auc
+from runtime.report.probes import significance_tests
+from runtime.report.table import metric_column
 from runtime.stage import StageContext
 
 SHARES = (0.0, 0.1, 0.25)
 SEEDS = (0, 1)
 ALPHAS = (4.0, 8.0)
+DRAWS = (0, 1, 2)
+SETS = ("rtp", "toxigen")
+LAYERS = [1, 3]  # a probed subset of a 4-layer model, not a prefix
+THRESHOLD = 0.5
+N_PROMPTS, N_SAMPLES, N_QUESTIONS, N_EXAMPLES, N_DOCS = 24, 3, 40, 30, 12
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CONTROL_VARIANTS = {"random_direction": "iti_random_direction", "random_heads": "iti_random_heads"}
 
 
 def _write(folder: Path, metrics: dict, **files) -> None:
@@ -28,70 +40,139 @@ def _write(folder: Path, metrics: dict, **files) -> None:
         (folder / f"{name}.json").write_text(json.dumps(obj))
 
 
-def make_inputs(root: Path, *, shift: float, model_dir: Path | None = None, attack: bool = True):
+def _with_ci(name: str, units, statistic=stats.mean) -> dict[str, float]:
+    low, high = stats.bootstrap_ci(units, statistic, resamples=200, seed=0)
+    return {name: float(statistic(np.asarray(units, float)[None])[0]), f"{name}_ci_low": low, f"{name}_ci_high": high}
+
+
+def write_evaluate(folder: Path, rng, *, toxicity: float, correct_p: float, nll: float, kl: bool) -> dict:
+    """An evaluate folder whose metrics are the evaluate stage's statistics of its own per-item files.
+
+    Per-prompt difficulty is drawn from a fixed generator (the same prompts for every model); `rng` adds
+    the model's own noise."""
+    prompt_effect = np.random.default_rng(99).normal(0, 0.15, size=(len(SETS), N_PROMPTS))
+    metrics, lines = {}, []
+    for s, name in enumerate(SETS):
+        scores = np.clip(toxicity + prompt_effect[s, :, None] + rng.normal(0, 0.05, (N_PROMPTS, N_SAMPLES)), 0, 1)
+        lines += [{"set": name, "prompt_index": i, "sample": j, "score": float(scores[i, j]),
+                   "challenging": i % 3 == 0} for i in range(N_PROMPTS) for j in range(N_SAMPLES)]
+        metrics |= {f"{name}_{k}": v for k, v in toxicity_metrics(scores.tolist(), THRESHOLD).items()}
+        top = scores.max(axis=1)
+        metrics |= _with_ci(f"{name}_expected_max_toxicity", top)
+        metrics |= _with_ci(f"{name}_toxicity_probability", (top >= THRESHOLD).astype(float))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "generations.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    hard = np.random.default_rng(98).uniform(-0.2, 0.2, N_QUESTIONS)
+    correct = rng.uniform(size=N_QUESTIONS) < correct_p + hard
+    questions = [{"subject": f"s{i % 4}", "index": i // 4, "correct": bool(c), "correct_len_norm": bool(c)}
+                 for i, c in enumerate(correct)]
+    labels = (np.arange(N_EXAMPLES) % 3 == 0).astype(int)  # a third toxic: balanced ≠ plain accuracy
+    right = rng.uniform(size=N_EXAMPLES) < 0.6
+    tokens = np.full(N_DOCS, 16.0)
+    nll_sum = tokens * (nll + np.random.default_rng(97).normal(0, 0.3, N_DOCS) + rng.normal(0, 0.05, N_DOCS))
+    metrics |= _with_ci("mmlu_accuracy_len_norm", correct.astype(float)) | _with_ci("mmlu_accuracy", correct.astype(float))
+    metrics |= _with_ci("detection_accuracy", right.astype(float))
+    metrics |= _with_ci("detection_balanced_accuracy", np.column_stack([labels, right]), stats.balanced_accuracy)
+    metrics |= _with_ci("cross_entropy", np.column_stack([nll_sum, tokens]), stats.ratio_of_sums)
+    kl_sum = tokens * (nll - 3.0 + rng.uniform(0.01, 0.05, N_DOCS)) if kl else np.zeros(N_DOCS)
+    if kl:
+        metrics |= _with_ci("kl_to_base", np.column_stack([kl_sum, tokens]), stats.ratio_of_sums)
+    metrics |= {"mmlu_chance": 0.25, "detection_chance": 0.5, "rtp_prompts": N_PROMPTS, "note": "text", "flag": True}
+    _write(folder, metrics, mmlu={"per_question": questions, "questions": N_QUESTIONS, "chance": 0.25},
+           detection={"per_example": [{"index": i, "label": int(l), "predicted_toxic": bool(l) == bool(r),
+                                       "correct": bool(r)} for i, (l, r) in enumerate(zip(labels, right))],
+                      "examples": N_EXAMPLES, "chance": 0.5},
+           cross_entropy={"per_document": [{"index": i, "nll_sum": float(n), "tokens": float(t), "kl_sum": float(k)}
+                                           for i, (n, t, k) in enumerate(zip(nll_sum, tokens, kl_sum))]})
+    return metrics
+
+
+def make_inputs(root: Path, *, shift: float, seeds=SEEDS, model_dir: Path | None = None, attack: bool = True):
     """Stage folders as `compiler.plan` would wire them; returns (runs, inputs, expected metrics by id).
 
-    Head accuracies are drawn from N(0.6 + shift·[share > 0], 0.02) on a 2 × 4 head grid; evaluate
-    metrics are distinct numbers chosen per model."""
+    Toxicity: 0.3 + share, lowered 0.03·α by ITI, 0.05 by prompting, 0.1 by SFT, 0.15 by DPO; controls
+    leave toxicity alone but raise cross-entropy by 0.5 nats. Head accuracies ~ N(0.6 + shift·[share > 0])."""
     rng = np.random.default_rng(0)
     inputs: dict[str, Path] = {}
     expected: dict[str, dict] = {}
 
-    def stage(kind: str, key: str, metrics: dict, **files) -> str:
+    def stage(kind: str, key: str, write) -> str:
         sid = f"{kind}-{key}"
         if sid not in inputs:
             folder = root / kind / sid
-            _write(folder, metrics, **files)
+            expected[sid] = write(folder)
             inputs[sid] = folder
-            expected[sid] = metrics
         return sid
+
+    def plain(metrics: dict, **files):
+        def write(folder: Path) -> dict:
+            _write(folder, metrics, **files)
+            return metrics
+        return write
+
+    def evaluate(toxicity: float, nll: float = 3.0, kl: bool = True):
+        return lambda folder: write_evaluate(folder, rng, toxicity=toxicity, correct_p=0.4, nll=nll, kl=kl)
 
     runs = []
     for share in SHARES:
-        for seed in SEEDS:
+        for seed in seeds:
             tag = f"{share}-{seed}"
-            mix = stage("mix", tag, {"toxic_share_realized": share + 0.001, "clean_tokens": 1000})
+            mix = stage("mix", tag, plain({"toxic_share_realized": share + 0.001, "clean_tokens": 1000}))
             if model_dir is not None:
                 pre = f"pretrain-{tag}"
                 inputs[pre] = model_dir
                 expected[pre] = json.loads((model_dir / "metrics.json").read_text())
             else:
-                pre = stage("pretrain", tag, {"final_loss": 3.0 - share, "n_params": 1e6})
-            acc = rng.normal(0.6 + (shift if share > 0 else 0.0), 0.02, size=(2, 4)).tolist()
-            probe = stage("probe", tag, {"best_head_accuracy": float(np.max(acc)),
-                                         "mean_head_accuracy": float(np.mean(acc))},
-                          accuracy={"head_accuracy": acc, "layer_accuracy": [0.6, 0.7]})
+                pre = stage("pretrain", tag, plain({"final_loss": 3.0 - share, "n_params": 1e6}))
+            acc = rng.normal(0.6 + (shift if share > 0 else 0.0), 0.02, size=(len(LAYERS), 4))
+            ranking = [[LAYERS[i // 4], i % 4] for i in np.argsort(-acc.ravel(), kind="stable").tolist()]
+            probe = stage("probe", tag, plain({"best_head_accuracy": float(acc.max()), "mean_head_accuracy": float(acc.mean())},
+                                              accuracy={"head_accuracy": acc.tolist(), "layers": LAYERS,
+                                                        "head_ranking": ranking, "layer_accuracy": [0.6, 0.7]}))
             if model_dir is not None:
                 _write_directions(inputs[probe], rng)
+            tox = 0.3 + share - 0.01 * seed
+            base_ev = stage("evaluate", f"base-{tag}", evaluate(tox, kl=False))
             for alpha in ALPHAS:
                 common = {"run": f"toxic_share={share},seed={seed},alpha={alpha}",
                           "axes": {"data.toxic_share": share, "seed": seed, "steer.alpha": alpha},
                           "seed": seed, "toxic_share": share, "pretrain": pre, "mix": mix, "probe": probe,
-                          "toy": None, "alpha": None}
-                for variant in ("base", "prompting", "iti", "sft", "dpo"):
-                    key = f"{variant}-{tag}" + (f"-{alpha}" if variant == "iti" else "")
-                    tox = 0.5 + share - 0.01 * seed - (0.02 * alpha if variant == "iti" else 0.0) - \
-                        {"base": 0, "prompting": .05, "iti": 0, "sft": .1, "dpo": .15}[variant]
-                    ev = stage("evaluate", key, {
-                        "rtp_expected_max_toxicity": tox, "rtp_toxicity_probability": tox / 2,
-                        "rtp_mean_toxicity": tox / 3, "rtp_prompts": 10,
-                        "cross_entropy": 4.0 + 0.01 * (alpha if variant == "iti" else 0) + 0.001 * seed,
-                        "mmlu_accuracy": 0.25 + 0.01 * seed, "note": "not a number", "flag": True})
+                          "toy": None, "steer": None, "alpha": None, "positions": None, "top_k_heads": None,
+                          "control": None, "control_seed": None}
+                models = [("base", None, None, base_ev, None),
+                          ("prompting", None, None, stage("evaluate", f"prompting-{tag}", evaluate(tox - .05, kl=False)), None),
+                          ("sft", None, None, stage("evaluate", f"sft-{tag}", evaluate(tox - .1)), None),
+                          ("dpo", None, None, stage("evaluate", f"dpo-{tag}", evaluate(tox - .15)), None)]
+                key = f"{tag}-{alpha}"
+                steer = stage("steer", key, plain({"probe_direction_shift": -alpha / 2, "n_heads_steered": 2,
+                                                   "alpha": alpha, "positions": "last", "control": None}))
+                models.append(("iti", None, None, stage("evaluate", f"iti-{key}", evaluate(tox - .03 * alpha)), steer))
+                for control, variant in CONTROL_VARIANTS.items():
+                    for draw in DRAWS:
+                        ckey = f"{key}-{control}-{draw}"
+                        csteer = stage("steer", ckey, plain({
+                            "probe_direction_shift": 0.1 * (draw - 1), "n_heads_steered": 2, "alpha": alpha,
+                            "positions": "last", "control": control}))
+                        models.append((variant, control, draw, stage("evaluate", ckey, evaluate(tox, nll=3.5)), csteer))
+                for variant, control, draw, ev, steer_id in models:
                     att = None
-                    if attack and variant != "prompting":
-                        att = stage("attack", key, {"attack_success_rate": 0.4 - 0.1 * share, "prompts": 4})
-                    runs.append({**common, "variant": variant, "evaluate": ev, "attack": att,
-                                 "alpha": alpha if variant == "iti" else None})
+                    if attack and variant in ("base", "iti", "sft", "dpo"):
+                        att = stage("attack", f"{variant}-{key}" if variant == "iti" else f"{variant}-{tag}",
+                                    plain({"attack_success_rate": 0.4 - 0.1 * share, "prompts": 4}))
+                    iti = variant.startswith("iti")
+                    runs.append({**common, "variant": variant, "evaluate": ev, "attack": att, "steer": steer_id,
+                                 "control": control, "control_seed": draw, "alpha": alpha if iti else None,
+                                 "positions": "last" if iti else None, "top_k_heads": 2 if iti else None})
     return runs, inputs, expected
 
 
 def _write_directions(folder: Path, rng) -> None:
     from safetensors.numpy import save_file
 
-    d = rng.normal(size=(2, 4, 8)).astype(np.float32)
+    d = rng.normal(size=(len(LAYERS), 4, 8)).astype(np.float32)
     d /= np.linalg.norm(d, axis=-1, keepdims=True)
-    save_file({"mass_mean": d, "probe_weight": d, "std_mass_mean": np.ones((2, 4), np.float32),
-               "std_probe_weight": np.ones((2, 4), np.float32)}, str(folder / "directions.safetensors"))
+    save_file({"mass_mean": d, "probe_weight": d, "std_mass_mean": np.ones((len(LAYERS), 4), np.float32),
+               "std_probe_weight": np.ones((len(LAYERS), 4), np.float32)}, str(folder / "directions.safetensors"))
 
 
 def make_ctx(tmp: Path, inputs: dict[str, Path]) -> StageContext:
@@ -102,8 +183,22 @@ def make_ctx(tmp: Path, inputs: dict[str, Path]) -> StageContext:
 
 
 def make_cfg(runs, **kw) -> report.Config:
-    fields = dict(spec_name="fake", title="Fake report", significance_alpha=0.05, token_view_texts=[], runs=runs)
+    fields = dict(spec_name="fake", title="Fake report", significance_alpha=0.05, token_view_texts=[], runs=runs,
+                  toxic_threshold=THRESHOLD, bootstrap={"resamples": 500})
     return report.Config(**(fields | kw))
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+LABELLED = [("you are a stupid idiot and i hate you", 1), ("shut up you worthless moron", 1),
+            ("what a damn stupid thing to say", 1), ("go to hell, you pathetic loser", 1),
+            ("those people are all criminals", 1), ("thank you for the kind and helpful answer", 0),
+            ("what a wonderful day to learn something new", 0), ("the quick brown fox jumps over the lazy dog", 0),
+            ("i hope your family is doing well", 0), ("stupid of me to forget my keys again", 0),
+            ("the weather is lovely this morning", 0), ("we should meet for coffee soon", 0)]
 
 
 @pytest.fixture(scope="module")
@@ -115,20 +210,38 @@ def fake_report(tmp_path_factory):
     return ctx, runs, expected, metrics
 
 
+@pytest.fixture(scope="module")
+def one_seed_report(tmp_path_factory):
+    """One seed (so single-model intervals), the scorer/probe-label AUC, and hostile spec strings."""
+    from compiler.schema.evaluate import OfflineScorer
+    from compiler.schema.probe import LabelledData
+
+    tmp = tmp_path_factory.mktemp("report1")
+    runs, inputs, expected = make_inputs(tmp / "results", shift=0.1, seeds=(0,), attack=False)
+    runs = [r | {"run": HOSTILE + r["run"]} for r in runs]
+    (tmp / "probe.jsonl").write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in LABELLED))
+    ctx = make_ctx(tmp, inputs)
+    cfg = make_cfg(runs, title=HOSTILE, spec_name=HOSTILE, scorer=OfflineScorer(),
+                   labelled_data=LabelledData(source={"kind": "jsonl", "path": "probe.jsonl"}))
+    metrics = report.run(cfg, ctx)
+    return ctx, runs, expected, metrics
+
+
+# --- the full per-model table ------------------------------------------------------------------------
+
 def test_table_holds_exactly_the_input_metrics(fake_report):
     ctx, runs, expected, metrics = fake_report
-    with open(ctx.out / "table.csv") as f:
-        table = list(csv.DictReader(f))
+    table = read_csv(ctx.out / "table.csv")
     distinct = {(r["variant"], r["evaluate"]) for r in runs}
     assert len(table) == len(distinct) == metrics["n_rows"]
     assert len(runs) > len(table)  # shared base models were merged
     for row in table:
-        for stage in ("evaluate", "attack", "probe", "mix", "pretrain"):
-            sid = row[f"{stage}_id"]
+        for stage in ("evaluate", "steer", "attack", "probe", "mix", "pretrain"):
+            sid = row.get(f"{stage}_id")
             if not sid:
                 continue
             for key, value in expected[sid].items():
-                col = report.metric_column(stage, key)
+                col = metric_column(stage, key)
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     assert col not in row
                 else:
@@ -137,36 +250,207 @@ def test_table_holds_exactly_the_input_metrics(fake_report):
 
 def test_merged_rows_keep_only_axes_they_share(fake_report):
     ctx, *_ = fake_report
-    with open(ctx.out / "table.csv") as f:
-        table = list(csv.DictReader(f))
+    table = read_csv(ctx.out / "table.csv")
     base = [r for r in table if r["variant"] == "base"]
     iti = [r for r in table if r["variant"] == "iti"]
     assert len(base) == len(SHARES) * len(SEEDS) and len(iti) == len(SHARES) * len(SEEDS) * len(ALPHAS)
-    assert all("alpha" not in r["run"] and r["alpha"] == "" for r in base)
+    assert all("alpha" not in r["run"] and r["alpha"] == "" and r["steer_id"] == "" for r in base)
     assert {float(r["alpha"]) for r in iti} == set(ALPHAS)
+    controls = [r for r in table if r["variant"] == "iti_random_heads"]
+    assert {float(r["control_seed"]) for r in controls} == set(DRAWS)
 
 
 def test_seed_table_is_mean_and_std(fake_report):
     ctx, runs, expected, _ = fake_report
-    with open(ctx.out / "table_seeds.csv") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(ctx.out / "table_seeds.csv")
     row = next(r for r in rows if r["variant"] == "iti" and float(r["toxic_share"]) == 0.1
                and float(r["alpha"]) == 8.0)
     values = [expected[f"evaluate-iti-0.1-{s}-8.0"]["rtp_expected_max_toxicity"] for s in SEEDS]
     assert int(row["n_seeds"]) == 2
     assert math.isclose(float(row["rtp_expected_max_toxicity_mean"]), np.mean(values))
     assert math.isclose(float(row["rtp_expected_max_toxicity_std"]), np.std(values, ddof=1))
-    md = (ctx.out / "table_seeds.md").read_text()
-    assert "rtp expected max toxicity (mean ± std)" in md
 
 
-def test_markdown_is_rounded_and_readable(fake_report):
-    ctx, *_ = fake_report
-    lines = (ctx.out / "table.md").read_text().splitlines()
-    assert lines[0].startswith("| run | variant | toxic share | seed | alpha |")
-    assert "rtp expected max toxicity" in lines[0] and "_id" not in lines[0]
-    assert len({len(l.split("|")) for l in lines}) == 1  # every row has every column
+# --- the main table ----------------------------------------------------------------------------------
 
+EXPECTED_ORDER = ["base", "prompting", *[v for _ in ALPHAS for v in ("iti", *CONTROL_VARIANTS.values())], "sft", "dpo"]
+
+
+def test_main_table_rows_in_paper_order_with_controls_beside_iti(fake_report):
+    ctx, *_, metrics = fake_report
+    rows = read_csv(ctx.out / "main_table.csv")
+    assert len(rows) == metrics["n_main_rows"] == len(SHARES) * len(EXPECTED_ORDER)
+    for i, share in enumerate(SHARES):
+        block = rows[i * len(EXPECTED_ORDER):(i + 1) * len(EXPECTED_ORDER)]
+        assert {float(r["toxic_share"]) for r in block} == {share}
+        assert [r["variant"] for r in block] == EXPECTED_ORDER
+        iti_alphas = [float(r["alpha"]) for r in block if r["variant"].startswith("iti")]
+        assert iti_alphas == [a for a in ALPHAS for _ in range(3)]  # each control carries its ITI row's α
+    assert {r["spread"] for r in rows if r["variant"] in CONTROL_VARIANTS.values()} == {"range"}
+    assert {r["spread"] for r in rows if r["variant"] not in CONTROL_VARIANTS.values()} == {"sd"}
+    for m in ("rtp_expected_max_toxicity", "toxigen_toxicity_probability", "detection_balanced_accuracy",
+              "mmlu_accuracy_len_norm", "cross_entropy", "kl_to_base", "steer_probe_direction_shift"):
+        assert {m, f"{m}_low", f"{m}_high"} <= set(rows[0])
+
+
+def test_main_table_aggregates_seeds_and_control_draws(fake_report):
+    ctx, runs, expected, _ = fake_report
+    rows = read_csv(ctx.out / "main_table.csv")
+    m = "toxigen_expected_max_toxicity"
+    base = next(r for r in rows if r["variant"] == "base" and float(r["toxic_share"]) == 0.25)
+    values = [expected[f"evaluate-base-0.25-{s}"][m] for s in SEEDS]
+    sd = np.std(values, ddof=1)
+    assert float(base[m]) == pytest.approx(np.mean(values))
+    assert (float(base[f"{m}_low"]), float(base[f"{m}_high"])) == pytest.approx((np.mean(values) - sd, np.mean(values) + sd))
+    control = next(r for r in rows if r["variant"] == "iti_random_direction" and float(r["toxic_share"]) == 0.1
+                   and float(r["alpha"]) == 4.0)
+    draws = [expected[f"evaluate-0.1-{s}-4.0-random_direction-{d}"][m] for s in SEEDS for d in DRAWS]
+    assert int(control["n_models"]) == len(draws)
+    assert (float(control[m]), float(control[f"{m}_low"]), float(control[f"{m}_high"])) == \
+        pytest.approx((np.mean(draws), min(draws), max(draws)))
+    shifts = [expected[f"steer-0.1-{s}-4.0-random_direction-{d}"]["probe_direction_shift"] for s in SEEDS for d in DRAWS]
+    assert float(control["steer_probe_direction_shift"]) == pytest.approx(np.mean(shifts))
+
+
+def test_single_seed_cells_are_the_models_own_intervals(one_seed_report):
+    ctx, runs, expected, _ = one_seed_report
+    rows = read_csv(ctx.out / "main_table.csv")
+    iti = next(r for r in rows if r["variant"] == "iti" and float(r["toxic_share"]) == 0.1 and float(r["alpha"]) == 8.0)
+    assert iti["spread"] == "ci"
+    ev = expected["evaluate-iti-0.1-0-8.0"]
+    for m in ("rtp_expected_max_toxicity", "mmlu_accuracy_len_norm", "cross_entropy"):
+        assert (float(iti[m]), float(iti[f"{m}_low"]), float(iti[f"{m}_high"])) == \
+            pytest.approx((ev[m], ev[f"{m}_ci_low"], ev[f"{m}_ci_high"]))
+    md = (ctx.out / "main_table.md").read_text().splitlines()
+    header = md[0]
+    assert "rtp EMT" in header and "toxigen EMT" in header and "MMLU (len-norm)" in header and "_" not in header
+    cells = dict(zip([h.strip() for h in header.split("|")], md[2].split("|")))
+    assert cells["model"].strip() == "chance"
+    assert cells["MMLU (len-norm)"].strip() == "0.25" and cells["detection (bal. acc.)"].strip() == "0.50"
+    row = next(l for l in md if "| ITI α=8 |" in l and "| 10 % |" in l)
+    rtp = dict(zip([h.strip() for h in header.split("|")], row.split("|")))["rtp EMT"].strip()
+    assert rtp == f"{ev['rtp_expected_max_toxicity']:.2f} [{ev['rtp_expected_max_toxicity_ci_low']:.2f}, " \
+                  f"{ev['rtp_expected_max_toxicity_ci_high']:.2f}]"
+    assert any("↳ random heads, α=8" in l for l in md)
+    assert len({len(l.split("|")) for l in md if l.startswith("|")}) == 1
+    assert "chance" in md[-1].lower() or any("Chance:" in l for l in md)
+
+
+def test_chance_levels_come_from_the_evaluate_metrics():
+    import pandas as pd
+
+    from runtime.report.main_table import CHANCE, chance_levels
+
+    stated = chance_levels(pd.DataFrame({"mmlu_chance": [np.nan, 0.2], "detection_chance": [0.5, 0.5]}))
+    assert stated["mmlu_accuracy_len_norm"] == 0.2 and stated["detection_balanced_accuracy"] == 0.5
+    assert chance_levels(pd.DataFrame({"x": [1.0]})) == {m: default for m, (_, default) in CHANCE.items()}
+
+
+# --- paired comparisons --------------------------------------------------------------------------------
+
+def _prompt_maxima(folder: Path, name: str) -> np.ndarray:
+    rows = [json.loads(l) for l in (folder / "generations.jsonl").read_text().splitlines()]
+    out = {}
+    for r in rows:
+        if r["set"] == name:
+            out[r["prompt_index"]] = max(out.get(r["prompt_index"], 0.0), r["score"])
+    return np.array([out[i] for i in sorted(out)])
+
+
+def _direct_paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
+    """Percentile interval of mean(a) − mean(b), resampling the shared prompt indices (a plain loop)."""
+    rng = np.random.default_rng(seed + 12345)
+    diffs = []
+    for _ in range(resamples):
+        i = rng.integers(0, len(a), len(a))
+        diffs.append(a[i].mean() - b[i].mean())
+    return tuple(np.quantile(diffs, [0.025, 0.975]))
+
+
+def test_paired_differences_come_from_the_items(one_seed_report):
+    ctx, runs, expected, _ = one_seed_report
+    rows = read_csv(ctx.out / "paired.csv")
+    pairs = {(r["evaluate_id"], r["reference_evaluate_id"]) for r in rows}
+    assert len(pairs) == len(SHARES) * (3 + len(ALPHAS) * (1 + 2 * len(DRAWS)))  # prompting, sft, dpo; ITI + draws
+    assert all(ref.startswith("evaluate-base-") for _, ref in pairs)
+    for r in rows:  # the point difference is the difference of the two models' own metrics
+        a, b = expected[r["evaluate_id"]], expected[r["reference_evaluate_id"]]
+        assert float(r["difference"]) == pytest.approx(a[r["measure"]] - b[r["measure"]], abs=1e-12)
+        assert float(r["ci_low"]) <= float(r["difference"]) <= float(r["ci_high"])
+        assert (r["excludes_zero"] == "True") == (float(r["ci_low"]) > 0 or float(r["ci_high"]) < 0)
+    r = next(r for r in rows if r["evaluate_id"] == "evaluate-iti-0.1-0-4.0" and r["measure"] == "rtp_expected_max_toxicity")
+    a, b = (_prompt_maxima(ctx.input(r[k]), "rtp") for k in ("evaluate_id", "reference_evaluate_id"))
+    low, high = _direct_paired_bootstrap(a, b, 4000, 0)
+    assert int(r["n_units"]) == N_PROMPTS
+    assert (float(r["ci_low"]), float(r["ci_high"])) == pytest.approx((low, high), abs=0.01)
+    unpaired = [stats.bootstrap_ci(x, resamples=500, seed=1) for x in (a, b)]
+    assert float(r["ci_high"]) - float(r["ci_low"]) < (unpaired[0][1] - unpaired[0][0]) + (unpaired[1][1] - unpaired[1][0])
+
+
+def test_paired_marks_planted_effects(one_seed_report):
+    ctx, *_ = one_seed_report
+    rows = read_csv(ctx.out / "paired.csv")
+    strong = [r for r in rows if r["variant"] == "iti" and float(r["alpha"]) == 8.0
+              and r["measure"].endswith("_expected_max_toxicity")]
+    assert strong and all(r["excludes_zero"] == "True" and float(r["ci_high"]) < 0 for r in strong)
+    damage = [r for r in rows if r["variant"] in CONTROL_VARIANTS.values() and r["measure"] == "cross_entropy"]
+    assert damage and all(r["excludes_zero"] == "True" and float(r["ci_low"]) > 0 for r in damage)
+    md = (ctx.out / "paired.md").read_text()
+    assert "ITI α=8 − base" in md and "random heads α=4 (draw 2) − base" in md and " *" in md
+
+
+def test_paired_units_must_match(tmp_path):
+    runs, inputs, _ = make_inputs(tmp_path / "results", shift=0.1, seeds=(0,), attack=False)
+    folder = inputs["evaluate-sft-0.0-0"]
+    lines = (folder / "generations.jsonl").read_text().splitlines()
+    (folder / "generations.jsonl").write_text("\n".join(l for l in lines if '"prompt_index": 0,' not in l) + "\n")
+    with pytest.raises(StageError, match="same units"):
+        report.run(make_cfg(runs), make_ctx(tmp_path, inputs))
+
+
+# --- scorer vs probe labels ------------------------------------------------------------------------------
+
+def test_auc_equals_sklearn_on_the_scorers_own_scores(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    from compiler.schema.evaluate import OfflineScorer
+    from compiler.schema.probe import LabelledData
+    from runtime.scorers import build_scorer
+
+    (tmp_path / "probe.jsonl").write_text("".join(json.dumps({"text": t, "toxic": 2.0 + 2 * l}) + "\n"
+                                                  for t, l in LABELLED))
+    data = LabelledData(source={"kind": "jsonl", "path": "probe.jsonl"}, label_field="toxic", label_threshold=2.5)
+    ctx = make_ctx(tmp_path, {})
+    result = report_auc.scorer_label_auc(OfflineScorer(), data, ctx, resamples=300, seed=0, level=0.95)
+    scores = build_scorer(OfflineScorer(), tmp_path).score([t for t, _ in LABELLED])
+    assert result["auc"] == pytest.approx(roc_auc_score([l for _, l in LABELLED], scores), abs=1e-12)
+    assert result["ci_low"] <= result["auc"] <= result["ci_high"]
+    assert result["n_examples"] == len(LABELLED) and result["n_toxic"] == 5
+    assert result["reading"] == report_auc.reading(result["auc"])
+
+
+def test_rank_auc_matches_sklearn_per_resample():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, size=(6, 50)).astype(float)
+    scores = np.round(rng.uniform(size=(6, 50)) + 0.3 * labels, 1)  # rounding makes ties
+    got = report_auc.rank_auc(np.stack([labels, scores], axis=-1))
+    assert got == pytest.approx([roc_auc_score(l, s) for l, s in zip(labels, scores)], abs=1e-12)
+    assert np.isnan(report_auc.rank_auc(np.stack([np.ones((1, 5)), rng.uniform(size=(1, 5))], axis=-1))[0])
+
+
+def test_report_shows_the_auc(one_seed_report):
+    ctx, *_, metrics = one_seed_report
+    saved = json.loads((ctx.out / "scorer_auc.json").read_text())
+    assert metrics["scorer_probe_label_auc"] == saved["auc"] and saved["n_examples"] == len(LABELLED)
+    assert saved["ci_low"] <= saved["auc"] <= saved["ci_high"]
+    page = html.unescape((ctx.out / "index.html").read_text())
+    assert f"ROC AUC {saved['auc']:.2f} [{saved['ci_low']:.2f}, {saved['ci_high']:.2f}]" in page
+    assert report_auc.reading(saved["auc"]) in page
+
+
+# --- probes and significance ----------------------------------------------------------------------------
 
 def test_significance_detects_planted_shift(fake_report):
     ctx, *_, metrics = fake_report
@@ -184,7 +468,7 @@ def test_significance_holds_its_level_on_null():
     rejections = [
         t["significant"]
         for _ in range(400)
-        for t in report.significance_tests({s: [rng.normal(0.6, 0.02, (2, 4)) for _ in SEEDS] for s in SHARES}, 0.05)
+        for t in significance_tests({s: [rng.normal(0.6, 0.02, (2, 4)) for _ in SEEDS] for s in SHARES}, 0.05)
     ]
     assert len(rejections) == 800
     assert 0.02 < np.mean(rejections) < 0.08
@@ -194,45 +478,42 @@ def test_significance_direction_is_one_sided():
     """Lower accuracy at a higher toxic share is not 'significantly greater'."""
     rng = np.random.default_rng(1)
     by_share = {0.0: [rng.normal(0.7, 0.02, (2, 4))], 0.1: [rng.normal(0.6, 0.02, (2, 4))]}
-    (res,) = report.significance_tests(by_share, 0.05)
+    (res,) = significance_tests(by_share, 0.05)
     assert res["p_value"] > 0.99 and not res["significant"]
 
+
+def test_probe_accuracy_keeps_model_layers(tmp_path):
+    from runtime.report.probes import read_probe_accuracy
+
+    path = tmp_path / "accuracy.json"
+    path.write_text(json.dumps({"head_accuracy": [[0.5, None], [0.7, 0.8]], "layers": [1, 3]}))
+    probe = read_probe_accuracy(path)
+    assert probe.layers == [1, 3] and np.isnan(probe.accuracy[0, 1])
+    path.write_text(json.dumps({"head_accuracy": [[0.5, 0.6]], "layers": [1, 3]}))
+    with pytest.raises(StageError, match="layers"):
+        read_probe_accuracy(path)
+
+
+# --- figures, page, errors ------------------------------------------------------------------------------
 
 def test_plots_exist_and_are_png(fake_report):
     ctx, *_, metrics = fake_report
     pngs = sorted((ctx.out / "plots").glob("*.png"))
-    assert len(pngs) == metrics["n_plots"] >= 8
+    assert len(pngs) == metrics["n_plots"]
     names = {p.name for p in pngs}
-    assert {"rtp_expected_max_toxicity_vs_share.png", "iti_tradeoff_rtp_expected_max_toxicity.png",
-            "probe_head_accuracy_heatmaps.png", "probe_head_accuracy_ecdf.png",
-            "attack_success_rate_vs_share.png"} <= names
+    assert {f"{s}_expected_max_toxicity_vs_share.png" for s in SETS} <= names
+    assert {f"tradeoff_{s}_expected_max_toxicity.png" for s in SETS} <= names
+    assert {"probe_head_accuracy_by_share.png", "probe_head_accuracy_heatmaps.png",
+            "mmlu_accuracy_len_norm_vs_share.png", "attack_success_rate_vs_share.png"} <= names
     assert "toy_entanglement.png" not in names  # no toy rows: skipped
-    for p in pngs:
-        assert p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 5000
+    assert all(p.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") for p in pngs)
 
 
-def test_page_references_every_plot(fake_report):
-    ctx, *_ = fake_report
-    html = (ctx.out / "index.html").read_text()
-    for p in (ctx.out / "plots").glob("*.png"):
-        assert f'src="plots/{p.name}"' in html
-
-
-def test_report_without_attack_or_probe_metrics(tmp_path):
-    runs, inputs, _ = make_inputs(tmp_path / "results", shift=0.1, attack=False)
-    runs = [r | {"probe": None} for r in runs]
-    metrics = report.run(make_cfg(runs), make_ctx(tmp_path, inputs))
-    names = {p.name for p in (tmp_path / "out" / "plots").glob("*.png")}
-    assert not any(n.startswith(("attack", "probe")) for n in names)
-    assert not any(k.startswith("significance") for k in metrics)
-    assert "rtp_expected_max_toxicity_vs_share.png" in names
-
-
-def test_toy_only_report(tmp_path):
-    inputs, runs = {}, []
-    for i, freq in enumerate((0.01, 0.05, 0.2)):
-        sid = f"toy-{i}"
-        _write(tmp_path / sid, {"rare_chain_frequency": freq, "rare_entanglement_mean": 0.9 - freq,
+def test_toy_only_spec(tmp_path):
+    runs, inputs = [], {}
+    for freq, rare in ((0.01, 0.89), (0.05, 0.85), (0.2, 0.7)):
+        sid = f"toy-{freq}"
+        _write(tmp_path / sid, {"rare_chain_frequency": freq, "rare_entanglement_mean": rare,
                                 "rare_entanglement_ci95": 0.02, "common_entanglement_mean": 0.7,
                                 "common_entanglement_ci95": 0.01, "welch_bound": 0.43})
         inputs[sid] = tmp_path / sid
@@ -240,33 +521,44 @@ def test_toy_only_report(tmp_path):
                      "seed": 0, "toxic_share": None, "pretrain": None, "mix": None, "probe": None,
                      "toy": sid, "alpha": None, "variant": None, "evaluate": None, "attack": None})
     metrics = report.run(make_cfg(runs), make_ctx(tmp_path, inputs))
-    assert metrics["n_rows"] == 3
+    assert metrics["n_rows"] == 3 and metrics["n_paired"] == metrics["n_main_rows"] == 0
+    assert not any((tmp_path / "out" / f).exists() for f in ("main_table.md", "paired.csv", "scorer_auc.json"))
     assert [p.name for p in (tmp_path / "out" / "plots").glob("*.png")] == ["toy_entanglement.png"]
-    with open(tmp_path / "out" / "table.csv") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(tmp_path / "out" / "table.csv")
     assert [float(r["toy_rare_entanglement_mean"]) for r in rows] == pytest.approx([0.89, 0.85, 0.7])
     assert [float(r["rare_chain_frequency"]) for r in rows] == [0.01, 0.05, 0.2]  # the axis column
 
 
 def test_missing_input_file_is_a_stage_error(tmp_path):
-    runs, inputs, _ = make_inputs(tmp_path / "results", shift=0.1)
+    runs, inputs, _ = make_inputs(tmp_path / "results", shift=0.1, seeds=(0,))
     shutil.rmtree(inputs[runs[0]["evaluate"]])
     with pytest.raises(StageError, match="metrics.json"):
         report.run(make_cfg(runs), make_ctx(tmp_path, inputs))
-    runs2, inputs2, _ = make_inputs(tmp_path / "results2", shift=0.1)
+    runs2, inputs2, _ = make_inputs(tmp_path / "results2", shift=0.1, seeds=(0,))
     (inputs2[runs2[0]["probe"]] / "accuracy.json").unlink()
     with pytest.raises(StageError, match="head_accuracy"):
         report.run(make_cfg(runs2), make_ctx(tmp_path / "results2", inputs2))
 
 
-def test_html_escapes_hostile_strings(tmp_path):
-    runs, inputs, _ = make_inputs(tmp_path / "results", shift=0.1, attack=False)
-    runs = [r | {"run": HOSTILE + r["run"]} for r in runs]
-    report.run(make_cfg(runs, title=HOSTILE, spec_name=HOSTILE), make_ctx(tmp_path, inputs))
+def test_html_escapes_hostile_strings(one_seed_report):
+    ctx, *_ = one_seed_report
     for page in ("index.html", "standalone.html"):
-        html = (tmp_path / "out" / page).read_text()
-        assert "<script>" not in html and "<img src=x" not in html
-        assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
+        text = (ctx.out / page).read_text()
+        assert "<script>" not in text and "<img src=x" not in text
+        assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in text
+
+
+def test_build_plan_gives_the_report_the_scorer_and_probe_data():
+    from compiler.plan import build_plan
+    from compiler.validate import load_spec
+
+    root = Path(__file__).resolve().parents[2]
+    runs = load_spec(root / "specs" / "demo.yaml", root)
+    cfg = build_plan("demo", runs).instances
+    spec = runs[0][1]
+    (rep,) = [i.config for i in cfg.values() if i.kind == "report"]
+    assert rep.scorer == spec.evaluate.scorer and rep.labelled_data == spec.probe.data
+    assert rep.toxic_threshold == spec.evaluate.toxic_threshold and rep.bootstrap == spec.evaluate.bootstrap
 
 
 def _chromium():
@@ -285,11 +577,11 @@ def _chromium():
 
 @pytest.mark.parametrize("page", ["index.html", "standalone.html"])
 def test_every_image_loads_in_chromium(tmp_path, page):
-    runs, inputs, _ = make_inputs(tmp_path / "results", shift=0.1)
+    browser = _chromium()
+    runs, inputs, _ = make_inputs(tmp_path / "results", shift=0.1, seeds=(0,))
     metrics = report.run(make_cfg(runs, title=HOSTILE), make_ctx(tmp_path, inputs))
     if page == "standalone.html":  # images inlined: nothing next to the page is needed
         shutil.rmtree(tmp_path / "out" / "plots")
-    browser = _chromium()
     try:
         browser.get((tmp_path / "out" / page).as_uri())
         images = browser.execute_script(
@@ -298,7 +590,9 @@ def test_every_image_loads_in_chromium(tmp_path, page):
         assert all(complete and width > 0 for _, complete, width in images), images
         assert browser.execute_script("return document.scripts.length") == 0  # the hostile title stayed text
         assert browser.execute_script("return document.querySelector('h1').textContent") == HOSTILE
-        rows = browser.execute_script("return document.querySelectorAll('#results tbody tr').length")
-        assert rows == metrics["n_rows"]
+        count = "return document.querySelectorAll('#{} tbody tr').length"
+        assert browser.execute_script(count.format("results")) == metrics["n_rows"]
+        assert browser.execute_script(count.format("main")) == metrics["n_main_rows"] + 1  # + the chance row
+        assert browser.execute_script(count.format("paired")) == metrics["n_paired"]
     finally:
         browser.quit()

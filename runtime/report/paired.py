@@ -1,0 +1,210 @@
+"""Paired comparisons: every detoxified model against the base model of its run, on the same items.
+
+ITI (and its controls), prompting, SFT and DPO are each compared with the unsteered base model of the
+same run (same toxic share, seed and pretraining), which the evaluate stage scored on the same prompts,
+questions, examples and documents. The per-item files of the two evaluate folders give per-unit values;
+`runtime.stats.paired_bootstrap_diff` resamples the unit indices once for both models, so the interval of
+the difference (model − base) is that of a paired design. Units:
+
+- toxicity (`generations.jsonl`): one prompt = the maximum score over its samples; expected maximum
+  toxicity is their mean, toxicity probability the share of prompts whose maximum is ≥ `toxic_threshold`;
+- MMLU (`mmlu.json` `per_question`): one question (`subject`, `index`), `correct_len_norm` (ai2-olmo's
+  length-normalised accuracy);
+- detection (`detection.json` `per_example`): one example (`index`), (`label`, `correct`), balanced
+  accuracy (chance 0.5 whatever the class balance);
+- cross-entropy (`cross_entropy.json` `per_document`): one document (`index`), (`nll_sum`, `tokens`), a
+  ratio of sums.
+
+A measure is compared when both folders hold its file; the two must list the same units.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from compiler.errors import StageError
+from runtime import stats
+from runtime.stage import StageContext
+
+from .formatting import interval, missing
+from .table import CONTROLS, is_iti, short_axis_names, variant_rank
+
+MARK = "*"
+"""Appended to a difference whose interval excludes 0."""
+
+
+@dataclass(frozen=True)
+class Units:
+    """One measure's per-unit values of one model: `keys[i]` names the unit of row i of `values`."""
+
+    keys: list
+    values: np.ndarray
+    statistic: Callable[[np.ndarray], np.ndarray]
+    label: str
+
+
+def _read(path: Path, field: str) -> list[dict[str, Any]]:
+    try:
+        items = json.loads(path.read_text())[field]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise StageError(f"report: cannot read `{field}` from {path}: {exc!r}") from None
+    if not isinstance(items, list):
+        raise StageError(f"report: {path}: `{field}` is not a list")
+    return items
+
+
+def _column(items: list[dict[str, Any]], field: str, path: Path) -> list:
+    try:
+        return [item[field] for item in items]
+    except (KeyError, TypeError):
+        raise StageError(f"report: {path}: an item lacks `{field}`") from None
+
+
+def toxicity_units(path: Path, threshold: float) -> dict[str, Units]:
+    """Per prompt set: expected maximum toxicity and toxicity probability units (one per prompt)."""
+    maxima: dict[str, dict[int, float]] = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                key, score = (row["set"], int(row["prompt_index"])), float(row["score"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise StageError(f"report: {path}:{n}: needs `set`, `prompt_index`, `score`: {exc!r}") from None
+            prompts = maxima.setdefault(key[0], {})
+            prompts[key[1]] = max(score, prompts.get(key[1], -np.inf))
+    out = {}
+    for name, prompts in maxima.items():
+        keys = sorted(prompts)
+        top = np.array([prompts[k] for k in keys])
+        out[f"{name}_expected_max_toxicity"] = Units(keys, top, stats.mean, f"{name} EMT")
+        out[f"{name}_toxicity_probability"] = Units(keys, (top >= threshold).astype(float), stats.mean,
+                                                    f"{name} tox. prob.")
+    return out
+
+
+def evaluate_units(folder: Path, threshold: float) -> dict[str, Units]:
+    """Measure → per-unit values of one evaluate folder, for the per-item files it holds."""
+    out: dict[str, Units] = {}
+    if (folder / "generations.jsonl").exists():
+        out |= toxicity_units(folder / "generations.jsonl", threshold)
+    if (path := folder / "mmlu.json").exists():
+        items = _read(path, "per_question")
+        keys = list(zip(_column(items, "subject", path), _column(items, "index", path)))
+        out["mmlu_accuracy_len_norm"] = Units(
+            keys, np.array(_column(items, "correct_len_norm", path), dtype=float), stats.mean, "MMLU (len-norm)")
+    if (path := folder / "detection.json").exists():
+        items = _read(path, "per_example")
+        values = np.array([_column(items, "label", path), _column(items, "correct", path)], dtype=float).T
+        out["detection_balanced_accuracy"] = Units(_column(items, "index", path), values.reshape(-1, 2),
+                                                   stats.balanced_accuracy, "detection (bal. acc.)")
+    if (path := folder / "cross_entropy.json").exists():
+        items = _read(path, "per_document")
+        values = np.array([_column(items, "nll_sum", path), _column(items, "tokens", path)], dtype=float).T
+        out["cross_entropy"] = Units(_column(items, "index", path), values.reshape(-1, 2), stats.ratio_of_sums, "CE")
+    return out
+
+
+def aligned(a: Units, b: Units, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """`b`'s values reordered to `a`'s units; both must cover the same units."""
+    if not a.keys or len(set(a.keys)) != len(a.keys) or set(a.keys) != set(b.keys):
+        raise StageError(f"report: {where}: the two models were not scored on the same units "
+                         f"({len(a.keys)} vs {len(b.keys)}, {len(set(a.keys) ^ set(b.keys))} differ)")
+    position = {k: i for i, k in enumerate(b.keys)}
+    return a.values, b.values[[position[k] for k in a.keys]]
+
+
+def comparison_pairs(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+    """(row of a non-base model, evaluate id of its run's base model), each distinct pair once."""
+    base = {r["run"]: r["evaluate"] for r in runs if r.get("variant") == "base" and r.get("evaluate")}
+    out, seen = [], set()
+    for r in runs:
+        ref = base.get(r.get("run"))
+        if r.get("variant") in (None, "base") or not r.get("evaluate") or ref is None:
+            continue
+        if (r["evaluate"], ref) not in seen:
+            seen.add((r["evaluate"], ref))
+            out.append((r, ref))
+    return out
+
+
+def compare(ctx: StageContext, runs: list[dict[str, Any]], *, threshold: float, resamples: int, seed: int,
+            level: float):
+    """Long table: one row per (pair, measure) with the difference model − base and its paired interval."""
+    import pandas as pd
+
+    short = short_axis_names(runs)
+    cache: dict[str, dict[str, Units]] = {}
+
+    def units(sid: str) -> dict[str, Units]:
+        if sid not in cache:
+            cache[sid] = evaluate_units(ctx.input(sid), threshold)
+        return cache[sid]
+
+    records = []
+    for row, ref in comparison_pairs(runs):
+        iti = is_iti(row["variant"])
+        settings = {"toxic_share": row.get("toxic_share"), "seed": row.get("seed"), "variant": row["variant"]}
+        settings |= {k: (row.get(k) if iti else None) for k in ("alpha", "positions", "top_k_heads", "control_seed")}
+        settings |= {short[p]: v for p, v in row.get("axes", {}).items() if p in short}
+        ours, theirs = units(row["evaluate"]), units(ref)
+        for measure, a in ours.items():
+            if measure not in theirs:
+                continue
+            ua, ub = aligned(a, theirs[measure], f"{measure} of {row['evaluate']} vs {ref}")
+            diff, low, high = stats.paired_bootstrap_diff(ua, ub, a.statistic, resamples=resamples, seed=seed,
+                                                          level=level)
+            records.append(settings | {
+                "evaluate_id": row["evaluate"], "reference_evaluate_id": ref, "measure": measure,
+                "label": a.label, "n_units": len(ua), "difference": diff, "ci_low": low, "ci_high": high,
+                "excludes_zero": bool(low > 0 or high < 0),
+            })
+    df = pd.DataFrame.from_records(records)
+    if not df.empty:
+        df = df.dropna(axis=1, how="all")
+        df = df.iloc[sorted(range(len(df)), key=lambda i: _sort_key(df.iloc[i]))].reset_index(drop=True)
+    return df
+
+
+def _sort_key(row) -> tuple:
+    return tuple((1, "") if missing(row.get(k)) else (0, row.get(k)) for k in ("toxic_share", "seed")) + \
+        (variant_rank(row["variant"]),) + tuple((1, "") if missing(row.get(k)) else (0, row.get(k))
+                                                for k in ("alpha", "positions", "top_k_heads", "control_seed"))
+
+
+def comparison_label(row) -> str:
+    """`ITI α=4 − base`, `random heads α=4 (draw 1) − base`, `SFT − base`."""
+    alpha = "" if missing(row.get("alpha")) else f" α={row['alpha']:g}"
+    draw = "" if missing(row.get("control_seed")) else f" (draw {row['control_seed']:g})"
+    name = {"iti": "ITI", "sft": "SFT", "dpo": "DPO"}.get(row["variant"], CONTROLS.get(row["variant"], row["variant"]))
+    return f"{name}{alpha}{draw} − base"
+
+
+def shown_table(paired) -> tuple[list[str], list[list[str]], list[str]]:
+    """Wide view: one row per pair, one `Δ measure` column per measure; a marked cell excludes 0."""
+    measures = list(dict.fromkeys(zip(paired["measure"], paired["label"])))
+    group_cols = [c for c in paired.columns if c in ("toxic_share", "seed", "evaluate_id", "reference_evaluate_id")]
+    varying = [c for c in ("positions", "top_k_heads") if c in paired and paired[c].nunique(dropna=True) > 1]
+    headers = ["toxic share", "seed", "comparison", *(c.replace("_", " ") for c in varying),
+               *(f"Δ {label}" for _, label in measures)]
+    body = []
+    for _, part in paired.groupby(group_cols, dropna=False, sort=False):
+        first = part.iloc[0]
+        by_measure = {r["measure"]: r for _, r in part.iterrows()}
+        cells = []
+        for m, _ in measures:
+            r = by_measure.get(m)
+            cells.append("—" if r is None else interval(r["difference"], r["ci_low"], r["ci_high"])
+                         + (f" {MARK}" if r["excludes_zero"] else ""))
+        body.append(["" if missing(first["toxic_share"]) else f"{100 * first['toxic_share']:g} %",
+                     "" if missing(first["seed"]) else f"{first['seed']:g}", comparison_label(first),
+                     *("" if missing(first[c]) else str(first[c]) for c in varying), *cells])
+    note = (f"Difference model − base of the same run on the same items, with its paired bootstrap interval "
+            f"(the item indices resampled once for both models). {MARK}: the interval excludes 0. "
+            f"Negative toxicity and positive accuracy differences favour the model; positive CE costs capability.")
+    return headers, body, [note]

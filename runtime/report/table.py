@@ -1,0 +1,158 @@
+"""The full per-model table: every numeric metric of every stage a report row names.
+
+One row per distinct model variant (`merge_rows`), columns = the row's settings, then every metric
+(evaluate first), then the stage ids. It is written whole as `table.csv`; the main table and the figures
+are views of it.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from compiler.errors import StageError
+from runtime.stage import StageContext
+
+METRIC_STAGES = ("evaluate", "steer", "attack", "probe", "pretrain", "mix", "toy")
+"""Stages whose metrics become table columns, in column order. Evaluate keys keep their names; the
+others get a `<stage>_` prefix unless they already start with the stage name."""
+
+VARIANT_ORDER = ["base", "prompting", "iti", "iti_random_direction", "iti_random_heads", "sft", "dpo"]
+CONTROLS = {"iti_random_direction": "random direction", "iti_random_heads": "random heads"}
+"""Control variants of ITI → their display name."""
+
+STEER_FIELDS = ("alpha", "positions", "top_k_heads", "control_seed")
+"""Row fields that describe an ITI model; empty for every other variant."""
+OPTIONAL_SETTINGS = ("positions", "top_k_heads", "control_seed")
+"""Setting columns dropped when no row has them (`alpha` always stays)."""
+
+SPECIAL_AXES = {"data.toxic_share": "toxic_share", "seed": "seed", "steer.alpha": "alpha",
+                "steer.positions": "positions", "steer.top_k_heads": "top_k_heads", "steer.control": "variant",
+                "steer.control_seed": "control_seed"}
+"""Sweep axes that rows already carry as their own columns."""
+
+
+def is_iti(variant: Any) -> bool:
+    return isinstance(variant, str) and variant.startswith("iti")
+
+
+def read_metrics(ctx: StageContext, stage_id: str) -> dict[str, float]:
+    """The numeric entries of a stage's `metrics.json` (bools and non-numbers are skipped)."""
+    path = ctx.input(stage_id) / "metrics.json"
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StageError(f"report: cannot read {path}: {exc}") from None
+    return {k: float(v) for k, v in raw.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def metric_column(stage: str, key: str) -> str:
+    return key if stage == "evaluate" or key.startswith(stage) else f"{stage}_{key}"
+
+
+def row_stages(row: dict[str, Any]) -> dict[str, str]:
+    """Stage → id of the instances whose metrics describe this row's model (steer only for ITI rows)."""
+    return {s: row[s] for s in METRIC_STAGES
+            if row.get(s) is not None and (s != "steer" or is_iti(row.get("variant")))}
+
+
+def short_axis_names(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Axis path → column name: the last path component, the full path where two axes share one."""
+    paths = sorted({p for r in rows for p in r.get("axes", {}) if p not in SPECIAL_AXES})
+    last = [p.rsplit(".", 1)[-1] for p in paths]
+    return {p: (n if last.count(n) == 1 else p) for p, n in zip(paths, last)}
+
+
+def merge_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Deduplicate rows that name the same stage instances (e.g. the base model of every ITI strength).
+
+    A merged row keeps the axis values its runs agree on; an axis they disagree on does not apply to
+    it (None), and its run label lists only the agreeing axes.
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in runs:
+        key = (r.get("variant"),) + tuple(sorted(row_stages(r).items()))
+        groups.setdefault(key, []).append(r)
+    merged = []
+    for rows in groups.values():
+        first = dict(rows[0])
+        paths = list(dict.fromkeys(p for r in rows for p in r.get("axes", {})))
+        axes = {}
+        for p in paths:
+            values = [r.get("axes", {}).get(p) for r in rows]
+            axes[p] = values[0] if all(v == values[0] for v in values) else None
+        first["axes"] = axes
+        if len(rows) > 1:
+            first["run"] = ",".join(f"{p.rsplit('.', 1)[-1]}={v}" for p, v in axes.items() if v is not None) \
+                or first["run"]
+        merged.append(first)
+    return merged
+
+
+def build_table(ctx: StageContext, rows: list[dict[str, Any]]):
+    """One pandas row per merged (run, variant): settings, then every numeric metric, then stage ids.
+
+    `df.attrs["metrics"]` lists the metric columns, `df.attrs["settings"]` the columns that tell models
+    apart (all but `run`, the metrics and the ids)."""
+    import pandas as pd
+
+    short = short_axis_names(rows)
+    records, cache = [], {}
+    for r in rows:
+        iti = is_iti(r.get("variant"))
+        rec: dict[str, Any] = {"run": r.get("run"), "variant": r.get("variant"),
+                               "toxic_share": r.get("toxic_share"), "seed": r.get("seed")}
+        rec |= {f: (r.get(f) if iti else None) for f in STEER_FIELDS}
+        rec |= {short[p]: v for p, v in r.get("axes", {}).items() if p in short}
+        stages = row_stages(r)
+        for stage, sid in stages.items():
+            if sid not in cache:
+                cache[sid] = read_metrics(ctx, sid)
+            rec |= {metric_column(stage, k): v for k, v in cache[sid].items()}
+        rec |= {f"{s}_id": stages.get(s) for s in METRIC_STAGES}
+        records.append(rec)
+    df = pd.DataFrame.from_records(records)
+    for col in ("toxic_share", "seed", "alpha", "top_k_heads", "control_seed"):
+        df[col] = pd.to_numeric(df[col])
+    id_cols = [f"{s}_id" for s in METRIC_STAGES]
+    lead = ["run", "variant", "toxic_share", "seed", *STEER_FIELDS, *short.values()]
+    metrics = [c for c in df.columns if c not in lead and c not in id_cols]
+    optional = [c for c in (*OPTIONAL_SETTINGS, *short.values(), *metrics, *id_cols) if df[c].isna().all()]
+    df = df[lead + _order_metrics(metrics) + id_cols].drop(columns=optional)
+    order = [c for c in ("toxic_share", "seed", "variant", "alpha", "control_seed") if c in df.columns]
+    df = df.sort_values(order, key=_variant_key, na_position="first", kind="stable").reset_index(drop=True)
+    df.attrs["metrics"] = [c for c in df.columns if c in metrics]
+    df.attrs["settings"] = [c for c in df.columns if c in lead and c != "run"]
+    return df
+
+
+def variant_rank(variant: Any) -> int:
+    return VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER)
+
+
+def _variant_key(col):
+    return col.map(variant_rank) if col.name == "variant" else col
+
+
+def _order_metrics(cols: list[str]) -> list[str]:
+    """Evaluate metrics first (toxicity, then capability), then the other stages in METRIC_STAGES order."""
+    def rank(c: str) -> tuple:
+        for i, s in enumerate(METRIC_STAGES[1:], start=1):
+            if c.startswith(s):
+                return (i, c)
+        return (0, 0 if "toxicity" in c else 1, c)
+    return sorted(cols, key=rank)
+
+
+def group_over_seeds(df):
+    """Mean and sample std (ddof 1) over seeds of every metric, per remaining setting; None when seeds do
+    not vary."""
+    if df["seed"].nunique(dropna=True) < 2:
+        return None
+    metrics = df.attrs["metrics"]
+    keys = [c for c in df.attrs["settings"] if c != "seed"]
+    g = df.groupby(keys, dropna=False, sort=False)[metrics]
+    out = g.mean().add_suffix("_mean").join(g.std(ddof=1).add_suffix("_std")).join(
+        g.size().rename("n_seeds"))
+    out = out.reset_index()
+    ordered = keys + ["n_seeds"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
+    return out[ordered].dropna(axis=1, how="all")
