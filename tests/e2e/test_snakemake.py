@@ -48,7 +48,7 @@ def test_alpha_ablation_reruns_no_pretraining(tmp_path):
     shutil.copytree(ROOT / "data", tmp_path / "data")
     base = (ROOT / "specs" / "demo.yaml").read_text()
     (tmp_path / "base.yaml").write_text(base)
-    (tmp_path / "ablation.yaml").write_text("extends: base.yaml\nsweep:\n  grid:\n    steer.alpha: [12.0]\n")
+    (tmp_path / "ablation.yaml").write_text("extends: base.yaml\nsweep:\n  grid:\n    steer.alpha: [8.0]\n")  # not the controls' alpha: no control draws
     sys.path.insert(0, str(ROOT))
     from compiler.workflow import compile_spec
 
