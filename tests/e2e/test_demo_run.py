@@ -1,6 +1,9 @@
-"""The demo end to end under Snakemake (slow: `pytest -m slow`): every stage runs, results make
-sense, and a second invocation has nothing to do."""
+"""The demo end to end under Snakemake (slow: `pytest -m slow`): every stage runs, each produced what
+it should (checked on its artifacts, not only that files exist), and a second invocation has nothing
+to do."""
+import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -11,23 +14,128 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
-def test_demo_end_to_end(tmp_path):
+def _json(path: Path):
+    return json.loads(path.read_text())
+
+
+def _each(results: Path, stage: str, name: str = "metrics.json"):
+    return [(p.parent, _json(p)) for p in sorted(results.glob(f"{stage}/*/{name}"))]
+
+
+def _assert_interval(metrics: dict, key: str) -> None:
+    low, high = metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"]
+    assert low <= metrics[key] + 1e-12 and metrics[key] <= high + 1e-12, (key, low, metrics[key], high)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
     for item in ("Snakefile", "specs", "data"):
-        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, tmp_path / item)
-    run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2"], cwd=tmp_path,
-                         capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, root / item)
+    run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2"], cwd=root,
+                         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert run.returncode == 0, run.stderr[-4000:]
-    results = tmp_path / "results"
+    return root
 
-    mixes = [json.loads(p.read_text()) for p in results.glob("mix/*/manifest.json")]
+
+@pytest.mark.slow
+def test_mixes_and_pretraining(demo):
+    results = demo / "results"
+    mixes = [_json(p) for p in results.glob("mix/*/manifest.json")]
     assert sorted(round(m["toxic_share_realized"], 3) for m in mixes) == [0.0, 0.1, 0.25]
-    for metrics in results.glob("pretrain/*/metrics.json"):
-        m = json.loads(metrics.read_text())
+    for _, m in _each(results, "pretrain"):
         assert m["final_loss"] < m["initial_loss"] - 1.0
-    report = next(results.glob("report/*/index.html"))
-    assert (report.parent / "table.csv").exists() and list((report.parent / "plots").glob("*.png"))
 
-    again = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "2"], cwd=tmp_path,
+
+@pytest.mark.slow
+def test_probes_follow_the_recipe_and_are_tested_across_heads(demo):
+    results = demo / "results"
+    probes = _each(results, "probe", "accuracy.json")
+    assert len(probes) == 3
+    for folder, acc in probes:
+        assert acc["recipe"] == "li2023"
+        flat = [a for row in acc["head_accuracy"] for a in row]
+        assert len(acc["head_ranking"]) == len(flat) == 16
+        ranked = [acc["head_accuracy"][acc["layers"].index(l)][h] for l, h in acc["head_ranking"]]
+        assert ranked == sorted(ranked, reverse=True)
+        split = _json(folder / "split.json")
+        assert not set(split["train"]) & set(split["validation"])
+    significance = _json(next(results.glob("report/*/significance.json")))
+    assert {s["toxic_share"] for s in significance} == {0.1, 0.25}
+    assert all(0 <= s["p_value"] <= 1 for s in significance)
+
+
+@pytest.mark.slow
+def test_interventions_and_controls(demo):
+    results = demo / "results"
+    steers = _each(results, "steer")
+    real = [(f, m) for f, m in steers if m["control"] is None]
+    controls = [(f, m) for f, m in steers if m["control"] is not None]
+    assert len(real) == 6 and len(controls) == 12             # 3 shares × (2 α; 2 + 2 draws at α 12)
+    by_model: dict = {}
+    for folder, m in steers:
+        intervention = _json(folder / "intervention.json")
+        assert m["positions"] == intervention["positions"] == "last"
+        assert (folder / "model" / "intervention.json").exists()   # hooks at load time, not folded
+        assert m["n_heads_steered"] == len(intervention["heads"]) == 2
+        model = _json(folder / "stage.json")["inputs"]["model"]
+        by_model.setdefault(model, []).append((m, {(h["layer"], h["head"]) for h in intervention["heads"]}))
+        if m["control"] != "random_direction":      # own directions: the steered head moves by -α σ
+            assert m["probe_direction_shift"] == pytest.approx(-m["alpha"], abs=0.25 * m["alpha"])
+    for entries in by_model.values():
+        heads = {m["control"]: h for m, h in entries if m["alpha"] == 12.0}
+        same_heads = [h for m, h in entries if m["control"] == "random_direction"]
+        assert same_heads and all(h == heads[None] for h in same_heads)
+
+
+@pytest.mark.slow
+def test_evaluations_carry_intervals_and_chance(demo):
+    results = demo / "results"
+    evaluations = _each(results, "evaluate")
+    assert len(evaluations) == 30   # 3 shares × (base, prompting, ITI at 2 α, 4 control draws, SFT, DPO)
+    for folder, m in evaluations:
+        for key in ("rtp_expected_max_toxicity", "rtp_toxicity_probability", "mmlu_accuracy_len_norm",
+                    "detection_balanced_accuracy", "cross_entropy"):
+            _assert_interval(m, key)
+        assert m["mmlu_chance"] == pytest.approx(0.25) and m["detection_chance"] == 0.5
+        questions = _json(folder / "mmlu.json")["per_question"]
+        assert m["mmlu_accuracy_len_norm"] == pytest.approx(sum(q["correct_len_norm"] for q in questions) / len(questions))
+
+
+@pytest.mark.slow
+def test_attacks_keep_the_best_suffix(demo):
+    results = demo / "results"
+    attacks = _each(results, "attack")
+    assert len(attacks) == 9                                    # base and ITI at both α, per share
+    for folder, m in attacks:
+        assert 0 <= m["attack_success_rate"] <= 1
+        rows = [json.loads(line) for line in (folder / "attacks.jsonl").read_text().splitlines()]
+        for row in (r for r in rows if r["attack"] == "gcg"):
+            best = row["best_losses"]
+            assert all(b <= a + 1e-6 for a, b in zip(best, best[1:]))
+            assert row["loss"] == pytest.approx(min(row["current_losses"]))
+
+
+@pytest.mark.slow
+def test_report_has_the_papers_table_controls_and_agreement(demo):
+    report = next((demo / "results" / "report").glob("*/index.html")).parent
+    with open(report / "main_table.csv", newline="") as f:
+        main = list(csv.DictReader(f))
+    variants = {r["variant"] for r in main}
+    assert {"base", "prompting", "iti", "iti_random_direction", "iti_random_heads", "sft", "dpo"} <= variants
+    assert all(float(r["rtp_expected_max_toxicity_low"]) <= float(r["rtp_expected_max_toxicity"])
+               <= float(r["rtp_expected_max_toxicity_high"]) for r in main if r["rtp_expected_max_toxicity"])
+    with open(report / "paired.csv", newline="") as f:
+        paired = list(csv.DictReader(f))
+    assert paired and all(float(r["ci_low"]) <= float(r["difference"]) <= float(r["ci_high"]) for r in paired)
+    assert _json(report / "scorer_auc.json")["auc"] >= 0.8       # the scorer measures the probe's concept
+    page = (report / "index.html").read_text()
+    assert "random direction" in page and "chance" in page
+    assert list((report / "plots").glob("tradeoff_*.png"))
+
+
+@pytest.mark.slow
+def test_second_invocation_has_nothing_to_do(demo):
+    again = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "2"], cwd=demo,
                            capture_output=True, text=True)
     assert "Nothing to be done" in again.stdout + again.stderr
