@@ -93,6 +93,7 @@ def _rel(path: Path, root: Path) -> Path:
 
 
 def cmd_validate(args: argparse.Namespace, root: Path) -> int:
+    from .measurements import measurement_notes
     from .plan import build_plan
     from .validate import load_spec
 
@@ -101,7 +102,8 @@ def cmd_validate(args: argparse.Namespace, root: Path) -> int:
         try:
             runs = load_spec(_rel(spec, root), root, str(spec))
             plan = build_plan(runs[0][1].name, runs, root)
-            results.append({"spec": str(spec), "ok": True, "runs": len(runs), "instances": len(plan.instances)})
+            results.append({"spec": str(spec), "ok": True, "runs": len(runs), "instances": len(plan.instances),
+                            "notes": measurement_notes(runs)})
         except SpecError as exc:
             results.append({"spec": str(spec), "ok": False, "problems": [vars(p) for p in exc.problems]})
             if not args.json:
@@ -112,6 +114,8 @@ def cmd_validate(args: argparse.Namespace, root: Path) -> int:
         for r in results:
             if r["ok"]:
                 print(f"ok  {r['spec']}: {r['runs']} run(s), {r['instances']} stage instances")
+                for note in r["notes"]:
+                    print(f"    {note}")
             else:
                 n = len(r["problems"])
                 print(f"BAD {r['spec']}: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)

@@ -64,3 +64,17 @@ def test_show_plan_schema(project):
 def test_help_explains():
     r = mixsteer("--help")
     assert r.returncode == 0 and "diff" in r.stdout and "examples:" in r.stdout
+
+
+def test_validate_explains_the_measurement_choices(project):
+    plain = project("plain.yaml", project.minimal)
+    controlled = project("controlled.yaml", "extends: plain.yaml\nsteer:\n  positions: all\n  controls:\n"
+                                            "    random_directions: 3\n    random_heads: 1\n")
+    r = mixsteer("--root", project.root, "validate", plain, controlled)
+    assert r.returncode == 0, r.stderr
+    plain_notes, controlled_notes = r.stdout.split("ok  ")[1:]
+    assert "probe.recipe li2023" in plain_notes and "steer.positions last" in plain_notes
+    assert "steer.controls: none" in plain_notes
+    assert "steer.positions all" in controlled_notes and "3 random-direction draws" in controlled_notes
+    body = json.loads(mixsteer("--root", project.root, "validate", "--json", controlled).stdout)
+    assert any("1 random-head draws" in n for n in body[0]["notes"])
