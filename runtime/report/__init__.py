@@ -33,7 +33,7 @@ from compiler.schema.evaluate import BootstrapSection, ScorerSpec
 from compiler.schema.probe import LabelledData
 from runtime.stage import StageContext, write_json
 
-VERSION = 3
+VERSION = 4
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 
@@ -106,7 +106,8 @@ def run(cfg: Config, ctx: StageContext) -> dict:
 
         views = token_view.token_views(ctx, rows, cfg.token_view_texts, top_k=cfg.token_view_top_k_heads)
     page = html.Page(
-        title=cfg.title, spec_name=cfg.spec_name, summary=html.summary_items(rows, table), main=main,
+        title=cfg.title, spec_name=cfg.spec_name, main=main,
+        summary=html.summary_items(rows, table, n_runs=len({r["run"] for r in cfg.runs})),
         paired=shown_pairs, auc=html.auc_box(auc), significance=html.significance_rows(tests),
         significance_alpha=cfg.significance_alpha, full=html.full_table(table),
         has_seed_table=by_seed is not None, views=views, top_k=cfg.token_view_top_k_heads)

@@ -36,15 +36,16 @@ class Page:
     top_k: int = 5
 
 
-def summary_items(rows: list[dict[str, Any]], table) -> list[tuple[str, str]]:
-    """Label/value pairs describing what the report covers."""
+def summary_items(rows: list[dict[str, Any]], table, *, n_runs: int) -> list[tuple[str, str]]:
+    """Label/value pairs describing what the report covers; `n_runs` counts the spec's sweep points
+    (`rows` are merged: the base model of every α is one row)."""
     def distinct(key):
         values = {r.get(key) for r in rows if r.get(key) is not None}
         if key == "variant":
             return sorted(values, key=lambda v: (variant_rank(v), v))
         return sorted(values)
 
-    items = [("runs", str(len({r["run"] for r in rows}))), ("distinct models", str(len(table)))]
+    items = [("runs", str(n_runs)), ("distinct models", str(len(table)))]
     for label, key in (("variants", "variant"), ("toxic shares", "toxic_share"), ("seeds", "seed"),
                        ("ITI strengths (α)", "alpha"), ("control draws", "control_seed")):
         values = distinct(key)
