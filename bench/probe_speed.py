@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from runtime.probe import rank_heads
-from runtime.probe_fit import fit_probes
+from runtime.probe.fit import fit_probes
 
 
 def planted_activations(n: int, layers: int, heads: int, head_dim: int, planted: int,

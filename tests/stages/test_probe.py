@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from runtime import probe  # noqa: E402
-from runtime.probe_fit import fit_probes  # noqa: E402
+from runtime.probe.fit import fit_probes  # noqa: E402
 from runtime.stage import StageContext  # noqa: E402
 
 FIT = dict(l2_penalty=1.0, max_iterations=500, tolerance=1e-6, progress=False)
@@ -46,7 +46,7 @@ def _cos(a, b):
 def test_planted_heads_rank_first_with_the_right_directions(implementation, standardize, monkeypatch):
     """`batched-wide`: the path for features wider than PRECONDITION_MAX_DIM (no Gram matrices)."""
     if implementation == "batched-wide":
-        monkeypatch.setattr("runtime.probe_fit.PRECONDITION_MAX_DIM", 0)
+        monkeypatch.setattr("runtime.probe.fit.PRECONDITION_MAX_DIM", 0)
         implementation = "batched"
     x, y, scales, truth = planted()
     train, val = np.arange(450), np.arange(450, 600)

@@ -162,7 +162,7 @@ def test_literal_default_call_stops_no_lower_than_the_stage(full):
     that the stage's default kernel reaches: its training objective is never lower than the kernel's."""
     from sklearn.linear_model import LogisticRegression
 
-    from runtime.probe_fit import fit_probes
+    from runtime.probe.fit import fit_probes
 
     _, _, _, tensors, split = full
     heads, y = tensors["heads"], tensors["labels"]

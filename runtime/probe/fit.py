@@ -24,7 +24,7 @@ the same norm of its own gradient with `tol`).
   scikit-learn fits float32 input in float32, whose rounding of f stops lbfgs short of the optimum
   (on a tiny model's raw activations: f 1.5e-5 above it, one validation prediction flipped).
 - `compiled`: L-BFGS per probe, compiled by numba, probes in parallel over CPU cores, each probe
-  gathered, fitted and scored while it sits in cache (`runtime/probe_kernel.py`): the CPU path.
+  gathered, fitted and scored while it sits in cache (`runtime/probe/kernel.py`): the CPU path.
 - `batched`: L-BFGS on a [probes, n, d] tensor, every probe at once, each with its own curvature
   history and its own (approximate) Armijo backtracking step; one iteration costs two batched matrix
   products (O(probes·n·d)). The starting curvature is Böhning's bound B = zᵀz/(4n) + diag(λ_j)/n,
@@ -170,7 +170,7 @@ def _fit_compiled(x, y, train, val, *, standardize, l2_penalty, max_iterations, 
                   progress):
     import numba
 
-    from runtime.probe_kernel import fit_range
+    from runtime.probe.kernel import fit_range
 
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
     n_probes, d = x.shape[1], x.shape[2]

@@ -17,7 +17,7 @@ Split: examples are grouped by normalised text (`examples.jsonl` `group`) and th
 scikit-learn's `GroupShuffleSplit(test_size=validation_fraction, random_state=split_seed)`, so one text
 never lands on both sides (0.2: Li et al.'s 4:1 split).
 
-Recipes (`recipe`), for head probes and residual-stream probes alike; probes by `runtime.probe_fit`
+Recipes (`recipe`), for head probes and residual-stream probes alike; probes by `runtime.probe.fit`
 (L2 logistic regression, C = 1/l2_penalty, fitted on the train rows, scored on the validation rows):
 - `li2023` (default), honest_llama's `train_probes` and `get_com_directions` [sure: its code; that the
   paper used it: likely]: `LogisticRegression(random_state=seed, max_iter=1000)` on the RAW head
@@ -92,7 +92,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     import torch
     from safetensors.numpy import load_file, save_file
 
-    from runtime.probe_fit import fit_probes
+    from runtime.probe.fit import fit_probes
     from runtime.stage import write_json
 
     torch.set_num_threads(max(1, ctx.threads))

@@ -5,10 +5,10 @@ Why it exists: on a CPU the batched torch path streams every head's features fro
 iteration (hundreds of MB), while one head's problem (1,600 × 128 float32, 0.8 MB) stays in cache.
 Here each core gathers one head, centres and scales it, fits it and scores it before moving on, so
 memory is read about once. Same objective (raw or standardised space, via the per-feature penalty of
-`probe_fit.feature_penalty`), same scaled coordinates, same starting point, same L-BFGS (10 pairs,
+`fit.feature_penalty`), same scaled coordinates, same starting point, same L-BFGS (10 pairs,
 H0 = γD with D = diag(1 / (1/4 + λ_j/n)) the inverse diagonal of Böhning's bound and
 γ = sᵀy / yᵀDy), same approximate-Armijo backtracking and same stopping rule as
-`probe_fit.lbfgs_logistic` without its Gram preconditioner (here a Gram matrix would cost ~60
+`fit.lbfgs_logistic` without its Gram preconditioner (here a Gram matrix would cost ~60
 evaluations of f: far more than it saves).
 
 Each evaluation of f and ∇f runs, block by block of `BLOCK` rows, three loops LLVM vectorises
@@ -26,7 +26,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from runtime.probe_fit import ARMIJO_SLACK, CONSTANT_STD, HISTORY, MAX_HALVINGS
+from runtime.probe.fit import ARMIJO_SLACK, CONSTANT_STD, HISTORY, MAX_HALVINGS
 
 BLOCK = 32
 """Rows per block of an evaluation: 32 × d floats stay in L1 between logits and gradient, and a
@@ -85,7 +85,7 @@ def _loss_grad(z, y, w, b, l2_mean, grad_w, buf):
 @njit(cache=True, fastmath=True)
 def _lbfgs(z, y, l2_mean, max_iterations, tolerance, start_bias):
     """L-BFGS on one centred, scaled probe; returns theta [d+1] (weights, then intercept) and the
-    iterations used. Mirrors `probe_fit.lbfgs_logistic` for one probe without a Gram matrix."""
+    iterations used. Mirrors `fit.lbfgs_logistic` for one probe without a Gram matrix."""
     n, d = z.shape
     size = d + 1
     h0 = np.empty(size, np.float32)                        # B⁻¹'s diagonal (Böhning's bound)
@@ -162,7 +162,7 @@ def fit_range(x, first, last, train, val, y_train, y_val, standardize, l2_penalt
               tolerance, weight, bias, val_accuracy, iterations):
     """Fit probes first…last-1 of x [N, G, d] (float32) on rows `train`, score them on rows `val`,
     writing into the [G, …] output arrays (weights and intercept in the original activation space).
-    `standardize`: the standardised feature space, else the raw one (`probe_fit` docstring)."""
+    `standardize`: the standardised feature space, else the raw one (`fit` docstring)."""
     d = x.shape[2]
     n = train.shape[0]
     prior = min(max(y_train.astype(np.float64).mean(), 1e-6), 1 - 1e-6)
