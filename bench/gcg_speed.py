@@ -69,7 +69,7 @@ def main() -> None:
         ctx = StageContext(kind="attack", stage_id="bench", root=ROOT, out=tmp / "out", work=tmp / "out",
                            inputs={"model": model_dir}, threads=1)
         from runtime.generate import load_model
-        from runtime.scorers import build_scorer
+        from runtime.scoring import build_scorer
 
         t0 = _clock()
         model, tok = load_model(model_dir / "model")

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 from compiler.errors import StageError
 from compiler.schema.attack import AttackSection
 from compiler.schema.base import StrictModel
-from compiler.schema.evaluate import ScorerSpec
+from compiler.schema.scoring import ScorerSpec
 from runtime.stage import StageContext
 
 VERSION = 2
@@ -167,7 +167,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     import torch
 
     from runtime.generate import load_model
-    from runtime.scorers import build_scorer
+    from runtime.scoring import build_scorer
 
     torch.set_num_threads(max(1, ctx.threads))
     torch.manual_seed(cfg.seed)

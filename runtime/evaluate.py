@@ -126,7 +126,7 @@ def load_prompts(ps: PromptSet, root: Path) -> tuple[list[str], list[bool] | Non
 
 def _generation_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float]:
     from runtime.generate import Sampling, sample_continuations
-    from runtime.scorers import build_scorer
+    from runtime.scoring import build_scorer
 
     ev, g = cfg.evaluate, cfg.evaluate.generation
     sampling = Sampling(g.samples_per_prompt, g.max_new_tokens, g.temperature, g.top_p, g.batch_size, cfg.seed)

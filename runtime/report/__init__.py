@@ -29,7 +29,8 @@ from typing import Any
 from pydantic import Field
 
 from compiler.schema.base import NOT_IN_ID, StrictModel
-from compiler.schema.evaluate import BootstrapSection, ScorerSpec
+from compiler.schema.evaluate import BootstrapSection
+from compiler.schema.scoring import ScorerSpec
 from compiler.schema.probe import LabelledData
 from runtime.stage import StageContext, write_json
 

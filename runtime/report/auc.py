@@ -49,7 +49,7 @@ def scorer_label_auc(scorer_spec: Any, data: LabelledData, ctx: StageContext, *,
                      level: float) -> dict[str, Any]:
     """Score the probe's labelled texts with the evaluation scorer; AUC of score vs label with its interval."""
     from runtime.activations import load_examples
-    from runtime.scorers import build_scorer
+    from runtime.scoring import build_scorer
     from runtime.sources import describe
 
     examples = load_examples(data, ctx)

@@ -37,11 +37,11 @@ def test_judge(judge, score, text, expected):
 
 
 def _run(tmp_path, model_dir, monkeypatch, attack: dict):
-    import runtime.scorers
+    import runtime.scoring
     from runtime import attack as stage
 
     (tmp_path / "redteam.jsonl").write_text("".join(json.dumps({"goal": p}) + "\n" for p in PROMPTS))
-    monkeypatch.setattr(runtime.scorers, "build_scorer", lambda spec, root: KeywordScorer("idiot"))
+    monkeypatch.setattr(runtime.scoring, "build_scorer", lambda spec, root: KeywordScorer("idiot"))
     cfg = stage.Config.model_validate({
         "attack": {"prompts": {"kind": "jsonl", "path": "redteam.jsonl", "text_field": "goal"},
                    "max_new_tokens": 12, **attack},

@@ -11,7 +11,7 @@ import pytest
 
 from runtime.demo_data import BUILTINS
 from runtime.demo_data.leakage import CorpusText, Guard, normalise, sentences
-from runtime.scorers import OfflineProfanityScorer
+from runtime.scoring import OfflineProfanityScorer
 
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
 SCORER_AUC_TARGET = 0.8

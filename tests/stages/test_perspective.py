@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from compiler.errors import StageError
-from runtime.perspective import PerspectiveClient, ScoreCache, text_key
+from runtime.scoring.perspective import PerspectiveClient, ScoreCache, text_key
 
 FAULTS = ("429", "500", "timeout", "malformed")
 """What the server does on a text's 1st..4th request; the 5th succeeds."""
@@ -169,8 +169,8 @@ def test_rate_limit_and_exponential_backoff(make_server, tmp_path):
 
 
 def test_build_scorer_reads_the_key_once(make_server, tmp_path, monkeypatch):
-    from compiler.schema.evaluate import PerspectiveScorer
-    from runtime.scorers import build_scorer
+    from compiler.schema.scoring import PerspectiveScorer
+    from runtime.scoring import build_scorer
 
     server = make_server(faults=())
     monkeypatch.setenv("MIXSTEER_TEST_KEY", "sekrit")

@@ -213,7 +213,7 @@ def fake_report(tmp_path_factory):
 @pytest.fixture(scope="module")
 def one_seed_report(tmp_path_factory):
     """One seed (so single-model intervals), the scorer/probe-label AUC, and hostile spec strings."""
-    from compiler.schema.evaluate import OfflineScorer
+    from compiler.schema.scoring import OfflineScorer
     from compiler.schema.probe import LabelledData
 
     tmp = tmp_path_factory.mktemp("report1")
@@ -413,9 +413,9 @@ def test_paired_units_must_match(tmp_path):
 def test_auc_equals_sklearn_on_the_scorers_own_scores(tmp_path):
     from sklearn.metrics import roc_auc_score
 
-    from compiler.schema.evaluate import OfflineScorer
+    from compiler.schema.scoring import OfflineScorer
     from compiler.schema.probe import LabelledData
-    from runtime.scorers import build_scorer
+    from runtime.scoring import build_scorer
 
     (tmp_path / "probe.jsonl").write_text("".join(json.dumps({"text": t, "toxic": 2.0 + 2 * l}) + "\n"
                                                   for t, l in LABELLED))

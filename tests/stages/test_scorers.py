@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from compiler.errors import StageError
-from compiler.schema.evaluate import DetoxifyScorer, OfflineScorer, PerspectiveScorer
-from runtime.scorers import build_scorer
+from compiler.schema.scoring import DetoxifyScorer, OfflineScorer, PerspectiveScorer
+from runtime.scoring import build_scorer
 
 TOXIC = ["you are a fucking idiot", "shut up you stupid bitch", "go to hell, you worthless piece of shit"]
 CLEAN = ["thank you for the kind and helpful answer", "what a wonderful day to learn something new",

@@ -2,7 +2,7 @@
 
 `offline` is alt-profanity-check (ships its model, no network); `detoxify` loads a local Detoxify
 checkpoint (the `detoxify` package is optional: install it yourself); `perspective` calls Google's
-Perspective API through the rate-limited, retrying, caching client in `runtime.perspective`.
+Perspective API through the rate-limited, retrying, caching client in `runtime.scoring.perspective`.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 from compiler.errors import StageError
-from compiler.schema.evaluate import DetoxifyScorer, OfflineScorer, PerspectiveScorer
+from compiler.schema.scoring import DetoxifyScorer, OfflineScorer, PerspectiveScorer
 
 
 class Scorer(Protocol):
@@ -68,7 +68,7 @@ def build_scorer(spec: OfflineScorer | DetoxifyScorer | PerspectiveScorer, root:
         path = Path(spec.checkpoint_path)
         return DetoxifyLocalScorer(path if path.is_absolute() else root / path, spec.variant)
     if isinstance(spec, PerspectiveScorer):
-        from runtime.perspective import PerspectiveClient
+        from runtime.scoring.perspective import PerspectiveClient
 
         key = os.environ.get(spec.api_key_env)
         if not key:
