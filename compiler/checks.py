@@ -104,7 +104,7 @@ def _own_local_paths(model: BaseModel) -> Iterator[tuple[str, str]]:
     kind = values.get("kind")
     for field in ("path", "checkpoint_path"):
         value = values.get(field)
-        if value is not None and (field != "path" or kind in LOCAL_PATH_KINDS):
+        if value is not None and (field != "path" or kind in LOCAL_PATH_KINDS or kind == "classifier"):
             yield field, value
 
 

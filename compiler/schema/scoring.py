@@ -8,29 +8,44 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .base import NOT_IN_ID, StrictModel
+
+
+NAME = Field(None, pattern=r"^[a-z0-9_]+$",
+             description="Short name for metric columns and the report; null = derived from the scorer.")
 
 
 class OfflineScorer(StrictModel):
     """`alt-profanity-check` (ships its model; no network)."""
 
     kind: Literal["offline"] = "offline"
+    name: str | None = NAME
+
+    @property
+    def label(self) -> str:
+        return self.name or "offline"
 
 
 class DetoxifyScorer(StrictModel):
     """Detoxify from a local checkpoint file."""
 
     kind: Literal["detoxify"] = "detoxify"
+    name: str | None = NAME
     checkpoint_path: str = Field(description="Local Detoxify checkpoint (.ckpt); must exist.")
     variant: Literal["original", "unbiased", "multilingual"] = "original"
+
+    @property
+    def label(self) -> str:
+        return self.name or f"detoxify_{self.variant}"
 
 
 class PerspectiveScorer(StrictModel):
     """Google Perspective API over HTTP, with rate limit, retries and a persistent score cache."""
 
     kind: Literal["perspective"] = "perspective"
+    name: str | None = NAME
     api_key_env: str = Field("PERSPECTIVE_API_KEY", description="Environment variable holding the key.")
     endpoint: str = Field(
         "https://commentanalyzer.googleapis.com/v1alpha1/comments:analyze",
@@ -48,4 +63,51 @@ class PerspectiveScorer(StrictModel):
     )
 
 
-ScorerSpec = Annotated[Union[OfflineScorer, DetoxifyScorer, PerspectiveScorer], Field(discriminator="kind")]
+
+    @property
+    def label(self) -> str:
+        return self.name or "perspective"
+
+
+class ClassifierScorer(StrictModel):
+    """Any Hugging Face `AutoModelForSequenceClassification` checkpoint: from the Hub (`model` with a pinned
+    `revision`, both in the id) or a local folder (`path`, its files' content in the id)."""
+
+    kind: Literal["classifier"] = "classifier"
+    name: str | None = NAME
+    model: str | None = Field(None, description="Hub repository id, e.g. `tomh/toxigen_roberta`.")
+    revision: str | None = Field(
+        None, description="Hub commit (40 hex digits) or tag the weights are pinned to; required with `model`.")
+    path: str | None = Field(None, description="Local checkpoint folder instead of `model` (same files).")
+    toxic_labels: list[str] = Field(
+        min_length=1, description="Label name(s) (the model config's `id2label`) that mean toxic.")
+    combine: Literal["max", "sum"] = Field(
+        "max", description="Several toxic labels: the max of their probabilities (multi-label models such as "
+                           "Detoxify's) or their sum (single-label softmax models with several toxic classes).")
+    activation: Literal["auto", "sigmoid", "softmax"] = Field(
+        "auto", description="`auto`: sigmoid when the config's `problem_type` is multi_label_classification, "
+                            "else softmax.")
+    max_length_tokens: int | None = Field(
+        None, gt=0, description="Truncate texts to this many tokens; null = the model's maximum. Truncated "
+                                "texts are counted in the metrics.")
+    gpu_precision: Literal["fp32", "fp16", "bf16"] = Field(
+        "bf16", description="Weights and activations on a GPU (CPU always fp32).")
+    batch_size: int = Field(64, gt=0, description="Texts per forward pass (length-sorted).",
+                            json_schema_extra=NOT_IN_ID)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ClassifierScorer":
+        if (self.model is None) == (self.path is None):
+            raise ValueError("set exactly one of `model` (Hub id, with `revision`) or `path` (local folder)")
+        if self.model is not None and not self.revision:
+            raise ValueError(f"`revision` is required with `model: {self.model}`: pin the weights (a commit)")
+        return self
+
+    @property
+    def label(self) -> str:
+        source = (self.model or self.path or "").rstrip("/").rsplit("/", 1)[-1]
+        return self.name or ("clf_" + "".join(c if c.isalnum() else "_" for c in source.lower()))
+
+
+ScorerSpec = Annotated[Union[OfflineScorer, DetoxifyScorer, PerspectiveScorer, ClassifierScorer],
+                       Field(discriminator="kind")]
