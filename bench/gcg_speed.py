@@ -2,7 +2,7 @@
 
 The model has the demo's shape (OLMo, 4 layers, d 128, 4 heads, BPE vocabulary 4096 trained on the
 built-in demo corpora) with random weights: speed does not depend on what the weights learned. Prints
-the time of each phase and of the whole stage run (model load and scorer included), and the GCG phase
+the time of each phase and of the whole stage run (model load included; scoring is the `score` stage's), and the GCG phase
 once more with the early-stop check at the last step only (`success_check_every = steps`: the start's
 and the reported suffix's judging remain), which isolates what the demo's per-step checks cost.
 
@@ -63,37 +63,34 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model_dir = demo_shaped_model(tmp / "m")
-        cfg = attack.Config.model_validate({"attack": DEMO_ATTACK, "scorer": {"kind": "offline"},
-                                            "toxic_threshold": 0.5, "seed": 0})
+        cfg = attack.Config.model_validate({"attack": DEMO_ATTACK, "seed": 0})
         (tmp / "out").mkdir()
         ctx = StageContext(kind="attack", stage_id="bench", root=ROOT, out=tmp / "out", work=tmp / "out",
                            inputs={"model": model_dir}, threads=1)
         from runtime.generate import load_model
-        from runtime.scoring import build_scorer
 
         t0 = _clock()
         model, tok = load_model(model_dir / "model")
-        scorer = build_scorer(cfg.scorer, ROOT)
         prompts = attack.load_prompts(cfg.attack, ctx)
         t1 = _clock()
-        attack.prompt_attack(cfg, model, tok, scorer, prompts)
+        attack.prompt_attack(cfg, model, tok, prompts)
         t2 = _clock()
-        attack.gcg_attack_rows(cfg, model, tok, scorer, prompts[:cfg.attack.gcg.max_prompts])
+        attack.gcg_attack_rows(cfg, model, tok, prompts[:cfg.attack.gcg.max_prompts])
         t3 = _clock()
         metrics = attack.run(cfg, ctx)
         t4 = _clock()
         g = cfg.attack.gcg
         rare = cfg.model_copy(update={"attack": cfg.attack.model_copy(
             update={"gcg": g.model_copy(update={"success_check_every": g.steps})})})
-        attack.gcg_attack_rows(rare, model, tok, scorer, prompts[:g.max_prompts])
+        attack.gcg_attack_rows(rare, model, tok, prompts[:g.max_prompts])
         t5 = _clock()
     print(f"demo-shaped model (4 layers, d 128, vocab 4096), 1 thread, {len(prompts)} red-team prompts, "
           f"GCG on {int(metrics['n_gcg_prompts'])} prompts × {cfg.attack.gcg.steps} steps × "
           f"{cfg.attack.gcg.candidates_per_step} candidates (mean steps run {metrics['gcg_steps_mean']:.1f})")
     n = metrics["n_gcg_prompts"]
     print("  phase                                  wall s   CPU s (process)")
-    for name, a, b in [("load model + scorer + prompts", t0, t1), ("prompt attack (40 prompts)", t1, t2),
-                       ("GCG attack (search + judge)", t2, t3), ("whole stage run()", t3, t4),
+    for name, a, b in [("load model + prompts", t0, t1), ("prompt attack (40 prompts)", t1, t2),
+                       ("GCG attack (search + checks)", t2, t3), ("whole stage run()", t3, t4),
                        ("GCG attack, check at the last step", t4, t5)]:
         print(f"  {name:<38} {b[0] - a[0]:6.2f}   {b[1] - a[1]:6.2f}")
     print(f"  GCG per prompt: {(t3[1] - t2[1]) / n:.2f} CPU s; checking at the last step only: "

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from .schema import Spec
 from .schema.data import TokenizerInfo
+from .schema.scoring import PerspectiveScorer
 from .schema.sources import LOCAL_PATH_KINDS, MemmapSource
 
 Finding = tuple[tuple[Any, ...], str]
@@ -71,7 +72,7 @@ def domain_problems(spec: Spec, root: Path | None = None, checked: set[int] | No
         if spec.steer.top_k_heads > probed_heads:
             out.append((("steer", "top_k_heads"), f"top_k_heads {spec.steer.top_k_heads} exceeds the {probed_heads} probed heads ({m.n_layers} layers × {m.n_heads} heads = {n_heads_total})"))
     if spec.attack is not None and spec.evaluate is None:
-        out.append((("attack",), "the attack judge uses evaluate.scorer: add an `evaluate:` section"))
+        out.append((("attack",), "the attack is scored by evaluate.scorers: add an `evaluate:` section"))
     if spec.data is not None:
         info = TokenizerInfo.of(spec.tokenizer)
         if spec.pretrain.sequence_length > m.max_sequence_length:
@@ -98,13 +99,35 @@ def domain_problems(spec: Spec, root: Path | None = None, checked: set[int] | No
     return out
 
 
+PERSPECTIVE_ENDING = (
+    "warning: the Perspective API stops serving after 2026-12-31 and has taken no new API keys since early "
+    "2026: only texts already in its cache will score after that. Use an open classifier instead "
+    "(`kind: classifier`: a Hub model pinned by `revision`, or a local folder), and see how far it agrees "
+    "with Perspective with `mixsteer scorer-check`"
+)
+
+
+def spec_warnings(spec: Spec, checked: set[int] | None = None) -> list[Finding]:
+    """What is valid but will fail or mislead: every Perspective scorer (the service is ending).
+    `checked` holds ids of sections already looked at (runs of a sweep share them)."""
+    checked = set() if checked is None else checked
+    out: list[Finding] = []
+    for name in type(spec).model_fields:
+        section = getattr(spec, name)
+        if isinstance(section, BaseModel) and id(section) not in checked:
+            checked.add(id(section))
+            out.extend((path, PERSPECTIVE_ENDING) for path, model in walk_models(section, (name,))
+                       if isinstance(model, PerspectiveScorer))
+    return out
+
+
 def _own_local_paths(model: BaseModel) -> Iterator[tuple[str, str]]:
     """(field, value) of the local files or folders a model names itself (not its children)."""
     values = model.__dict__                       # field values; getattr on an absent field is slow
     kind = values.get("kind")
     for field in ("path", "checkpoint_path"):
         value = values.get(field)
-        if value is not None and (field != "path" or kind in LOCAL_PATH_KINDS or kind == "classifier"):
+        if value is not None and (field != "path" or kind in LOCAL_PATH_KINDS or kind in ("classifier", "lexicon")):
             yield field, value
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .errors import MixsteerError, SpecError
+from .errors import MixsteerError, Problem, SpecError
 
 EPILOG = """\
 examples:
@@ -26,6 +26,7 @@ examples:
   mixsteer diff specs/a.yaml specs/b.yaml what B changes vs A and which stages must rerun
   mixsteer compile specs/demo.yaml        write build/demo/ (stage JSONs, lock.json, rules.smk)
   mixsteer schema > spec.schema.json      JSON Schema for editor completion
+  mixsteer scorer-check specs/scorer_check.yaml   scorer vs Perspective (RTP) and human (ToxiGen) labels
 then run it:  snakemake --cores all --config spec=specs/demo.yaml
 """
 
@@ -83,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable diff")
     p.set_defaults(func=cmd_diff)
 
+    p = sub.add_parser(
+        "scorer-check", help="measure toxicity scorers against Perspective's RTP scores and ToxiGen's human "
+        "ratings; print the table", description=SCORER_CHECK_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("spec", type=Path, metavar="SPEC", help="a spec with a `scorer_check:` section")
+    p.add_argument("--json", action="store_true", help="print agreement.json instead of the table")
+    p.set_defaults(func=cmd_scorer_check)
+
     p = sub.add_parser("schema", help="print the JSON Schema of specs (for editors)")
     p.set_defaults(func=cmd_schema)
     return parser
@@ -95,7 +104,7 @@ def _rel(path: Path, root: Path) -> Path:
 def cmd_validate(args: argparse.Namespace, root: Path) -> int:
     from .measurements import measurement_notes
     from .plan import build_plan
-    from .validate import load_spec
+    from .validate import load_spec, warnings_of
 
     results: list[dict[str, Any]] = []
     for spec in args.specs:
@@ -103,7 +112,7 @@ def cmd_validate(args: argparse.Namespace, root: Path) -> int:
             runs = load_spec(_rel(spec, root), root, str(spec))
             plan = build_plan(runs[0][1].name, runs, root)
             results.append({"spec": str(spec), "ok": True, "runs": len(runs), "instances": len(plan.instances),
-                            "notes": measurement_notes(runs)})
+                            "notes": measurement_notes(runs), "warnings": [vars(w) for w in warnings_of(runs)]})
         except SpecError as exc:
             results.append({"spec": str(spec), "ok": False, "problems": [vars(p) for p in exc.problems]})
             if not args.json:
@@ -116,6 +125,8 @@ def cmd_validate(args: argparse.Namespace, root: Path) -> int:
                 print(f"ok  {r['spec']}: {r['runs']} run(s), {r['instances']} stage instances")
                 for note in r["notes"]:
                     print(f"    {note}")
+                for w in r["warnings"]:
+                    print(Problem(**w), file=sys.stderr)
             else:
                 n = len(r["problems"])
                 print(f"BAD {r['spec']}: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
@@ -201,6 +212,52 @@ def cmd_diff(args: argparse.Namespace, root: Path) -> int:
     else:
         print(format_diff(d, str(args.a), str(args.b)))
     return 0 if d.identical else 1
+
+
+SCORER_CHECK_HELP = """\
+Measure each scorer of the spec's `scorer_check` section against references no one here wrote, and
+print the agreement table. Runs the `scorer_check` stage directly (no Snakemake); its output is the
+same content-addressed folder Snakemake would write (results/scorer_check/<id>/: agreement.json,
+agreement.md, scores.jsonl), reused when it exists. Scores go through the shared cache (.cache/).
+
+- RealToxicityPrompts (JSON Lines; `prompt` and `continuation` each carry `text` and Perspective's 2020
+  `toxicity`): every selected record's prompt and continuation are scored; per scorer, Spearman's rho
+  with Perspective and ROC AUC against Perspective >= threshold (prompts, continuations, both), and the
+  expected maximum toxicity and toxicity probability it gives on the continuations next to
+  Perspective's (one sample per prompt: RTP's own continuation). Records with a null Perspective
+  toxicity are skipped and counted.
+- ToxiGen `annotated` (Parquet): ROC AUC against toxicity_human >= label_threshold, Spearman's rho
+  with toxicity_human.
+
+Intervals: seeded percentile bootstrap over records (RTP) and rows (ToxiGen).
+A scorer fitted on part of a reference is only fairly measured on the rest: a classifier fitted on
+RTP texts (cooperleong00/deberta-v3-large_toxicity-scorer: 90k of them) must be checked on records
+it never saw (`rtp.records`: skip / take / sample), ToxiGen's RoBERTa on ToxiGen's test split.
+"""
+
+
+def cmd_scorer_check(args: argparse.Namespace, root: Path) -> int:
+    import contextlib
+
+    from runtime.registry import load_stage
+    from runtime.stage import execute
+
+    from .ids import canonical_json
+    from .render import envelope_json
+    from .workflow import compile_spec
+
+    plan = compile_spec(_rel(args.spec, root), root)
+    checks = [inst for inst in plan.instances.values() if inst.kind == "scorer_check"]
+    if not checks:
+        raise MixsteerError(f"{args.spec} has no `scorer_check:` section")
+    for inst in checks:
+        out = root / inst.output
+        if not (out / "stage.json").exists():
+            with contextlib.redirect_stdout(sys.stderr):  # stage progress stays off the table
+                execute(json.loads(envelope_json(inst, canonical_json(str(root)))), load_stage(inst.kind))
+        print(f"{inst.output}", file=sys.stderr)
+        print((out / ("agreement.json" if args.json else "agreement.md")).read_text(), end="")
+    return 0
 
 
 def cmd_schema(args: argparse.Namespace, root: Path) -> int:

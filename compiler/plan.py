@@ -4,8 +4,11 @@ Per run the planner instantiates each stage whose section is present, wiring inp
 
     tokenizer → mix → pretrain ─┬─ activations → probe → steer ─┐
                                 ├─ posttrain (sft, dpo) ─────────┼─ evaluate / attack per model variant
-                                └────────────────────────────────┘
-    toy (independent)                              report ← every evaluate, probe, attack, toy
+                                └────────────────────────────────┘        └─ score per scorer
+    toy (independent)                     report ← every evaluate, score, probe, attack, toy
+
+Scoring is its own stage: one `score` instance per (evaluate or attack instance, scorer), so the scorers
+are in no id upstream of them and changing one reruns only scoring and the report.
 
 Model variants: `base` (pretrained), `prompting` (base + instruction prefix, a pseudo-stage: an
 evaluate instance with `prefix`), `iti`, its seeded controls `iti_random_direction/<n>` and
@@ -21,11 +24,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from runtime.evaluate import section_fields as evaluate_fields
 from runtime.registry import load_stage
 
 from .checks import local_paths, pretrain_steps
 from .fingerprint import fingerprint
 from .ids import stage_id
+from .plan_scorer_check import plan_scorer_check
 from .schema import Spec
 from .schema.base import StrictModel
 from .schema.data import TokenizerInfo
@@ -130,6 +135,10 @@ def _identity(value: Any) -> Any:
     return (kind, value)
 
 
+REPORT_INPUT_ROLES = ("evaluate", "attack", "score", "probe", "toy", "steer", "pretrain", "mix", "scorer_check")
+"""Roles (first part) whose instances the report reads."""
+
+
 def build_plan(spec_name: str, runs: list[tuple[Any, Spec]], root: Path | None = None) -> Plan:
     """`runs` are (resolve.Run, Spec) pairs from `compiler.validate`. With `root`, the content of every
     local file a stage reads enters its id (`compiler.fingerprint`)."""
@@ -141,7 +150,7 @@ def build_plan(spec_name: str, runs: list[tuple[Any, Spec]], root: Path | None =
         run_plans.append(rp)
     report_runs = [_report_row(rp, b.instances) for rp in run_plans]
     inputs = sorted({i for rp in run_plans for role, i in rp.roles.items()
-                     if role.split("/")[0] in ("evaluate", "attack", "probe", "toy", "steer", "pretrain", "mix")})
+                     if role.split("/")[0] in REPORT_INPUT_ROLES})
     if inputs:
         first = run_plans[0].spec
         rid = b.add("report", dict(
@@ -150,7 +159,7 @@ def build_plan(spec_name: str, runs: list[tuple[Any, Spec]], root: Path | None =
             token_view_texts=list(first.report.token_view_texts),
             token_view_top_k_heads=first.report.token_view_top_k_heads,
             runs=[row for rows in report_runs for row in rows],
-            **(dict(scorer=first.evaluate.scorer, toxic_threshold=first.evaluate.toxic_threshold,
+            **(dict(scorer=first.evaluate.primary_scorer, scorers=first.evaluate.scorers, toxic_threshold=first.evaluate.toxic_threshold,
                     bootstrap=first.evaluate.bootstrap) if first.evaluate is not None else {}),
             labelled_data=first.probe.data if first.probe is not None else None,
         ), {i: i for i in inputs}, first)
@@ -164,6 +173,7 @@ def _plan_run(b: _Builder, spec: Spec) -> dict[str, str]:
     roles: dict[str, str] = {}
     if spec.toy.enabled:
         roles["toy"] = b.add("toy", dict(toy=spec.toy), {}, spec)
+    roles |= plan_scorer_check(b, spec)
     if spec.data is None:
         return roles
     info = b.tokenizer_info(spec.tokenizer)
@@ -205,12 +215,26 @@ def _plan_run(b: _Builder, spec: Spec) -> dict[str, str]:
             if variant not in ("base", "prompting") and ev.cross_entropy.kl_to_base:
                 inputs["base"] = roles["pretrain"]
             roles[f"evaluate/{variant}"] = b.add("evaluate", dict(
-                evaluate=ev, prefix=prefix, detection_data=detection_data, seed=spec.seed), inputs, spec)
+                **evaluate_fields(ev), prefix=prefix, detection_data=detection_data, seed=spec.seed,
+            ), inputs, spec)
+            roles |= _plan_scores(b, spec, "evaluate", variant, roles[f"evaluate/{variant}"])
             if spec.attack is not None and spec.attack.enabled and variant in spec.attack.variants:  # never a control
-                roles[f"attack/{variant}"] = b.add("attack", dict(
-                    attack=spec.attack, scorer=ev.scorer, toxic_threshold=ev.toxic_threshold, seed=spec.seed,
-                ), {"model": model_id}, spec)
+                roles[f"attack/{variant}"] = b.add("attack", dict(attack=spec.attack, seed=spec.seed),
+                                                   {"model": model_id}, spec)
+                roles |= _plan_scores(b, spec, "attack", variant, roles[f"attack/{variant}"])
     return roles
+
+
+def _plan_scores(b: _Builder, spec: Spec, texts_kind: str, variant: str, texts_id: str) -> dict[str, str]:
+    """One `score` instance per scorer of `evaluate.scorers` over one evaluate or attack instance: roles
+    `score/<label>/<texts_kind>/<variant>`. Attacks are scored by every scorer too (a few hundred texts:
+    cheap), so each scorer's attack success sits beside its toxicity; the primary's is the headline."""
+    ev = spec.evaluate
+    source = "generations" if texts_kind == "evaluate" else "attack"
+    judge = spec.attack.judge if source == "attack" else None
+    return {f"score/{scorer.label}/{texts_kind}/{variant}": b.add("score", dict(
+        scorer=scorer, source=source, toxic_threshold=ev.toxic_threshold, bootstrap=ev.bootstrap, judge=judge,
+    ), {"texts": texts_id}, spec) for scorer in ev.scorers}
 
 
 def _plan_steer(b: _Builder, spec: Spec, roles: dict[str, str]) -> dict[str, str]:
@@ -267,8 +291,17 @@ def _report_row(rp: RunPlan, instances: dict[str, StageInstance]) -> list[dict[s
             s = instances[steer_id].config
             steer = {"steer": steer_id, "alpha": s.alpha, "positions": s.positions, "top_k_heads": s.top_k_heads,
                      "control": s.control, "control_seed": s.control_seed}
-        rows.append({**common, **steer, "variant": kind, "evaluate": sid,
-                     "attack": rp.roles.get(f"attack/{variant}")})
+        rows.append({**common, **steer, "variant": kind, "evaluate": sid, "scores": _scores(rp, "evaluate", variant),
+                     "attack": rp.roles.get(f"attack/{variant}"), "attack_scores": _scores(rp, "attack", variant)})
     if not rows:
-        rows.append({**common, **no_steer, "variant": None, "evaluate": None, "attack": None})
+        rows.append({**common, **no_steer, "variant": None, "evaluate": None, "scores": {}, "attack": None,
+                     "attack_scores": {}})
     return rows
+
+
+def _scores(rp: RunPlan, texts_kind: str, variant: str) -> dict[str, str]:
+    """{scorer label: score id} of one evaluate or attack instance, in `evaluate.scorers` order (the
+    primary first); empty when there is none."""
+    if rp.spec.evaluate is None or f"{texts_kind}/{variant}" not in rp.roles:
+        return {}
+    return {s.label: rp.roles[f"score/{s.label}/{texts_kind}/{variant}"] for s in rp.spec.evaluate.scorers}

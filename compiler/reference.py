@@ -19,6 +19,9 @@ from .schema import Spec
 def _type_name(annotation: Any) -> str:
     names = []
     for member in _members(annotation):
+        if typing.get_origin(member) is list:                  # list[<a union of sections>]
+            names.append(f"list[{_type_name(typing.get_args(member)[0])}]")
+            continue
         names.append(member.__name__ if isinstance(member, type) else repr(member).replace("typing.", ""))
     if type(None) in typing.get_args(annotation):
         names.append("null")

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .checks import domain_problems
+from .checks import domain_problems, spec_warnings
 from .errors import Problem, SpecError
 from .fields import check_path, did_you_mean, field_names_at
 from .load import PathKey, dotted
@@ -105,6 +105,18 @@ def validate_runs(doc: Document, default_name: str, root: Path | None = None) ->
     if problems:
         raise SpecError(_unique(problems))
     return validated
+
+
+def warnings_of(runs: list[tuple[Run, Spec]]) -> list[Problem]:
+    """Located warnings (`checks.spec_warnings`) of validated runs; `mixsteer validate` prints them and
+    still exits 0."""
+    found: list[Problem] = []
+    checked: set[int] = set()
+    for run, spec in runs:
+        for path, message in spec_warnings(spec, checked):
+            p = run.document.position(path)
+            found.append(Problem(p.file, p.line, p.column, dotted(path), message))
+    return _unique(found)
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

@@ -25,7 +25,7 @@ from .render import RULE_VALUES, render_rules, write_build, write_if_changed, wr
 from .validate import load_spec
 
 KIND_ORDER = ["tokenizer", "mix", "pretrain", "activations", "probe", "steer", "posttrain",
-              "evaluate", "attack", "toy", "report"]
+              "evaluate", "attack", "score", "toy", "scorer_check", "report"]
 
 
 def environment(root: Path) -> dict[str, Any]:

@@ -1,14 +1,17 @@
-"""`evaluate` stage: generation toxicity, detection, MMLU, cross-entropy and KL for one model.
+"""`evaluate` stage: generations, detection, MMLU, cross-entropy and KL for one model (no scoring).
 
 Reads: `model` (HF checkpoint folder), optional `base` (the unsteered model, for KL) and `mix` (its
 `heldout/clean.npy` tokens, for cross-entropy), the prompt sets and labelled data named in the config.
-Its id changes with the `evaluate` section (less batch sizes and Perspective plumbing), the prompting
-`prefix`, the detection data and the seed.
+Its id changes with the evaluate section's measuring fields (prompt sets, generation, MMLU, detection,
+cross-entropy, bootstrap; less batch sizes), the prompting `prefix`, the detection data and the seed —
+never with the scorers: toxicity is scored by the `score` stage (`runtime.score`), one job per scorer,
+from `generations.jsonl`, so changing a scorer never generates again.
 
-Writes one row per scored unit, so intervals and paired comparisons (same units, two models) can be
-recomputed from the files alone:
-- `generations.jsonl`: one row per sample: `set`, `prompt_index`, `prompt`, `prefix`, `sample`,
-  `continuation`, `score`, and `challenging` when the set marks it.
+Writes one row per unit, so scores, intervals and paired comparisons (same units, two models) can be
+computed from the files alone:
+- `generations.jsonl`: one row per sample: `set`, `prompt_index`, `prompt`, `prefix`, `sample`, `seed`
+  (the row seed the sample was drawn with, `runtime.generate.row_seed`), `continuation`, and
+  `challenging` when the set marks it.
 - `mmlu.json`: `accuracy`, `accuracy_len_norm`, `chance`, `questions`, `shots`, `prompt_variant`
   (ai2-olmo's name), `split`, `per_subject`, and `per_question` rows: `subject`, `index` (in its split),
   `answer`, `loglikelihoods`, `predicted`, `predicted_len_norm`, `correct`, `correct_len_norm`.
@@ -17,56 +20,55 @@ recomputed from the files alone:
 - `cross_entropy.json`: `cross_entropy`, `kl_to_base` (with a base), `cross_entropy_tokens`, and `per_document` rows:
   `index`, `nll_sum`, `tokens`, `kl_sum` (with a base).
 
-Toxicity metrics follow RealToxicityPrompts (Gehman et al. 2020), per prompt set and on its
-`challenging` subset when marked: expected maximum toxicity (mean over prompts of the max over samples),
-toxicity probability (share of prompts with at least one sample ≥ `toxic_threshold`), mean toxicity.
-Every metric `m` has `m_ci_low` / `m_ci_high`: a seeded percentile bootstrap (`evaluate.bootstrap`) over
-prompts (each with all its samples), MMLU questions, detection examples or held-out documents (CE and KL
-as ratios of sums); `mmlu_chance` and `detection_chance` (0.5, balanced) give the floor to read them by.
+Metrics: `<set>_generations` (rows written per prompt set); every capability metric `m` has `m_ci_low` /
+`m_ci_high`: a seeded percentile bootstrap (`bootstrap`) over MMLU questions, detection examples or
+held-out documents (CE and KL as ratios of sums); `mmlu_chance` and `detection_chance` (0.5, balanced)
+give the floor to read them by.
 """
 from __future__ import annotations
 
 import json
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from compiler.errors import StageError
 from compiler.schema.base import StrictModel
-from compiler.schema.evaluate import BootstrapSection, EvaluateSection, PromptSet
+from compiler.schema.evaluate import (BootstrapSection, CrossEntropySection, DetectionSection, EvaluateSection,
+                                      GenerationSection, MMLUSection, PromptSet)
 from compiler.schema.probe import LabelledData
 from runtime.stage import StageContext, write_json
 
 if TYPE_CHECKING:
     from runtime.stats import Statistic
 
-VERSION = 2
+VERSION = 3
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 
 class Config(StrictModel):
-    evaluate: EvaluateSection
+    """The evaluate section's measuring fields (its `scorers` and `toxic_threshold` belong to `score`)."""
+
+    prompt_sets: list[PromptSet]
+    generation: GenerationSection
+    mmlu: MMLUSection
+    detection: DetectionSection
+    cross_entropy: CrossEntropySection
+    bootstrap: BootstrapSection
     prefix: str | None = Field(None, description="Prompting baseline: text prepended to every prompt.")
     seed: int
     detection_data: LabelledData | None = Field(
-        None, description="Labelled data for detection when `evaluate.detection.data` is null "
+        None, description="Labelled data for detection when `detection.data` is null "
         "(the compiler passes the probe data).",
     )
 
 
-def toxicity_metrics(scores: Sequence[Sequence[float]], threshold: float) -> dict[str, float]:
-    """RTP metrics over prompts, each with its samples' scores."""
-    if not scores or any(not s for s in scores):
-        raise ValueError("every prompt needs at least one scored sample")
-    maxima = [max(s) for s in scores]
-    flat = [v for s in scores for v in s]
-    return {
-        "expected_max_toxicity": sum(maxima) / len(maxima),
-        "toxicity_probability": sum(m >= threshold for m in maxima) / len(maxima),
-        "mean_toxicity": sum(flat) / len(flat),
-    }
+def section_fields(ev: EvaluateSection) -> dict[str, Any]:
+    """The Config fields an evaluate section gives (the planner adds prefix, seed and detection data)."""
+    return dict(prompt_sets=ev.prompt_sets, generation=ev.generation, mmlu=ev.mmlu, detection=ev.detection,
+                cross_entropy=ev.cross_entropy, bootstrap=ev.bootstrap)
 
 
 def with_interval(name: str, units, statistic: Statistic, boot: BootstrapSection) -> dict[str, float]:
@@ -78,18 +80,6 @@ def with_interval(name: str, units, statistic: Statistic, boot: BootstrapSection
     units = np.asarray(units, dtype=float)
     low, high = stats.bootstrap_ci(units, statistic, resamples=boot.resamples, seed=boot.seed, level=boot.level)
     return {name: float(statistic(units[None])[0]), f"{name}_ci_low": low, f"{name}_ci_high": high}
-
-
-def toxicity_metrics_with_intervals(scores: Sequence[Sequence[float]], threshold: float,
-                                    boot: BootstrapSection) -> dict[str, float]:
-    """`toxicity_metrics` with intervals over prompts: each prompt's samples stay together."""
-    from runtime import stats
-
-    toxicity_metrics(scores, threshold)  # validates: every prompt scored
-    maxima = [max(s) for s in scores]
-    return (with_interval("expected_max_toxicity", maxima, stats.mean, boot)
-            | with_interval("toxicity_probability", [m >= threshold for m in maxima], stats.mean, boot)
-            | with_interval("mean_toxicity", [(sum(s), len(s)) for s in scores], stats.ratio_of_sums, boot))
 
 
 def _iter_records(source: Any, root: Path):
@@ -124,50 +114,39 @@ def load_prompts(ps: PromptSet, root: Path) -> tuple[list[str], list[bool] | Non
     return texts, (flags if ps.challenging_field else None)
 
 
-def _generation_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float]:
-    from runtime.generate import Sampling, sample_continuations
-    from runtime.scoring import build_scorer
+def _generations(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float]:
+    """Sample every prompt set and write `generations.jsonl`; returns the rows written per set."""
+    from runtime.generate import Sampling, row_seed, sample_continuations
 
-    ev, g = cfg.evaluate, cfg.evaluate.generation
+    g = cfg.generation
     sampling = Sampling(g.samples_per_prompt, g.max_new_tokens, g.temperature, g.top_p, g.batch_size, cfg.seed)
-    scorer = build_scorer(ev.scorer, ctx.root)
     metrics: dict[str, float] = {}
     with open(ctx.out / "generations.jsonl", "w", encoding="utf-8") as out:
-        for ps in ev.prompt_sets:
+        for ps in cfg.prompt_sets:
             prompts, challenging = load_prompts(ps, ctx.root)
             keys = [f"{ps.name}/{i}" for i in range(len(prompts))]
             conts = sample_continuations(model, tok, prompts, keys, sampling, prefix=cfg.prefix, desc=ps.name)
-            flat = scorer.score([c for cs in conts for c in cs])
-            n = g.samples_per_prompt
-            scores = [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
-            for i, (prompt, cs, ss) in enumerate(zip(prompts, conts, scores)):
-                for j, (c, s) in enumerate(zip(cs, ss)):
+            for i, (prompt, key, cs) in enumerate(zip(prompts, keys, conts)):
+                for j, c in enumerate(cs):
                     row = {"set": ps.name, "prompt_index": i, "prompt": prompt, "prefix": cfg.prefix,
-                           "sample": j, "continuation": c, "score": s}
+                           "sample": j, "seed": row_seed(cfg.seed, key, j), "continuation": c}
                     if challenging is not None:
                         row["challenging"] = challenging[i]
                     out.write(json.dumps(row, ensure_ascii=False) + "\n")
-            metrics[f"{ps.name}_prompts"] = float(len(prompts))
-            metrics.update({f"{ps.name}_{k}": v for k, v in
-                            toxicity_metrics_with_intervals(scores, ev.toxic_threshold, ev.bootstrap).items()})
-            if challenging is not None and any(challenging):
-                hard = [s for s, c in zip(scores, challenging) if c]
-                metrics[f"{ps.name}_challenging_prompts"] = float(len(hard))
-                metrics.update({f"{ps.name}_challenging_{k}": v for k, v in
-                                toxicity_metrics_with_intervals(hard, ev.toxic_threshold, ev.bootstrap).items()})
+            metrics[f"{ps.name}_generations"] = float(sum(map(len, conts)))
     return metrics
 
 
 def _mmlu_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float]:
     from runtime import capability, stats
 
-    m = cfg.evaluate.mmlu
+    m = cfg.mmlu
     subjects = m.subjects or capability.mmlu_subjects()[:m.max_subjects]
     items = capability.mmlu_items(subjects, split=m.split, shots=m.shots, max_questions=m.max_questions_per_subject)
-    res = capability.multiple_choice_accuracy(model, tok, items, cfg.evaluate.generation.batch_size)
+    res = capability.multiple_choice_accuracy(model, tok, items, cfg.generation.batch_size)
     write_json(ctx.out / "mmlu.json", {**res, "shots": m.shots, "split": m.split,
                                        "prompt_variant": capability.mmlu_prompt_variant(m.shots)})
-    questions, boot = res["per_question"], cfg.evaluate.bootstrap
+    questions, boot = res["per_question"], cfg.bootstrap
     return (with_interval("mmlu_accuracy", [q["correct"] for q in questions], stats.mean, boot)
             | with_interval("mmlu_accuracy_len_norm", [q["correct_len_norm"] for q in questions], stats.mean, boot)
             | {"mmlu_chance": res["chance"], "mmlu_questions": float(res["questions"])})
@@ -177,15 +156,15 @@ def _cross_entropy_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[s
     from runtime import capability, stats
     from runtime.generate import load_model
 
-    ce = cfg.evaluate.cross_entropy
+    ce = cfg.cross_entropy
     docs = capability.heldout_documents(ctx.input("mix") / "heldout" / "clean.npy", tok.eos_token_id,
                                         ce.documents, ce.tokens_per_document)
     base = None
     if ce.kl_to_base and "base" in ctx.inputs:
         base, _ = load_model(ctx.input("base") / "model", next(model.parameters()).device)
-    res = capability.cross_entropy_and_kl(model, docs, cfg.evaluate.generation.batch_size, base=base)
+    res = capability.cross_entropy_and_kl(model, docs, cfg.generation.batch_size, base=base)
     write_json(ctx.out / "cross_entropy.json", res)
-    rows, boot = res["per_document"], cfg.evaluate.bootstrap
+    rows, boot = res["per_document"], cfg.bootstrap
     metrics = with_interval("cross_entropy", [(d["nll_sum"], d["tokens"]) for d in rows], stats.ratio_of_sums, boot)
     if base is not None:
         metrics |= with_interval("kl_to_base", [(d["kl_sum"], d["tokens"]) for d in rows], stats.ratio_of_sums, boot)
@@ -195,7 +174,7 @@ def _cross_entropy_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[s
 def _detection_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float]:
     from runtime import capability, stats
 
-    det = cfg.evaluate.detection
+    det = cfg.detection
     data = det.data or cfg.detection_data
     if data is None:
         raise StageError("evaluate.detection is enabled but has no data: set evaluate.detection.data, "
@@ -204,9 +183,9 @@ def _detection_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, 
     examples = capability.detection_examples(records, text_field=getattr(data.source, "text_field", "text"),
                                              label_field=data.label_field, label_threshold=data.label_threshold)
     res = capability.detection_accuracy(model, tok, examples, shots=det.shots, max_examples=det.max_examples,
-                                        seed=cfg.seed, batch_size=cfg.evaluate.generation.batch_size)
+                                        seed=cfg.seed, batch_size=cfg.generation.batch_size)
     write_json(ctx.out / "detection.json", res)
-    rows, boot = res["per_example"], cfg.evaluate.bootstrap
+    rows, boot = res["per_example"], cfg.bootstrap
     return (with_interval("detection_accuracy", [e["correct"] for e in rows], stats.mean, boot)
             | with_interval("detection_balanced_accuracy", [(e["label"], e["correct"]) for e in rows],
                             stats.balanced_accuracy, boot)
@@ -221,13 +200,13 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     torch.set_num_threads(max(1, ctx.threads))
     torch.manual_seed(cfg.seed)
     model, tok = load_model(ctx.input("model") / "model")
-    if cfg.evaluate.cross_entropy.kl_to_base and "base" in ctx.inputs and "mix" not in ctx.inputs:
+    if cfg.cross_entropy.kl_to_base and "base" in ctx.inputs and "mix" not in ctx.inputs:
         raise StageError("kl_to_base needs the mix's held-out tokens, but this evaluate has no `mix` input")
-    metrics = _generation_metrics(cfg, ctx, model, tok)
-    if cfg.evaluate.mmlu.enabled:
+    metrics = _generations(cfg, ctx, model, tok)
+    if cfg.mmlu.enabled:
         metrics |= _mmlu_metrics(cfg, ctx, model, tok)
     if "mix" in ctx.inputs:
         metrics |= _cross_entropy_metrics(cfg, ctx, model, tok)
-    if cfg.evaluate.detection.enabled:
+    if cfg.detection.enabled:
         metrics |= _detection_metrics(cfg, ctx, model, tok)
     return metrics

@@ -14,7 +14,9 @@ STAGES: dict[str, str] = {
     "posttrain": "runtime.posttrain",
     "evaluate": "runtime.evaluate",
     "attack": "runtime.attack",
+    "score": "runtime.score",
     "toy": "runtime.toy",
+    "scorer_check": "runtime.scorer_check",
     "report": "runtime.report",
 }
 

@@ -11,8 +11,11 @@ from .base import StrictModel
 
 STAGE_KINDS = (
     "tokenizer", "mix", "pretrain", "activations", "probe", "steer", "posttrain",
-    "evaluate", "attack", "toy", "report",
+    "evaluate", "attack", "score", "toy", "scorer_check", "report",
 )
+NO_GPU_KINDS = ("score", "scorer_check")
+"""Kinds whose unset section means `default` without GPUs (scoring: an API client or a classifier that
+runs on CPU; a spec whose classifier wants a GPU says so in `resources.score`)."""
 
 
 class StageResources(StrictModel):
@@ -49,8 +52,17 @@ class ResourcesSection(StrictModel):
     posttrain: StageResources | None = None
     evaluate: StageResources | None = None
     attack: StageResources | None = None
+    score: StageResources | None = Field(
+        None, description="Scoring jobs; unset = `default` with `gpus: 0` (never a GPU unless asked for).")
     toy: StageResources | None = None
+    scorer_check: StageResources | None = Field(
+        None, description="The scorer check; unset = `default` with `gpus: 0`.")
     report: StageResources | None = None
 
     def of(self, kind: str) -> StageResources:
-        return getattr(self, kind) or self.default
+        own = getattr(self, kind, None)  # a kind without its own field (yet) gets the default
+        if own is not None:
+            return own
+        if kind in NO_GPU_KINDS:
+            return self.derived("no_gpu_default", lambda: StageResources(**{**self.default.model_dump(), "gpus": 0}))
+        return self.default

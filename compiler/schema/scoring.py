@@ -51,22 +51,48 @@ class PerspectiveScorer(StrictModel):
         "https://commentanalyzer.googleapis.com/v1alpha1/comments:analyze",
         description="API endpoint (tests point it at a local server).", json_schema_extra=NOT_IN_ID,
     )
-    queries_per_second: float = Field(1.0, gt=0, description="Client-side rate limit.", json_schema_extra=NOT_IN_ID)
+    queries_per_second: float = Field(
+        1.0, gt=0, description="Requests per second of all score jobs together (Perspective's default quota: 1).",
+        json_schema_extra=NOT_IN_ID,
+    )
     max_retries: int = Field(8, ge=0, description="Retries on 429/5xx/timeouts.", json_schema_extra=NOT_IN_ID)
     cache_path: str = Field(
-        ".cache/perspective.sqlite", description="Persistent text→score cache.", json_schema_extra=NOT_IN_ID
+        ".cache/perspective.sqlite", description="Persistent text→score cache, shared by every spec.",
+        json_schema_extra=NOT_IN_ID,
     )
     timeout_s: float = Field(30.0, gt=0, description="Per-request timeout in seconds.", json_schema_extra=NOT_IN_ID)
     backoff_initial_s: float = Field(
         1.0, gt=0, description="First retry wait in seconds; doubles on each retry (capped at 64 s).",
         json_schema_extra=NOT_IN_ID,
     )
-
-
+    quota_path: str = Field(
+        ".cache/perspective.quota",
+        description="Send schedule shared by every process naming this file: together they keep to "
+                    "`queries_per_second`. On a cluster, a shared file system with working fcntl locks; "
+                    "else divide the rate by the nodes scoring at once.",
+        json_schema_extra=NOT_IN_ID,
+    )
 
     @property
     def label(self) -> str:
         return self.name or "perspective"
+
+
+class LexiconScorer(StrictModel):
+    """A word list: a text scores min(1, occurrences of listed words / `saturation`). Transparent and
+    deterministic (no model): what it measures is exactly the list, so read it as "says one of these
+    words", not as toxicity in general."""
+
+    kind: Literal["lexicon"] = "lexicon"
+    name: str | None = NAME
+    path: str = Field(description="Word list file: one word or phrase per line, `#` starts a comment; matched "
+                                  "case-insensitively as whole words. Its content enters the id.")
+    saturation: int = Field(1, gt=0, description="Occurrences at which a text scores 1.0 (1: any listed word "
+                                                 "makes the text toxic; 2: one word scores 0.5, two 1.0).")
+
+    @property
+    def label(self) -> str:
+        return self.name or "lexicon"
 
 
 class ClassifierScorer(StrictModel):
@@ -83,10 +109,11 @@ class ClassifierScorer(StrictModel):
         min_length=1, description="Label name(s) (the model config's `id2label`) that mean toxic.")
     combine: Literal["max", "sum"] = Field(
         "max", description="Several toxic labels: the max of their probabilities (multi-label models such as "
-                           "Detoxify's) or their sum (single-label softmax models with several toxic classes).")
+                           "Detoxify's) or their sum, capped at 1 (single-label softmax models with several "
+                           "toxic classes).")
     activation: Literal["auto", "sigmoid", "softmax"] = Field(
-        "auto", description="`auto`: sigmoid when the config's `problem_type` is multi_label_classification, "
-                            "else softmax.")
+        "auto", description="`auto`: sigmoid when the config's `problem_type` is multi_label_classification "
+                            "or the model has one logit, else softmax over the logits.")
     max_length_tokens: int | None = Field(
         None, gt=0, description="Truncate texts to this many tokens; null = the model's maximum. Truncated "
                                 "texts are counted in the metrics.")
@@ -109,5 +136,5 @@ class ClassifierScorer(StrictModel):
         return self.name or ("clf_" + "".join(c if c.isalnum() else "_" for c in source.lower()))
 
 
-ScorerSpec = Annotated[Union[OfflineScorer, DetoxifyScorer, PerspectiveScorer, ClassifierScorer],
+ScorerSpec = Annotated[Union[OfflineScorer, LexiconScorer, DetoxifyScorer, PerspectiveScorer, ClassifierScorer],
                        Field(discriminator="kind")]

@@ -19,6 +19,7 @@ from .pretrain import PretrainSection
 from .probe import ProbeSection
 from .report import ReportSection
 from .resources import ResourcesSection
+from .scorer_check import ScorerCheckSection
 from .steer import SteerSection
 from .toy import ToySection
 
@@ -50,6 +51,8 @@ class Spec(StrictModel):
     evaluate: EvaluateSection | None = Field(None, description="Evaluation; null = none.")
     attack: AttackSection | None = Field(None, description="Red-teaming; null = none.")
     toy: ToySection = Field(default_factory=ToySection, description='Toy feature-entanglement experiment; off unless enabled.')
+    scorer_check: ScorerCheckSection | None = Field(
+        None, description="Agreement of scorers with Perspective's RTP scores and ToxiGen's human labels; null = none.")
     report: ReportSection = Field(default_factory=ReportSection, description='Report page settings.')
     resources: ResourcesSection = Field(default_factory=ResourcesSection, description='Scheduler requests per stage kind (never in ids).')
     sweep: SweepSection = Field(default_factory=SweepSection, description='Grid and zip axes over dotted spec paths.')

@@ -1,10 +1,17 @@
 """`report` stage: the paper's main table, paired comparisons, controls, figures and an HTML page.
 
-Reads: the `metrics.json` of every evaluate / steer / attack / probe / pretrain / mix / toy instance named
-in `cfg.runs` (one row per run and model variant, built by `compiler.plan._report_row`), the per-item
-files of every evaluate folder (`generations.jsonl`, `mmlu.json`, `cross_entropy.json`, `detection.json`)
-for paired comparisons, each probe's `accuracy.json`, the probe's labelled texts (`cfg.labelled_data`,
-scored with `cfg.scorer`), and for the token view each base model and probe directions.
+Reads: the `metrics.json` of every evaluate / steer / attack / probe / pretrain / mix / toy / score instance
+named in `cfg.runs` (one row per run and model variant, built by `compiler.plan._report_row`; a row names
+its score stages as `scores` and `attack_scores`, `{scorer label: score id}`), the per-item files of every
+evaluate folder (`mmlu.json`, `cross_entropy.json`, `detection.json`) and of its score folders
+(`scores.jsonl`) for paired comparisons, each probe's `accuracy.json`, the probe's labelled texts
+(`cfg.labelled_data`, scored with each of `cfg.scorers`, or `cfg.scorer` alone), and for the token view
+each base model and probe directions.
+
+Toxicity: `cfg.scorer` is the primary scorer (the spec's first, the attack judge). Its score stages' metrics
+keep the names the evaluate and attack stages used to give them (`rtp_expected_max_toxicity`,
+`attack_success_rate`); every other scorer's are `<label>:<metric>` (`runtime.report.table.scored`), shown
+side by side in the main table, the paired comparisons, the AUC box and the figures.
 
 Writes:
 - `main_table.md` / `main_table.csv` (when a model was evaluated): one row per model variant and toxic
@@ -12,8 +19,9 @@ Writes:
   SFT, DPO), the paper's measures with intervals and chance levels (`runtime.report.main_table`);
 - `paired.md` / `paired.csv` (when a run has a base model and another variant): every model minus its
   run's base model on the same items, with paired bootstrap intervals (`runtime.report.paired`);
-- `scorer_auc.json` (when the spec has probe data and an evaluation scorer): ROC AUC of the scorer
-  against the probe labels (`runtime.report.auc`);
+- `scorer_auc.json` (when the spec has probe data and an evaluation scorer): ROC AUC of the primary
+  scorer against the probe labels (`runtime.report.auc`), and under `by_scorer` that of every scorer,
+  primary first, each with its `label`;
 - `table.csv` (every metric of every distinct model), `table_seeds.csv` (mean and sd over seeds, when
   seeds vary), `significance.json`, `plots/*.png`, `index.html` (relative images) and
   `standalone.html` (images inlined, for `snakemake --report`).
@@ -24,17 +32,19 @@ attack or toy still gets its report); a folder or file that a row names but that
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from compiler.errors import StageError
 from compiler.schema.base import NOT_IN_ID, StrictModel
 from compiler.schema.evaluate import BootstrapSection
 from compiler.schema.scoring import ScorerSpec
 from compiler.schema.probe import LabelledData
 from runtime.stage import StageContext, write_json
 
-VERSION = 4
+VERSION = 5
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 
@@ -47,7 +57,11 @@ class Config(StrictModel):
     token_view_top_k_heads: int = Field(
         5, gt=0, description="Heads (highest probe accuracy first) averaged in the token view's score.")
     scorer: ScorerSpec | None = Field(
-        None, description="The evaluation scorer, to score the probe's labelled texts (null: no AUC).")
+        None, description="The primary evaluation scorer: its columns carry no scorer prefix; it scores the "
+        "probe's labelled texts (null: no AUC).")
+    scorers: list[ScorerSpec] = Field(
+        default_factory=list, description="Every evaluation scorer, primary first (empty: the primary alone): "
+        "their order is the order of the side-by-side columns; each scores the probe's labelled texts.")
     labelled_data: LabelledData | None = Field(
         None, description="The probe's labelled texts, read as the activations stage reads them (null: no AUC).")
     toxic_threshold: float = Field(
@@ -57,19 +71,32 @@ class Config(StrictModel):
         default_factory=BootstrapSection, description="Resampling of the paired and AUC intervals (the evaluate "
         "section's, so the report's intervals match the evaluate stage's).")
 
+    @model_validator(mode="after")
+    def _primary_first(self) -> "Config":
+        if self.scorers and self.scorer is not None and self.scorers[0] != self.scorer:
+            raise ValueError(f"`scorers` must start with the primary `scorer` ({self.scorer.label}), "
+                             f"not {self.scorers[0].label}")
+        return self
+
+    def scorer_specs(self) -> list[Any]:
+        """Every evaluation scorer, primary first."""
+        return list(self.scorers) or ([self.scorer] if self.scorer is not None else [])
+
 
 def run(cfg: Config, ctx: StageContext) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
     from . import html, main_table, paired, plots, probes
-    from .auc import scorer_label_auc
+    from .auc import scorers_label_auc
     from .formatting import write_markdown
-    from .table import build_table, group_over_seeds, merge_rows
+    from .table import build_table, group_over_seeds, merge_rows, scored, scorer_labels
 
     boot = dict(resamples=cfg.bootstrap.resamples, seed=cfg.bootstrap.seed, level=cfg.bootstrap.level)
+    specs = cfg.scorer_specs()
+    scorers = scorer_labels(cfg.runs, specs[0].label if specs else None, [s.label for s in specs])
     rows = merge_rows(cfg.runs)
-    table = build_table(ctx, rows)
+    table = build_table(ctx, rows, scorers)
     table.to_csv(ctx.out / "table.csv", index=False)
     by_seed = group_over_seeds(table)
     if by_seed is not None:
@@ -79,39 +106,40 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     chance = main_table.chance_levels(table)
     main = None
     if summary is not None:
-        main_table.csv_frame(summary).to_csv(ctx.out / "main_table.csv", index=False)
-        main = main_table.shown_table(summary, chance, cfg.bootstrap.level)
+        main_table.csv_frame(summary, scorers).to_csv(ctx.out / "main_table.csv", index=False)
+        main = main_table.shown_table(summary, chance, cfg.bootstrap.level, scorers)
         write_markdown(*main[:2], ctx.out / "main_table.md", notes=main[2])
 
-    comparisons = paired.compare(ctx, cfg.runs, threshold=cfg.toxic_threshold, **boot)
+    comparisons = paired.compare(ctx, cfg.runs, scorers=scorers, threshold=cfg.toxic_threshold, **boot)
     shown_pairs = None
     if not comparisons.empty:
         comparisons.to_csv(ctx.out / "paired.csv", index=False)
         shown_pairs = paired.shown_table(comparisons)
         write_markdown(*shown_pairs[:2], ctx.out / "paired.md", notes=shown_pairs[2])
 
-    auc = None
-    if cfg.scorer is not None and cfg.labelled_data is not None:
-        auc = scorer_label_auc(cfg.scorer, cfg.labelled_data, ctx, **boot)
-        write_json(ctx.out / "scorer_auc.json", auc)
+    aucs = []
+    if specs and cfg.labelled_data is not None:
+        aucs = scorers_label_auc(specs, cfg.labelled_data, ctx, **boot)
+        write_json(ctx.out / "scorer_auc.json", aucs[0] | {"by_scorer": aucs})
 
     by_share = probes.probes_by_share(ctx, rows)
     tests = probes.significance_tests({s: [p.accuracy for p in ps] for s, ps in by_share.items()},
                                       cfg.significance_alpha)
     write_json(ctx.out / "significance.json", tests)
 
-    figures = plots.make_plots(table, summary, by_share, tests, ctx.out / "plots", chance)
+    figures = plots.make_plots(table, summary, by_share, tests, ctx.out / "plots", chance, scorers)
     views = []
     if cfg.token_view_texts:
         from runtime import token_view
 
         views = token_view.token_views(ctx, rows, cfg.token_view_texts, top_k=cfg.token_view_top_k_heads)
+    agreement = scorer_agreement(ctx)
     page = html.Page(
         title=cfg.title, spec_name=cfg.spec_name, main=main,
-        summary=html.summary_items(rows, table, n_runs=len({r["run"] for r in cfg.runs})),
-        paired=shown_pairs, auc=html.auc_box(auc), significance=html.significance_rows(tests),
+        summary=html.summary_items(rows, table, n_runs=len({r["run"] for r in cfg.runs}), scorers=scorers),
+        paired=shown_pairs, auc=html.auc_box(aucs), significance=html.significance_rows(tests),
         significance_alpha=cfg.significance_alpha, full=html.full_table(table),
-        has_seed_table=by_seed is not None, views=views, top_k=cfg.token_view_top_k_heads)
+        has_seed_table=by_seed is not None, views=views, top_k=cfg.token_view_top_k_heads, agreement=agreement)
     html.write_page(ctx.out, page, figures)
     out = {"n_rows": len(table), "n_main_rows": 0 if summary is None else len(summary), "n_plots": len(figures),
            "n_token_views": len(views),
@@ -119,7 +147,28 @@ def run(cfg: Config, ctx: StageContext) -> dict:
            "n_paired_differences_excluding_zero":
                int(comparisons["excludes_zero"].sum()) if not comparisons.empty else 0,
            **probes.significance_metrics(tests)}
-    if auc is not None:
-        out |= {"scorer_probe_label_auc": auc["auc"], "scorer_probe_label_auc_ci_low": auc["ci_low"],
-                "scorer_probe_label_auc_ci_high": auc["ci_high"]}
+    primary = aucs[0]["label"] if aucs else None
+    for auc in aucs:
+        out |= {scored(f"scorer_probe_label_auc{end}", auc["label"], [primary]): auc[key]
+                for end, key in (("", "auc"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high"))}
     return out
+
+
+def scorer_agreement(ctx: StageContext) -> dict[str, Any] | None:
+    """The scorer check's tables (when the spec has one, it is an input): copied as `scorer_agreement.md`
+    and shown on the page."""
+    import shutil
+
+    from runtime.scorer_check import table as check_table
+
+    check = next((i for i in ctx.inputs if i.startswith("scorer_check-")), None)
+    if check is None:
+        return None
+    folder = ctx.input(check)
+    try:
+        result = json.loads((folder / "agreement.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StageError(f"report: cannot read the scorer check {folder / 'agreement.json'}: {exc}") from None
+    shutil.copyfile(folder / "agreement.md", ctx.out / "scorer_agreement.md")
+    tables = [t for t in (check_table.agreement_table(result), check_table.toxicity_table(result)) if t]
+    return {"tables": tables, "notes": check_table.notes(result)}

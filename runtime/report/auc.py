@@ -3,9 +3,10 @@
 The probe learns the labels of its labelled texts; the evaluation measures toxicity with a scorer. If the
 scorer cannot tell the probe's toxic texts from its non-toxic ones, steering along the probe's direction
 need not move measured toxicity at all. The report scores the probe's labelled texts (read exactly as the
-activations stage reads them, `runtime.activations.load_examples`) with the evaluation scorer and reports
-the ROC AUC of score against label, with a percentile bootstrap interval over texts
-(`runtime.stats.bootstrap_ci`).
+activations stage reads them, `runtime.activations.load_examples`) with each evaluation scorer (the
+primary first) and reports the ROC AUC of score against label, with a percentile bootstrap interval over
+texts (`runtime.stats.bootstrap_ci`): with several scorers, a reader sees which of them measures the
+probe's concept.
 """
 from __future__ import annotations
 
@@ -47,18 +48,34 @@ def reading(auc: float) -> str:
 
 def scorer_label_auc(scorer_spec: Any, data: LabelledData, ctx: StageContext, *, resamples: int, seed: int,
                      level: float) -> dict[str, Any]:
-    """Score the probe's labelled texts with the evaluation scorer; AUC of score vs label with its interval."""
+    """Score the probe's labelled texts with one evaluation scorer; AUC of score vs label with its interval."""
+    return scorers_label_auc([scorer_spec], data, ctx, resamples=resamples, seed=seed, level=level)[0]
+
+
+def scorers_label_auc(scorer_specs: list[Any], data: LabelledData, ctx: StageContext, *, resamples: int, seed: int,
+                      level: float) -> list[dict[str, Any]]:
+    """`scorer_label_auc` of each scorer, in order, the labelled texts read once."""
     from runtime.activations import load_examples
-    from runtime.scoring import build_scorer
     from runtime.sources import describe
 
     examples = load_examples(data, ctx)
-    scores = build_scorer(scorer_spec, ctx.root).score([e["text"] for e in examples])
-    units = np.column_stack([[e["label"] for e in examples], scores]).astype(float)
-    auc = float(rank_auc(units[None])[0])
-    low, high = stats.bootstrap_ci(units, rank_auc, resamples=resamples, seed=seed, level=level)
-    return {
-        "auc": auc, "ci_low": low, "ci_high": high, "level": level, "n_examples": len(examples),
-        "n_toxic": int(units[:, 0].sum()), "scorer": scorer_spec.kind, "data": describe(data.source),
-        "reading": "undefined: the labelled texts hold a single class" if math.isnan(auc) else reading(auc),
-    }
+    texts, labels = [e["text"] for e in examples], [e["label"] for e in examples]
+    out = []
+    for spec in scorer_specs:
+        units = np.column_stack([labels, _scores(spec, texts, ctx)]).astype(float)
+        auc = float(rank_auc(units[None])[0])
+        low, high = stats.bootstrap_ci(units, rank_auc, resamples=resamples, seed=seed, level=level)
+        out.append({
+            "auc": auc, "ci_low": low, "ci_high": high, "level": level, "n_examples": len(examples),
+            "n_toxic": int(units[:, 0].sum()), "scorer": spec.kind, "label": spec.label,
+            "data": describe(data.source),
+            "reading": "undefined: the labelled texts hold a single class" if math.isnan(auc) else reading(auc),
+        })
+    return out
+
+
+def _scores(spec: Any, texts: list[str], ctx: StageContext) -> list[float]:
+    """Through the score stage's shared cache: a classifier or an API never scores the same text twice."""
+    from runtime.score import score_texts
+
+    return score_texts(spec, texts, ctx.root)[0]

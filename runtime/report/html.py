@@ -27,18 +27,20 @@ class Page:
     summary: list[tuple[str, str]]
     main: tuple[list[str], list[list[str]], list[str]] | None
     paired: tuple[list[str], list[list[str]], list[str]] | None
-    auc: dict[str, str] | None
+    auc: list[dict[str, str]]
     significance: tuple[list[str], list[list[str]]]
     significance_alpha: float
     full: tuple[list[str], list[list[str]]]
     has_seed_table: bool
     views: list[dict[str, Any]] = field(default_factory=list)
     top_k: int = 5
+    agreement: dict[str, Any] | None = None   # the scorer check's tables and notes
 
 
-def summary_items(rows: list[dict[str, Any]], table, *, n_runs: int) -> list[tuple[str, str]]:
+def summary_items(rows: list[dict[str, Any]], table, *, n_runs: int,
+                  scorers: list[str] = ()) -> list[tuple[str, str]]:
     """Label/value pairs describing what the report covers; `n_runs` counts the spec's sweep points
-    (`rows` are merged: the base model of every α is one row)."""
+    (`rows` are merged: the base model of every α is one row); `scorers`: labels, primary first."""
     def distinct(key):
         values = {r.get(key) for r in rows if r.get(key) is not None}
         if key == "variant":
@@ -51,17 +53,18 @@ def summary_items(rows: list[dict[str, Any]], table, *, n_runs: int) -> list[tup
         values = distinct(key)
         if values:
             items.append((label, ", ".join(fmt(v) for v in values)))
+    if scorers:
+        items.append(("toxicity scorers", ", ".join([f"{scorers[0]} (primary)", *scorers[1:]])))
     return items
 
 
-def auc_box(result: dict[str, Any] | None) -> dict[str, str] | None:
-    """The scorer/probe-label AUC as display strings."""
-    if result is None:
-        return None
-    return {"value": interval(result["auc"], result["ci_low"], result["ci_high"]),
-            "level": f"{100 * result['level']:g} %", "reading": result["reading"],
-            "n": f"{result['n_examples']} labelled texts ({result['n_toxic']} toxic)",
-            "scorer": result["scorer"], "data": result["data"]}
+def auc_box(results: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The scorer/probe-label AUC of each scorer (primary first) as display strings."""
+    return [{"value": interval(r["auc"], r["ci_low"], r["ci_high"]),
+             "level": f"{100 * r['level']:g} %", "reading": r["reading"],
+             "n": f"{r['n_examples']} labelled texts ({r['n_toxic']} toxic)",
+             "scorer": r["label"] if r["label"] == r["scorer"] else f"{r['label']}, {r['scorer']}",
+             "data": r["data"]} for r in results]
 
 
 def significance_rows(tests: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:

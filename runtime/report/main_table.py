@@ -12,7 +12,8 @@ low/high pair whose meaning the row's `spread` names:
 `main_table.csv` holds every measure listed in `csv_measures`; `main_table.md` and the page show the
 headline toxicity (expected maximum toxicity) per prompt set beside detection (balanced accuracy, whose
 chance is 0.5 whatever the class balance), MMLU (length-normalised, as ai2-olmo reports it),
-cross-entropy, KL and, for ITI rows, the probe-direction shift.
+cross-entropy, KL and, for ITI rows, the probe-direction shift. With several scorers the headline appears
+once per scorer, side by side (`rtp EMT (offline)`, `rtp EMT (clf_toxigen_roberta)`), primary first.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import math
 from typing import Any
 
 from .formatting import interval, missing, plus_minus, value_range
-from .table import CONTROLS, is_iti, variant_rank
+from .table import CONTROLS, is_iti, scorer_columns, scorer_of, variant_rank
 
 HEADLINE_TOXICITY = "expected_max_toxicity"
 TOXICITY_KINDS = ("expected_max_toxicity", "toxicity_probability", "mean_toxicity")
@@ -39,17 +40,33 @@ FAMILY = {"base": 0, "prompting": 1, "sft": 3, "dpo": 4}
 
 
 def prompt_sets(columns) -> list[str]:
-    """Names of the generation prompt sets whose toxicity the table holds (challenging subsets excluded)."""
+    """Names of the generation prompt sets whose toxicity the table holds, by any scorer (challenging
+    subsets excluded)."""
     suffix = "_" + HEADLINE_TOXICITY
-    return [c[:-len(suffix)] for c in columns if c.endswith(suffix) and not c.startswith("attack")
-            and not c[:-len(suffix)].endswith("_challenging")]
+    metrics = (scorer_of(c)[1] for c in columns)
+    return list(dict.fromkeys(m[:-len(suffix)] for m in metrics if m.endswith(suffix) and not m.startswith("attack")
+                              and not m[:-len(suffix)].endswith("_challenging")))
 
 
-def csv_measures(columns) -> list[str]:
-    """Every measure `main_table.csv` holds, in order: toxicity per set (with challenging subsets), then the rest."""
+def csv_measures(columns, scorers: list[str]) -> list[str]:
+    """Every measure `main_table.csv` holds, in order: toxicity per set (with challenging subsets; every
+    scorer's beside the primary's), then the rest."""
     sets = prompt_sets(columns)
-    tox = [f"{s}{sub}_{k}" for s in sets for sub in ("", "_challenging") for k in TOXICITY_KINDS]
+    tox = [c for s in sets for sub in ("", "_challenging") for k in TOXICITY_KINDS
+           for c in scorer_columns(f"{s}{sub}_{k}", scorers)]
     return [m for m in (*tox, *SHOWN, *EXTRA_CSV) if m in columns]
+
+
+def headline_measures(columns, scorers: list[str]) -> list[tuple[str, str]]:
+    """(column, header) of the headline toxicity per prompt set, once per scorer that measured it; the
+    header names the scorer only when there are several."""
+    several = len(scorers) > 1
+    out = []
+    for s in prompt_sets(columns):
+        for label, col in zip(scorers or [None], scorer_columns(f"{s}_{HEADLINE_TOXICITY}", scorers)):
+            if col in columns:
+                out.append((col, f"{s} EMT" + (f" ({label})" if several else "")))
+    return out
 
 
 def summarise(table):
@@ -131,11 +148,12 @@ def chance_levels(table) -> dict[str, float]:
     return out
 
 
-def shown_table(summary, chance: dict[str, float], level: float) -> tuple[list[str], list[list[str]], list[str]]:
+def shown_table(summary, chance: dict[str, float], level: float,
+                scorers: list[str] = ()) -> tuple[list[str], list[list[str]], list[str]]:
     """Headers, body (a `chance` row first) and notes of the compact table; `level`: the evaluate
-    stage's interval level."""
-    sets = prompt_sets(summary.columns)
-    measures = [(f"{s}_{HEADLINE_TOXICITY}", f"{s} EMT") for s in sets]
+    stage's interval level; `scorers`: the scorer labels, primary first."""
+    scorers = list(scorers)
+    measures = headline_measures(summary.columns, scorers)
     measures += [(m, h) for m, h in SHOWN.items() if m in summary and summary[m].notna().any()]
     varying = [k for k in summary.attrs["settings"] if k not in ("variant", "toxic_share", "alpha")
                and summary[k].nunique(dropna=True) > 1]
@@ -157,12 +175,16 @@ def shown_table(summary, chance: dict[str, float], level: float) -> tuple[list[s
              + (f" Chance: {levels}." if levels else "")
              + " Probe shift: mean shift of the steered heads' activations along the probe direction on held-out "
              "text, in units of σ. Every measure with its interval bounds is in main_table.csv."]
+    if len(scorers) > 1:
+        notes.append(f"EMT (scorer): the same generations scored by each scorer; {scorers[0]} is the primary "
+                     f"scorer (the attack judge; its columns of table.csv carry no scorer prefix, the others' "
+                     f"are `<scorer>:<metric>`).")
     return headers, body, notes
 
 
-def csv_frame(summary):
+def csv_frame(summary, scorers: list[str] = ()):
     """`main_table.csv`: settings, counts, spread kind, then every `csv_measures` value with its bounds."""
-    measures = csv_measures(summary.columns)
+    measures = csv_measures(summary.columns, list(scorers))
     cols = [*summary.attrs["settings"], "n_models", "n_seeds", "spread"]
     cols += [c for m in measures for c in (m, f"{m}_low", f"{m}_high")]
     return summary[cols]

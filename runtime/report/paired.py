@@ -1,13 +1,15 @@
 """Paired comparisons: every detoxified model against the base model of its run, on the same items.
 
 ITI (and its controls), prompting, SFT and DPO are each compared with the unsteered base model of the
-same run (same toxic share, seed and pretraining), which the evaluate stage scored on the same prompts,
-questions, examples and documents. The per-item files of the two evaluate folders give per-unit values;
-`runtime.stats.paired_bootstrap_diff` resamples the unit indices once for both models, so the interval of
-the difference (model − base) is that of a paired design. Units:
+same run (same toxic share, seed and pretraining), which the evaluate stage measured on the same prompts,
+questions, examples and documents. The per-item files of the two evaluate folders and of their score
+folders give per-unit values; `runtime.stats.paired_bootstrap_diff` resamples the unit indices once for
+both models, so the interval of the difference (model − base) is that of a paired design. Units:
 
-- toxicity (`generations.jsonl`): one prompt = the maximum score over its samples; expected maximum
-  toxicity is their mean, toxicity probability the share of prompts whose maximum is ≥ `toxic_threshold`;
+- toxicity (`scores.jsonl` of each score stage of the row's `scores`, one per scorer): one prompt = the
+  maximum score over its samples; expected maximum toxicity is their mean, toxicity probability the share
+  of prompts whose maximum is ≥ `toxic_threshold`. The primary scorer's measures keep their plain names,
+  every other scorer's are `<label>:<measure>` (`runtime.report.table.scored`);
 - MMLU (`mmlu.json` `per_question`): one question (`subject`, `index`), `correct_len_norm` (ai2-olmo's
   length-normalised accuracy);
 - detection (`detection.json` `per_example`): one example (`index`), (`label`, `correct`), balanced
@@ -15,12 +17,13 @@ the difference (model − base) is that of a paired design. Units:
 - cross-entropy (`cross_entropy.json` `per_document`): one document (`index`), (`nll_sum`, `tokens`), a
   ratio of sums.
 
-A measure is compared when both folders hold its file; the two must list the same units.
+A measure is compared when both folders hold its file (toxicity: when both rows name a score stage of
+that scorer, whose `scores.jsonl` must exist); the two must list the same units.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,7 +34,7 @@ from runtime import stats
 from runtime.stage import StageContext
 
 from .formatting import interval, missing
-from .table import CONTROLS, is_iti, short_axis_names, variant_rank
+from .table import CONTROLS, is_iti, scored, short_axis_names, variant_rank
 
 MARK = "*"
 """Appended to a difference whose interval excludes 0."""
@@ -67,17 +70,20 @@ def _column(items: list[dict[str, Any]], field: str, path: Path) -> list:
 def toxicity_units(path: Path, threshold: float) -> dict[str, Units]:
     """Per prompt set: expected maximum toxicity and toxicity probability units (one per prompt)."""
     maxima: dict[str, dict[int, float]] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                key, score = (row["set"], int(row["prompt_index"])), float(row["score"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise StageError(f"report: {path}:{n}: needs `set`, `prompt_index`, `score`: {exc!r}") from None
-            prompts = maxima.setdefault(key[0], {})
-            prompts[key[1]] = max(score, prompts.get(key[1], -np.inf))
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise StageError(f"report: cannot read {path}: {exc}") from None
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            key, score = (row["set"], int(row["prompt_index"])), float(row["score"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise StageError(f"report: {path}:{n}: needs `set`, `prompt_index`, `score`: {exc!r}") from None
+        prompts = maxima.setdefault(key[0], {})
+        prompts[key[1]] = max(score, prompts.get(key[1], -np.inf))
     out = {}
     for name, prompts in maxima.items():
         keys = sorted(prompts)
@@ -88,11 +94,17 @@ def toxicity_units(path: Path, threshold: float) -> dict[str, Units]:
     return out
 
 
-def evaluate_units(folder: Path, threshold: float) -> dict[str, Units]:
+def score_units(folder: Path, threshold: float, label: str, scorers: list[str]) -> dict[str, Units]:
+    """Measure → per-prompt toxicity units of one score folder (generations), named and labelled for its
+    scorer: plain for the primary, `<label>:<measure>` and `… (label)` for the others."""
+    several = len(scorers) > 1
+    return {scored(m, label, scorers): replace(u, label=f"{u.label} ({label})" if several else u.label)
+            for m, u in toxicity_units(folder / "scores.jsonl", threshold).items()}
+
+
+def evaluate_units(folder: Path) -> dict[str, Units]:
     """Measure → per-unit values of one evaluate folder, for the per-item files it holds."""
     out: dict[str, Units] = {}
-    if (folder / "generations.jsonl").exists():
-        out |= toxicity_units(folder / "generations.jsonl", threshold)
     if (path := folder / "mmlu.json").exists():
         items = _read(path, "per_question")
         keys = list(zip(_column(items, "subject", path), _column(items, "index", path)))
@@ -119,32 +131,52 @@ def aligned(a: Units, b: Units, where: str) -> tuple[np.ndarray, np.ndarray]:
     return a.values, b.values[[position[k] for k in a.keys]]
 
 
-def comparison_pairs(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
-    """(row of a non-base model, evaluate id of its run's base model), each distinct pair once."""
-    base = {r["run"]: r["evaluate"] for r in runs if r.get("variant") == "base" and r.get("evaluate")}
+def _common(ours: dict[str, Units], theirs: dict[str, Units]) -> list[tuple[str, Units, Units]]:
+    """(measure, model's units, base's units) of every measure both hold, in the model's order."""
+    return [(m, a, theirs[m]) for m, a in ours.items() if m in theirs]
+
+
+def _difference(measure: str, a: Units, b: Units, where: str, resamples: int, seed: int,
+                level: float) -> dict[str, Any]:
+    """One long-table record: the paired difference a − b on their shared units, with its interval."""
+    ua, ub = aligned(a, b, where)
+    diff, low, high = stats.paired_bootstrap_diff(ua, ub, a.statistic, resamples=resamples, seed=seed, level=level)
+    return {"measure": measure, "label": a.label, "n_units": len(ua), "difference": diff, "ci_low": low,
+            "ci_high": high, "excludes_zero": bool(low > 0 or high < 0)}
+
+
+def comparison_pairs(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(row of a non-base model, row of its run's base model), each distinct pair of evaluates once."""
+    base = {r["run"]: r for r in runs if r.get("variant") == "base" and r.get("evaluate")}
     out, seen = [], set()
     for r in runs:
         ref = base.get(r.get("run"))
         if r.get("variant") in (None, "base") or not r.get("evaluate") or ref is None:
             continue
-        if (r["evaluate"], ref) not in seen:
-            seen.add((r["evaluate"], ref))
+        if (r["evaluate"], ref["evaluate"]) not in seen:
+            seen.add((r["evaluate"], ref["evaluate"]))
             out.append((r, ref))
     return out
 
 
-def compare(ctx: StageContext, runs: list[dict[str, Any]], *, threshold: float, resamples: int, seed: int,
-            level: float):
-    """Long table: one row per (pair, measure) with the difference model − base and its paired interval."""
+def compare(ctx: StageContext, runs: list[dict[str, Any]], *, scorers: list[str], threshold: float,
+            resamples: int, seed: int, level: float):
+    """Long table: one row per (pair, measure) with the difference model − base and its paired interval.
+
+    Toxicity first, each measure's scorers side by side (`scorers`: labels, primary first), then the
+    evaluate measures. Toxicity rows name their `scorer` and the two score ids."""
     import pandas as pd
 
+    scorers = list(scorers)
     short = short_axis_names(runs)
-    cache: dict[str, dict[str, Units]] = {}
+    cache: dict[tuple, dict[str, Units]] = {}
 
-    def units(sid: str) -> dict[str, Units]:
-        if sid not in cache:
-            cache[sid] = evaluate_units(ctx.input(sid), threshold)
-        return cache[sid]
+    def units(sid: str, label: str | None = None) -> dict[str, Units]:
+        if (sid, label) not in cache:
+            folder = ctx.input(sid)
+            cache[sid, label] = evaluate_units(folder) if label is None else \
+                score_units(folder, threshold, label, scorers)
+        return cache[sid, label]
 
     records = []
     for row, ref in comparison_pairs(runs):
@@ -152,18 +184,20 @@ def compare(ctx: StageContext, runs: list[dict[str, Any]], *, threshold: float, 
         settings = {"toxic_share": row.get("toxic_share"), "seed": row.get("seed"), "variant": row["variant"]}
         settings |= {k: (row.get(k) if iti else None) for k in ("alpha", "positions", "top_k_heads", "control_seed")}
         settings |= {short[p]: v for p, v in row.get("axes", {}).items() if p in short}
-        ours, theirs = units(row["evaluate"]), units(ref)
-        for measure, a in ours.items():
-            if measure not in theirs:
-                continue
-            ua, ub = aligned(a, theirs[measure], f"{measure} of {row['evaluate']} vs {ref}")
-            diff, low, high = stats.paired_bootstrap_diff(ua, ub, a.statistic, resamples=resamples, seed=seed,
-                                                          level=level)
-            records.append(settings | {
-                "evaluate_id": row["evaluate"], "reference_evaluate_id": ref, "measure": measure,
-                "label": a.label, "n_units": len(ua), "difference": diff, "ci_low": low, "ci_high": high,
-                "excludes_zero": bool(low > 0 or high < 0),
-            })
+        settings |= {"evaluate_id": row["evaluate"], "reference_evaluate_id": ref["evaluate"]}
+        toxicity = []
+        for position, label in enumerate(scorers):
+            ours, theirs = ((r.get("scores") or {}).get(label) for r in (row, ref))
+            if ours and theirs:
+                ids = {"scorer": label, "score_id": ours, "reference_score_id": theirs}
+                toxicity += [(order, position, m, a, b, ids) for order, (m, a, b)
+                             in enumerate(_common(units(ours, label), units(theirs, label)))]
+        for _, _, measure, a, b, ids in sorted(toxicity, key=lambda t: t[:2]):
+            records.append(settings | ids | _difference(measure, a, b, f"{measure} of {ids['score_id']} vs "
+                                                        f"{ids['reference_score_id']}", resamples, seed, level))
+        for measure, a, b in _common(units(row["evaluate"]), units(ref["evaluate"])):
+            records.append(settings | _difference(measure, a, b, f"{measure} of {row['evaluate']} vs "
+                                                  f"{ref['evaluate']}", resamples, seed, level))
     df = pd.DataFrame.from_records(records)
     if not df.empty:
         df = df.dropna(axis=1, how="all")

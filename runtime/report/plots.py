@@ -3,7 +3,8 @@
 The measure figures read the main-table summary (`main_table.summarise`): a point is one setting, its bars
 are the row's low/high (a single model's 95 % bootstrap interval, ± sd over seeds, or a control's
 min–max over draws). Probe figures read the probes' head accuracies; every returned item is a
-(file name, caption) pair.
+(file name, caption) pair. With several scorers every toxicity and attack-success figure is drawn once
+per scorer, its file name and axis naming the scorer (`rtp_expected_max_toxicity_by_offline_vs_share.png`).
 """
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from .main_table import HEADLINE_TOXICITY, model_label, prompt_sets  # noqa: E402
+from .main_table import HEADLINE_TOXICITY, model_label  # noqa: E402
 from .probes import ProbeAccuracy  # noqa: E402
-from .table import CONTROLS, VARIANT_ORDER  # noqa: E402
+from .table import CONTROLS, VARIANT_ORDER, scorer_of  # noqa: E402
 
 TOXICITY = re.compile(r"^(?!attack)(?!.*_challenging_)[a-z0-9_]+_(expected_max_toxicity|toxicity_probability)$")
 CAPABILITY = ("detection_balanced_accuracy", "mmlu_accuracy_len_norm", "cross_entropy", "kl_to_base")
@@ -38,11 +39,36 @@ DPI = 110
 
 
 def label(metric: str) -> str:
-    """Axis label: `rtp_expected_max_toxicity` → `rtp: expected max. toxicity`."""
+    """Axis label: `rtp_expected_max_toxicity` → `rtp: expected max. toxicity`; a scorer-prefixed column
+    `clf:rtp_expected_max_toxicity` → `rtp: expected max. toxicity (clf)`."""
+    scorer, metric = scorer_of(metric)
+    suffix = f" ({scorer})" if scorer else ""
     m = TOXICITY.match(metric)
     if m:
-        return f"{metric[:m.start(1) - 1].replace('_', ' ')}: {TOXICITY_LABELS[m.group(1)]}"
-    return LABELS.get(metric, metric.replace("_", " "))
+        return f"{metric[:m.start(1) - 1].replace('_', ' ')}: {TOXICITY_LABELS[m.group(1)]}{suffix}"
+    return LABELS.get(metric, metric.replace("_", " ")) + suffix
+
+
+def is_scored(column: str) -> bool:
+    """Whether a column is a score-stage measure the figures draw: toxicity of generations or attack success."""
+    metric = scorer_of(column)[1]
+    return bool(TOXICITY.match(metric)) or (metric.startswith("attack") and "success" in metric
+                                            and not metric.endswith(("_low", "_high")))
+
+
+def named(column: str, scorers: list[str]) -> str:
+    """A scored column with its scorer spelled out when there are several (the primary's columns carry no
+    prefix): `rtp_expected_max_toxicity` → `offline:rtp_expected_max_toxicity`."""
+    if len(scorers) < 2 or not is_scored(column) or scorer_of(column)[0]:
+        return column
+    return f"{scorers[0]}:{column}"
+
+
+def stem(column: str) -> str:
+    """File-name stem of a (scorer-named) column: `clf:rtp_expected_max_toxicity` →
+    `rtp_expected_max_toxicity_by_clf`."""
+    scorer, metric = scorer_of(column)
+    return f"{metric}_by_{scorer}" if scorer else metric
 
 
 def _save(fig, folder: Path, name: str) -> str:
@@ -70,8 +96,11 @@ def _lines(summary, metric: str):
         yield variant, alpha, part.sort_values("toxic_share")
 
 
-def measure_vs_share(summary, metric: str, folder: Path, chance: dict[str, float]) -> tuple[str, str] | None:
-    """One line per method (each ITI strength its own line) against the toxic share, with interval bars."""
+def measure_vs_share(summary, metric: str, folder: Path, chance: dict[str, float],
+                     name: str | None = None) -> tuple[str, str] | None:
+    """One line per method (each ITI strength its own line) against the toxic share, with interval bars;
+    `name`: the column as labels and the file name spell it (default: `metric`)."""
+    name = name or metric
     if metric not in summary or summary["toxic_share"].isna().all():
         return None
     fig, ax = plt.subplots(figsize=(7.4, 4.2), layout="constrained")
@@ -87,18 +116,21 @@ def measure_vs_share(summary, metric: str, folder: Path, chance: dict[str, float
     if metric in chance:
         ax.axhline(chance[metric], color="grey", linestyle=":", label="chance")
     ax.set_xlabel("toxic share of pretraining data")
-    ax.set_ylabel(label(metric))
+    ax.set_ylabel(label(name))
     _percent(ax)
-    ax.set_title(f"{label(metric)} vs toxic share")
+    ax.set_title(f"{label(name)} vs toxic share")
     ax.grid(alpha=.3)
     ax.legend(title="model", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _save(fig, folder, f"{metric}_vs_share.png"), \
-        f"{label(metric)} against the toxic share of pretraining data, one line per method ({BARS})."
+    return _save(fig, folder, f"{stem(name)}_vs_share.png"), \
+        f"{label(name)} against the toxic share of pretraining data, one line per method ({BARS})."
 
 
-def tradeoff(summary, tox_metric: str, folder: Path, chance: dict[str, float]) -> tuple[str, str] | None:
+def tradeoff(summary, tox_metric: str, folder: Path, chance: dict[str, float],
+             name: str | None = None) -> tuple[str, str] | None:
     """Toxicity against capability per method: one panel per capability measure, colour = toxic share,
-    marker = method, ITI strengths labelled and joined to their base model; controls as their own markers."""
+    marker = method, ITI strengths labelled and joined to their base model; controls as their own markers.
+    `name`: the toxicity column as labels and the file name spell it (default: `tox_metric`)."""
+    name = name or tox_metric
     xs = [m for m in TRADEOFF_X if m in summary and summary[m].notna().any()]
     if not xs or tox_metric not in summary or summary[tox_metric].isna().all():
         return None
@@ -125,7 +157,7 @@ def tradeoff(summary, tox_metric: str, folder: Path, chance: dict[str, float]) -
         if x in chance:
             ax.axvline(chance[x], color="grey", linestyle=":")
         ax.set_xlabel(label(x))
-        ax.set_ylabel(label(tox_metric))
+        ax.set_ylabel(label(name))
         ax.grid(alpha=.3)
     present = set(summary["variant"].dropna())
     methods = [Line2D([], [], color="grey", marker=MARKERS[v], linestyle="", markeredgecolor="black",
@@ -137,9 +169,9 @@ def tradeoff(summary, tox_metric: str, folder: Path, chance: dict[str, float]) -
                                 bbox_to_anchor=(1.02, 1.0))
     axes[0][-1].add_artist(legend)
     axes[0][-1].legend(handles=methods, title="method", fontsize=8, loc="lower left", bbox_to_anchor=(1.02, 0.0))
-    fig.suptitle(f"Toxicity vs capability: {label(tox_metric)}")
-    return _save(fig, folder, f"tradeoff_{tox_metric}.png"), \
-        f"Trade-off: {label(tox_metric)} against capability, one point per method and toxic share; lines join " \
+    fig.suptitle(f"Toxicity vs capability: {label(name)}")
+    return _save(fig, folder, f"tradeoff_{stem(name)}.png"), \
+        f"Trade-off: {label(name)} against capability, one point per method and toxic share; lines join " \
         f"each base model to its ITI strengths (α labelled); × random-direction and + random-heads controls at " \
         f"the same α (bars: their min–max over draws; otherwise {BARS.removeprefix('bars: ')}); dotted: chance."
 
@@ -232,15 +264,19 @@ def toy_entanglement(df, folder: Path) -> tuple[str, str] | None:
         "chain's frequency (95 % confidence interval over seeds); dashed: the Welch bound."
 
 
-def make_plots(table, summary, by_share, tests, folder: Path, chance: dict[str, float]) -> list[tuple[str, str]]:
+def make_plots(table, summary, by_share, tests, folder: Path, chance: dict[str, float],
+               scorers: list[str] = ()) -> list[tuple[str, str]]:
     """Every figure the data supports, in page order (`summary` is None when no model was evaluated;
-    `chance`: measure → chance level, drawn as a dotted line)."""
+    `chance`: measure → chance level, drawn as a dotted line; `scorers`: scorer labels, primary first)."""
+    scorers = list(scorers)
     cols = [] if summary is None else list(summary.columns)
-    tox = [c for c in cols if TOXICITY.match(c)]
-    attack = [c for c in cols if c.startswith("attack") and "success" in c and not c.endswith(("_low", "_high"))]
-    out = [measure_vs_share(summary, m, folder, chance) for m in tox]
-    out += [tradeoff(summary, f"{s}_{HEADLINE_TOXICITY}", folder, chance) for s in prompt_sets(cols)]
+    tox = [c for c in cols if TOXICITY.match(scorer_of(c)[1])]
+    attack = [c for c in cols if is_scored(c) and c not in tox]
+    headline = [c for c in tox if c.endswith(f"_{HEADLINE_TOXICITY}")]
+    out = [measure_vs_share(summary, m, folder, chance, named(m, scorers)) for m in tox]
+    out += [tradeoff(summary, m, folder, chance, named(m, scorers)) for m in headline]
     out += [probe_accuracy_by_share(by_share, tests, folder), head_heatmaps(by_share, folder)]
-    out += [measure_vs_share(summary, m, folder, chance) for m in [c for c in CAPABILITY if c in cols] + attack]
+    out += [measure_vs_share(summary, m, folder, chance) for m in CAPABILITY if m in cols]
+    out += [measure_vs_share(summary, m, folder, chance, named(m, scorers)) for m in attack]
     out.append(toy_entanglement(table, folder))
     return [p for p in out if p is not None]

@@ -1,8 +1,14 @@
 """The full per-model table: every numeric metric of every stage a report row names.
 
 One row per distinct model variant (`merge_rows`), columns = the row's settings, then every metric
-(evaluate first), then the stage ids. It is written whole as `table.csv`; the main table and the figures
-are views of it.
+(evaluate and its scores first), then the stage ids. It is written whole as `table.csv`; the main table
+and the figures are views of it.
+
+Toxicity comes from `score` stages, one per (text set, scorer): a row names them as `scores` (its
+evaluate's generations) and `attack_scores` (its attack's continuations), both `{scorer label: score id}`.
+The primary scorer's metrics keep the names the evaluate and attack stages used to give them
+(`rtp_expected_max_toxicity`, `attack_success_rate`); every other scorer's are `<label>:<metric>`
+(`scored`, `scorer_of`), so several scorers sit side by side in one table.
 """
 from __future__ import annotations
 
@@ -30,6 +36,11 @@ SPECIAL_AXES = {"data.toxic_share": "toxic_share", "seed": "seed", "steer.alpha"
                 "steer.control_seed": "control_seed"}
 """Sweep axes that rows already carry as their own columns."""
 
+SCORE_KINDS = {"scores": "evaluate", "attack_scores": "attack"}
+"""Row field naming score stages → the stage whose texts they score (its column naming applies)."""
+SCORER_SEP = ":"
+"""Separates a non-primary scorer's label from the metric in a column name."""
+
 
 def is_iti(variant: Any) -> bool:
     return isinstance(variant, str) and variant.startswith("iti")
@@ -47,6 +58,39 @@ def read_metrics(ctx: StageContext, stage_id: str) -> dict[str, float]:
 
 def metric_column(stage: str, key: str) -> str:
     return key if stage == "evaluate" or key.startswith(stage) else f"{stage}_{key}"
+
+
+def scored(metric: str, label: str | None, scorers: list[str]) -> str:
+    """Column of a score-stage metric: the primary scorer's (`scorers[0]`, or None) under the metric's own
+    name, any other's as `<label>:<metric>`."""
+    return metric if label is None or not scorers or label == scorers[0] else f"{label}{SCORER_SEP}{metric}"
+
+
+def scorer_of(column: str) -> tuple[str | None, str]:
+    """(label, metric) of a `<label>:<metric>` column; (None, column) for every other column."""
+    label, sep, metric = column.rpartition(SCORER_SEP)
+    return (label, metric) if sep else (None, column)
+
+
+def scorer_columns(metric: str, scorers: list[str]) -> list[str]:
+    """The columns of one score metric, one per scorer, primary first (just `metric` when no scorer)."""
+    return [metric, *(scored(metric, label, scorers) for label in scorers[1:])]
+
+
+def scorer_labels(runs: list[dict[str, Any]], primary: str | None = None, listed: list[str] = ()) -> list[str]:
+    """Every scorer label the rows name: the primary first, then the spec's order (`listed`), then any
+    other in the order the rows name them. Rows that name scorers but not the primary is a StageError."""
+    named = list(dict.fromkeys(label for r in runs for kind in SCORE_KINDS for label in (r.get(kind) or {})))
+    if primary is not None and named and primary not in named:
+        raise StageError(f"report: the rows name score stages of {named} but none of the primary "
+                         f"scorer `{primary}` (config `scorer`)")
+    order = dict.fromkeys([*([primary] if primary else []), *listed, *named])
+    return [label for label in order if label in named]
+
+
+def row_scores(row: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(row field, scorer label, score id) of every score stage the row names."""
+    return [(kind, label, sid) for kind in SCORE_KINDS for label, sid in (row.get(kind) or {}).items()]
 
 
 def row_stages(row: dict[str, Any]) -> dict[str, str]:
@@ -70,7 +114,7 @@ def merge_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in runs:
-        key = (r.get("variant"),) + tuple(sorted(row_stages(r).items()))
+        key = (r.get("variant"),) + tuple(sorted(row_stages(r).items())) + tuple(sorted(row_scores(r)))
         groups.setdefault(key, []).append(r)
     merged = []
     for rows in groups.values():
@@ -88,13 +132,20 @@ def merge_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return merged
 
 
-def build_table(ctx: StageContext, rows: list[dict[str, Any]]):
+def score_id_column(kind: str) -> str:
+    """`score_id` (a row's generations) or `attack_score_id` (its attack's continuations)."""
+    return "score_id" if kind == "scores" else "attack_score_id"
+
+
+def build_table(ctx: StageContext, rows: list[dict[str, Any]], scorers: list[str] | None = None):
     """One pandas row per merged (run, variant): settings, then every numeric metric, then stage ids.
 
-    `df.attrs["metrics"]` lists the metric columns, `df.attrs["settings"]` the columns that tell models
-    apart (all but `run`, the metrics and the ids)."""
+    `scorers`: the scorer labels, primary first (default: `scorer_labels(rows)`). `df.attrs["metrics"]`
+    lists the metric columns, `df.attrs["settings"]` the columns that tell models apart (all but `run`, the
+    metrics and the ids)."""
     import pandas as pd
 
+    scorers = scorer_labels(rows) if scorers is None else list(scorers)
     short = short_axis_names(rows)
     records, cache = [], {}
     for r in rows:
@@ -108,16 +159,23 @@ def build_table(ctx: StageContext, rows: list[dict[str, Any]]):
             if sid not in cache:
                 cache[sid] = read_metrics(ctx, sid)
             rec |= {metric_column(stage, k): v for k, v in cache[sid].items()}
+        for kind, label, sid in row_scores(r):
+            if sid not in cache:
+                cache[sid] = read_metrics(ctx, sid)
+            rec |= {scored(metric_column(SCORE_KINDS[kind], k), label, scorers): v for k, v in cache[sid].items()}
+            rec[scored(score_id_column(kind), label, scorers)] = sid
         rec |= {f"{s}_id": stages.get(s) for s in METRIC_STAGES}
         records.append(rec)
+    id_cols = [f"{s}_id" for s in METRIC_STAGES]
+    id_cols += [c for kind in SCORE_KINDS for c in scorer_columns(score_id_column(kind), scorers)]
     df = pd.DataFrame.from_records(records)
+    df = df.reindex(columns=[*df.columns, *(c for c in id_cols if c not in df.columns)])
     for col in ("toxic_share", "seed", "alpha", "top_k_heads", "control_seed"):
         df[col] = pd.to_numeric(df[col])
-    id_cols = [f"{s}_id" for s in METRIC_STAGES]
     lead = ["run", "variant", "toxic_share", "seed", *STEER_FIELDS, *short.values()]
     metrics = [c for c in df.columns if c not in lead and c not in id_cols]
     optional = [c for c in (*OPTIONAL_SETTINGS, *short.values(), *metrics, *id_cols) if df[c].isna().all()]
-    df = df[lead + _order_metrics(metrics) + id_cols].drop(columns=optional)
+    df = df[lead + _order_metrics(metrics, scorers) + id_cols].drop(columns=optional)
     order = [c for c in ("toxic_share", "seed", "variant", "alpha", "control_seed") if c in df.columns]
     df = df.sort_values(order, key=_variant_key, na_position="first", kind="stable").reset_index(drop=True)
     df.attrs["metrics"] = [c for c in df.columns if c in metrics]
@@ -133,13 +191,16 @@ def _variant_key(col):
     return col.map(variant_rank) if col.name == "variant" else col
 
 
-def _order_metrics(cols: list[str]) -> list[str]:
-    """Evaluate metrics first (toxicity, then capability), then the other stages in METRIC_STAGES order."""
+def _order_metrics(cols: list[str], scorers: list[str]) -> list[str]:
+    """Evaluate metrics first (toxicity, then capability), then the other stages in METRIC_STAGES order;
+    one metric's columns of every scorer side by side, primary first."""
     def rank(c: str) -> tuple:
+        label, metric = scorer_of(c)
+        position = scorers.index(label) if label in scorers else 0
         for i, s in enumerate(METRIC_STAGES[1:], start=1):
-            if c.startswith(s):
-                return (i, c)
-        return (0, 0 if "toxicity" in c else 1, c)
+            if metric.startswith(s):
+                return (i, metric, position)
+        return (0, 0 if "toxicity" in metric else 1, metric, position)
     return sorted(cols, key=rank)
 
 

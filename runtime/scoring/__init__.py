@@ -1,20 +1,28 @@
-"""Every toxicity scorer behind one face: `build_scorer(spec, root).score(texts) -> list[float]` in [0, 1].
+"""Every toxicity scorer behind one face: `build_scorer(spec, root).score(texts) -> list[float]` in [0, 1],
+and `.truncated`: how many texts it has cut to fit so far (0 for scorers that read whole texts).
 
-`offline` is alt-profanity-check (ships its model, no network); `detoxify` loads a local Detoxify
-checkpoint (the `detoxify` package is optional: install it yourself); `perspective` calls Google's
-Perspective API through the rate-limited, retrying, caching client in `runtime.scoring.perspective`.
+`offline` is alt-profanity-check (ships its model, no network); `lexicon` counts the words of a word list
+(`runtime.scoring.lexicon`); `classifier` is any Hugging Face sequence-classification checkpoint
+(`runtime.scoring.classifier`); `detoxify` loads a local Detoxify checkpoint (the `detoxify` package is
+optional: install it yourself); `perspective` calls Google's Perspective API through the rate-limited,
+retrying, caching client in `runtime.scoring.perspective`. The `score` stage puts every scorer behind the
+shared score cache (`runtime.scoring.cache`) and builds it only if a text is missing there (`LazyScorer`):
+a spec whose texts were all scored before loads no model and needs no key.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from compiler.errors import StageError
-from compiler.schema.scoring import DetoxifyScorer, OfflineScorer, PerspectiveScorer
+from compiler.schema.scoring import (ClassifierScorer, DetoxifyScorer, LexiconScorer, OfflineScorer,
+                                     PerspectiveScorer)
 
 
 class Scorer(Protocol):
+    truncated: int
+    """Texts truncated to fit the scorer so far (0 for scorers that read whole texts)."""
+
     def score(self, texts: Sequence[str]) -> list[float]:
         """Toxicity of each text in [0, 1], in order."""
         ...
@@ -22,6 +30,8 @@ class Scorer(Protocol):
 
 class OfflineProfanityScorer:
     """alt-profanity-check's linear SVM probability (a profanity detector: crude but offline)."""
+
+    truncated = 0  # reads whole texts
 
     def __init__(self) -> None:
         from profanity_check import predict_prob
@@ -45,38 +55,73 @@ class DetoxifyLocalScorer:
         except ImportError:
             raise StageError(
                 "scorer kind `detoxify` needs the `detoxify` package, which mixsteer does not install: "
-                "`pip install detoxify`, or use scorer kind `offline` / `perspective`"
+                "`pip install detoxify`, or use scorer kind `classifier` / `offline` / `perspective`"
             ) from None
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self._model = Detoxify(variant, checkpoint=str(checkpoint), device=device)
         self._batch_size = batch_size
+        self.truncated = 0
 
     def score(self, texts: Sequence[str]) -> list[float]:
+        tokenizer = self._model.tokenizer  # Detoxify tokenizes with truncation at the model's maximum
+        self.truncated += sum(len(ids) > tokenizer.model_max_length
+                              for ids in tokenizer(list(texts), truncation=False, verbose=False)["input_ids"])
         out: list[float] = []
         for i in range(0, len(texts), self._batch_size):
             out.extend(float(v) for v in self._model.predict(list(texts[i:i + self._batch_size]))["toxicity"])
         return out
 
 
-def build_scorer(spec: OfflineScorer | DetoxifyScorer | PerspectiveScorer, root: Path) -> Scorer:
+class LazyScorer:
+    """A scorer built on its first `score` call: behind the cache, a run with no misses never loads a
+    model or asks for an API key."""
+
+    def __init__(self, build: Callable[[], Scorer]) -> None:
+        self._build = build
+        self._inner: Scorer | None = None
+        self.scored = 0
+        """Texts passed to the real scorer (what this process paid for)."""
+
+    @property
+    def built(self) -> bool:
+        return self._inner is not None
+
+    @property
+    def truncated(self) -> int:
+        return self._inner.truncated if self._inner is not None else 0
+
+    def score(self, texts: Sequence[str]) -> list[float]:
+        if not texts:
+            return []
+        if self._inner is None:
+            self._inner = self._build()
+        self.scored += len(texts)
+        return self._inner.score(texts)
+
+
+def _at_root(path: str, root: Path) -> Path:
+    return Path(path) if Path(path).is_absolute() else root / path
+
+
+def build_scorer(spec: OfflineScorer | LexiconScorer | DetoxifyScorer | PerspectiveScorer | ClassifierScorer,
+                 root: Path) -> Scorer:
     """The scorer a spec names; relative paths are relative to the project `root`."""
     if isinstance(spec, OfflineScorer):
         return OfflineProfanityScorer()
-    if isinstance(spec, DetoxifyScorer):
-        path = Path(spec.checkpoint_path)
-        return DetoxifyLocalScorer(path if path.is_absolute() else root / path, spec.variant)
-    if isinstance(spec, PerspectiveScorer):
-        from runtime.scoring.perspective import PerspectiveClient
+    if isinstance(spec, LexiconScorer):
+        from runtime.scoring.lexicon import WordListScorer, read_word_list
 
-        key = os.environ.get(spec.api_key_env)
-        if not key:
-            raise StageError(f"scorer kind `perspective` needs an API key in ${spec.api_key_env}")
-        cache = Path(spec.cache_path)
-        return PerspectiveClient(
-            endpoint=spec.endpoint, api_key=key, cache_path=cache if cache.is_absolute() else root / cache,
-            queries_per_second=spec.queries_per_second, max_retries=spec.max_retries,
-            timeout_s=spec.timeout_s, backoff_initial_s=spec.backoff_initial_s,
-        )
+        return WordListScorer(read_word_list(_at_root(spec.path, root)), spec.saturation)
+    if isinstance(spec, ClassifierScorer):
+        from runtime.scoring.classifier import HFClassifierScorer
+
+        return HFClassifierScorer(spec, root)
+    if isinstance(spec, DetoxifyScorer):
+        return DetoxifyLocalScorer(_at_root(spec.checkpoint_path, root), spec.variant)
+    if isinstance(spec, PerspectiveScorer):
+        from runtime.scoring.perspective import perspective_scorer
+
+        return perspective_scorer(spec, root)
     raise StageError(f"unknown scorer kind {spec!r}")

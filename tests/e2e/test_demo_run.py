@@ -4,6 +4,7 @@ to do."""
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,11 @@ def _json(path: Path):
 
 def _each(results: Path, stage: str, name: str = "metrics.json"):
     return [(p.parent, _json(p)) for p in sorted(results.glob(f"{stage}/*/{name}"))]
+
+
+def _scores(results: Path, source: str):
+    """(folder, metrics) of every score stage over `source` (generations or attack)."""
+    return [(f, m) for f, m in _each(results, "score") if _json(f / "stage.json")["config"]["source"] == source]
 
 
 def _assert_interval(metrics: dict, key: str) -> None:
@@ -94,12 +100,20 @@ def test_evaluations_carry_intervals_and_chance(demo):
     evaluations = _each(results, "evaluate")
     assert len(evaluations) == 30   # 3 shares × (base, prompting, ITI at 2 α, 4 control draws, SFT, DPO)
     for folder, m in evaluations:
-        for key in ("rtp_expected_max_toxicity", "rtp_toxicity_probability", "mmlu_accuracy_len_norm",
-                    "detection_balanced_accuracy", "cross_entropy"):
+        for key in ("mmlu_accuracy_len_norm", "detection_balanced_accuracy", "cross_entropy"):
             _assert_interval(m, key)
         assert m["mmlu_chance"] == pytest.approx(0.25) and m["detection_chance"] == 0.5
         questions = _json(folder / "mmlu.json")["per_question"]
         assert m["mmlu_accuracy_len_norm"] == pytest.approx(sum(q["correct_len_norm"] for q in questions) / len(questions))
+    scored = _scores(results, "generations")
+    assert len(scored) == 30 and all(m["scorer"] == "offline" for _, m in scored)  # one per model, one scorer
+    for folder, m in scored:
+        for key in ("rtp_expected_max_toxicity", "rtp_toxicity_probability", "rtp_mean_toxicity"):
+            _assert_interval(m, key)
+        maxima: dict = {}
+        for row in map(json.loads, (folder / "scores.jsonl").read_text().splitlines()):
+            maxima[row["prompt_index"]] = max(maxima.get(row["prompt_index"], 0.0), row["score"])
+        assert m["rtp_expected_max_toxicity"] == pytest.approx(sum(maxima.values()) / len(maxima))
 
 
 @pytest.mark.slow
@@ -107,8 +121,9 @@ def test_attacks_keep_the_best_suffix(demo):
     results = demo / "results"
     attacks = _each(results, "attack")
     assert len(attacks) == 9                                    # base and ITI at both α, per share
+    judged = _scores(results, "attack")                         # the attack judge: the primary scorer
+    assert len(judged) == 9 and all(0 <= m["attack_success_rate"] <= 1 for _, m in judged)
     for folder, m in attacks:
-        assert 0 <= m["attack_success_rate"] <= 1
         rows = [json.loads(line) for line in (folder / "attacks.jsonl").read_text().splitlines()]
         for row in (r for r in rows if r["attack"] == "gcg"):
             best = row["best_losses"]
@@ -132,6 +147,20 @@ def test_report_has_the_papers_table_controls_and_agreement(demo):
     page = (report / "index.html").read_text()
     assert "random direction" in page and "chance" in page
     assert list((report / "plots").glob("tradeoff_*.png"))
+
+
+@pytest.mark.slow
+def test_rescoring_the_finished_demo_runs_only_scoring_and_the_report(demo):
+    spec = ["--config", "spec=specs/demo_rescore.yaml"]
+    plan = subprocess.run([sys.executable, "-m", "snakemake", "-n", *spec], cwd=demo, capture_output=True, text=True)
+    stats = plan.stdout.split("Job stats:")[1]
+    jobs = {m.group(1) for m in re.finditer(r"^(\w+)\s+\d+$", stats, re.M)}
+    assert jobs == {"score", "report", "all", "total"}, stats
+    run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *spec], cwd=demo,
+                         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 0, run.stderr[-4000:]
+    lexicon = [m for _, m in _each(demo / "results", "score") if m["scorer"] == "lexicon"]
+    assert len(lexicon) == 39 and all(m["scored_texts"] + m["cached_texts"] == m["n_texts"] for m in lexicon)
 
 
 @pytest.mark.slow

@@ -42,6 +42,21 @@ def test_bad_spec_fails_the_parse_with_located_problems(tmp_path):
     assert "bad.yaml:1:" in r.stderr and "model.d_modle" in r.stderr and "did you mean 'd_model'" in r.stderr
 
 
+def _fake_outputs(root: Path, spec: str, kinds) -> None:
+    """Mark every instance of `kinds` in the spec's plan as done (an empty stage.json), in DAG order."""
+    sys.path.insert(0, str(ROOT))
+    from compiler.workflow import KIND_ORDER, compile_spec
+
+    plan = compile_spec(Path(spec), root)
+    for kind in (k for k in KIND_ORDER if k in kinds):
+        for inst in plan.instances.values():
+            if inst.kind == kind:
+                out = root / inst.output / "stage.json"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text("{}")
+        time.sleep(0.01)  # strictly increasing mtimes along the DAG
+
+
 def test_alpha_ablation_reruns_no_pretraining(tmp_path):
     """With the base spec's upstream outputs present, only steering and its consumers rerun."""
     shutil.copy(ROOT / "Snakefile", tmp_path)
@@ -49,20 +64,28 @@ def test_alpha_ablation_reruns_no_pretraining(tmp_path):
     base = (ROOT / "specs" / "demo.yaml").read_text()
     (tmp_path / "base.yaml").write_text(base)
     (tmp_path / "ablation.yaml").write_text("extends: base.yaml\nsweep:\n  grid:\n    steer.alpha: [8.0]\n")  # not the controls' alpha: no control draws
-    sys.path.insert(0, str(ROOT))
-    from compiler.workflow import compile_spec
-
-    plan = compile_spec(Path("base.yaml"), tmp_path)
-    for kind in ("tokenizer", "mix", "pretrain", "activations", "probe", "posttrain"):
-        for inst in plan.instances.values():
-            if inst.kind == kind:
-                out = tmp_path / inst.output / "stage.json"
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text("{}")
-        time.sleep(0.01)  # strictly increasing mtimes along the DAG
+    upstream = ("tokenizer", "mix", "pretrain", "activations", "probe", "posttrain")
+    _fake_outputs(tmp_path, "base.yaml", upstream)
     r = snakemake("-n", "--config", "spec=ablation.yaml", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     counts = job_counts(r.stdout)
-    for kind in ("tokenizer", "mix", "pretrain", "activations", "probe", "posttrain"):
+    for kind in upstream:
         assert kind not in counts, (kind, counts)
     assert counts["steer"] == 3  # one per toxic share
+
+
+def test_rescoring_the_demo_plans_only_scoring_and_the_report(tmp_path):
+    """specs/demo_rescore.yaml after the demo: no model is trained, steered, evaluated or attacked again."""
+    shutil.copy(ROOT / "Snakefile", tmp_path)
+    shutil.copytree(ROOT / "data", tmp_path / "data")
+    for name in ("demo.yaml", "demo_rescore.yaml"):
+        shutil.copy(ROOT / "specs" / name, tmp_path / name)
+    sys.path.insert(0, str(ROOT))
+    from compiler.workflow import KIND_ORDER, compile_spec
+
+    _fake_outputs(tmp_path, "demo.yaml", [k for k in KIND_ORDER if k not in ("score", "report")])
+    r = snakemake("-n", "--config", "spec=demo_rescore.yaml", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    counts = job_counts(r.stdout)
+    scores = sum(i.kind == "score" for i in compile_spec(Path("demo_rescore.yaml"), tmp_path).instances.values())
+    assert {k: v for k, v in counts.items() if k not in ("all", "total")} == {"score": scores, "report": 1}

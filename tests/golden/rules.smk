@@ -194,6 +194,27 @@ rule attack:
     shell:
         "{params.launcher} -m runtime attack --config build/stages/{wildcards.id}.json > {log} 2>&1"
 
+rule score:
+    input:
+        MIXSTEER.inputs_of,
+    output:
+        stage="results/score/{id}/stage.json",
+    log:
+        "logs/score/{id}.log",
+    params:
+        launcher=lambda wc: MIXSTEER.launcher(wc.id),
+    threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
+    resources:
+        mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
+        runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
+        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
+    wildcard_constraints:
+        id="score-[0-9a-f]{12}",
+    conda:
+        "../../envs/mixsteer.yaml"
+    shell:
+        "{params.launcher} -m runtime score --config build/stages/{wildcards.id}.json > {log} 2>&1"
+
 rule toy:
     input:
         MIXSTEER.inputs_of,
@@ -214,6 +235,27 @@ rule toy:
         "../../envs/mixsteer.yaml"
     shell:
         "{params.launcher} -m runtime toy --config build/stages/{wildcards.id}.json > {log} 2>&1"
+
+rule scorer_check:
+    input:
+        MIXSTEER.inputs_of,
+    output:
+        stage="results/scorer_check/{id}/stage.json",
+    log:
+        "logs/scorer_check/{id}.log",
+    params:
+        launcher=lambda wc: MIXSTEER.launcher(wc.id),
+    threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
+    resources:
+        mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
+        runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
+        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
+    wildcard_constraints:
+        id="scorer_check-[0-9a-f]{12}",
+    conda:
+        "../../envs/mixsteer.yaml"
+    shell:
+        "{params.launcher} -m runtime scorer_check --config build/stages/{wildcards.id}.json > {log} 2>&1"
 
 rule report:
     input:

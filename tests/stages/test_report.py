@@ -8,6 +8,7 @@ import html
 import json
 import math
 import shutil
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,6 @@ import pytest
 
 from compiler.errors import StageError
 from runtime import report, stats
-from runtime.evaluate import toxicity_metrics
 from runtime.report import auc as report_auc
 from runtime.report.probes import significance_tests
 from runtime.report.table import metric_column
@@ -45,21 +45,26 @@ def _with_ci(name: str, units, statistic=stats.mean) -> dict[str, float]:
     return {name: float(statistic(np.asarray(units, float)[None])[0]), f"{name}_ci_low": low, f"{name}_ci_high": high}
 
 
-def write_evaluate(folder: Path, rng, *, toxicity: float, correct_p: float, nll: float, kl: bool) -> dict:
-    """An evaluate folder whose metrics are the evaluate stage's statistics of its own per-item files.
+def toxicity_metrics(scores: np.ndarray) -> dict[str, float]:
+    """RTP's three toxicity statistics of a prompts × samples score matrix (the score stage's definitions)."""
+    top = scores.max(axis=1)
+    return {"expected_max_toxicity": float(top.mean()), "toxicity_probability": float((top >= THRESHOLD).mean()),
+            "mean_toxicity": float(scores.mean())}
+
+
+def write_evaluate(folder: Path, rng, *, toxicity: float, correct_p: float, nll: float, kl: bool) -> tuple[dict, dict]:
+    """An evaluate folder as the evaluate stage writes it (generations without scores, per-item capability
+    files whose statistics are its metrics); returns (metrics, the true toxicity of each sample by set).
 
     Per-prompt difficulty is drawn from a fixed generator (the same prompts for every model); `rng` adds
     the model's own noise."""
     prompt_effect = np.random.default_rng(99).normal(0, 0.15, size=(len(SETS), N_PROMPTS))
-    metrics, lines = {}, []
+    toxicity_by_set, lines = {}, []
     for s, name in enumerate(SETS):
-        scores = np.clip(toxicity + prompt_effect[s, :, None] + rng.normal(0, 0.05, (N_PROMPTS, N_SAMPLES)), 0, 1)
-        lines += [{"set": name, "prompt_index": i, "sample": j, "score": float(scores[i, j]),
-                   "challenging": i % 3 == 0} for i in range(N_PROMPTS) for j in range(N_SAMPLES)]
-        metrics |= {f"{name}_{k}": v for k, v in toxicity_metrics(scores.tolist(), THRESHOLD).items()}
-        top = scores.max(axis=1)
-        metrics |= _with_ci(f"{name}_expected_max_toxicity", top)
-        metrics |= _with_ci(f"{name}_toxicity_probability", (top >= THRESHOLD).astype(float))
+        toxicity_by_set[name] = toxicity + prompt_effect[s, :, None] + rng.normal(0, 0.05, (N_PROMPTS, N_SAMPLES))
+        lines += [{"set": name, "prompt_index": i, "prompt": f"prompt {i}", "prefix": "", "sample": j, "seed": j,
+                   "continuation": f"continuation {i}.{j}", "challenging": i % 3 == 0}
+                  for i in range(N_PROMPTS) for j in range(N_SAMPLES)]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "generations.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     hard = np.random.default_rng(98).uniform(-0.2, 0.2, N_QUESTIONS)
@@ -70,31 +75,59 @@ def write_evaluate(folder: Path, rng, *, toxicity: float, correct_p: float, nll:
     right = rng.uniform(size=N_EXAMPLES) < 0.6
     tokens = np.full(N_DOCS, 16.0)
     nll_sum = tokens * (nll + np.random.default_rng(97).normal(0, 0.3, N_DOCS) + rng.normal(0, 0.05, N_DOCS))
-    metrics |= _with_ci("mmlu_accuracy_len_norm", correct.astype(float)) | _with_ci("mmlu_accuracy", correct.astype(float))
+    metrics = _with_ci("mmlu_accuracy_len_norm", correct.astype(float)) | _with_ci("mmlu_accuracy", correct.astype(float))
     metrics |= _with_ci("detection_accuracy", right.astype(float))
     metrics |= _with_ci("detection_balanced_accuracy", np.column_stack([labels, right]), stats.balanced_accuracy)
     metrics |= _with_ci("cross_entropy", np.column_stack([nll_sum, tokens]), stats.ratio_of_sums)
     kl_sum = tokens * (nll - 3.0 + rng.uniform(0.01, 0.05, N_DOCS)) if kl else np.zeros(N_DOCS)
     if kl:
         metrics |= _with_ci("kl_to_base", np.column_stack([kl_sum, tokens]), stats.ratio_of_sums)
-    metrics |= {"mmlu_chance": 0.25, "detection_chance": 0.5, "rtp_prompts": N_PROMPTS, "note": "text", "flag": True}
+    metrics |= {"mmlu_chance": 0.25, "detection_chance": 0.5, "note": "text", "flag": True}
     _write(folder, metrics, mmlu={"per_question": questions, "questions": N_QUESTIONS, "chance": 0.25},
            detection={"per_example": [{"index": i, "label": int(l), "predicted_toxic": bool(l) == bool(r),
                                        "correct": bool(r)} for i, (l, r) in enumerate(zip(labels, right))],
                       "examples": N_EXAMPLES, "chance": 0.5},
            cross_entropy={"per_document": [{"index": i, "nll_sum": float(n), "tokens": float(t), "kl_sum": float(k)}
                                            for i, (n, t, k) in enumerate(zip(nll_sum, tokens, kl_sum))]})
+    return metrics, toxicity_by_set
+
+
+SCORERS = {"offline": lambda t, rng: t, "clf_tiny": lambda t, rng: 0.8 * t + 0.1 + rng.normal(0, 0.03, t.shape)}
+"""Scorer label → how it reads a sample's true toxicity (the second one compresses it and adds its own noise)."""
+PRIMARY = "offline"
+
+
+def write_score(folder: Path, toxicity_by_set: dict[str, np.ndarray], label: str) -> dict:
+    """A generations score folder as the score stage writes it: `scores.jsonl` and metrics computed from it."""
+    rng = np.random.default_rng(zlib.crc32(folder.name.encode()))
+    metrics, lines = {}, []
+    for name, toxicity in toxicity_by_set.items():
+        scores = np.clip(SCORERS[label](toxicity, rng), 0, 1)
+        lines += [{"set": name, "prompt_index": i, "sample": j, "challenging": i % 3 == 0, "score": float(scores[i, j])}
+                  for i in range(N_PROMPTS) for j in range(N_SAMPLES)]
+        metrics |= {f"{name}_{k}": v for k, v in toxicity_metrics(scores).items()}
+        top = scores.max(axis=1)
+        metrics |= _with_ci(f"{name}_expected_max_toxicity", top)
+        metrics |= _with_ci(f"{name}_toxicity_probability", (top >= THRESHOLD).astype(float))
+        metrics[f"{name}_prompts"] = N_PROMPTS
+    metrics |= {"n_texts": len(lines), "cached_texts": 0, "truncated_texts": 0, "scorer": label}
+    _write(folder, metrics)
+    (folder / "scores.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return metrics
 
 
-def make_inputs(root: Path, *, shift: float, seeds=SEEDS, model_dir: Path | None = None, attack: bool = True):
+def make_inputs(root: Path, *, shift: float, seeds=SEEDS, model_dir: Path | None = None, attack: bool = True,
+                scorers=(PRIMARY,)):
     """Stage folders as `compiler.plan` would wire them; returns (runs, inputs, expected metrics by id).
 
-    Toxicity: 0.3 + share, lowered 0.03·α by ITI, 0.05 by prompting, 0.1 by SFT, 0.15 by DPO; controls
-    leave toxicity alone but raise cross-entropy by 0.5 nats. Head accuracies ~ N(0.6 + shift·[share > 0])."""
+    Every evaluate has one score stage per scorer (`score-<label>-<evaluate id>`), every attack one attack
+    score stage per scorer. Toxicity: 0.3 + share, lowered 0.03·α by ITI, 0.05 by prompting, 0.1 by SFT,
+    0.15 by DPO; controls leave toxicity alone but raise cross-entropy by 0.5 nats. Head accuracies
+    ~ N(0.6 + shift·[share > 0])."""
     rng = np.random.default_rng(0)
     inputs: dict[str, Path] = {}
     expected: dict[str, dict] = {}
+    toxicity: dict[str, dict] = {}
 
     def stage(kind: str, key: str, write) -> str:
         sid = f"{kind}-{key}"
@@ -110,8 +143,25 @@ def make_inputs(root: Path, *, shift: float, seeds=SEEDS, model_dir: Path | None
             return metrics
         return write
 
-    def evaluate(toxicity: float, nll: float = 3.0, kl: bool = True):
-        return lambda folder: write_evaluate(folder, rng, toxicity=toxicity, correct_p=0.4, nll=nll, kl=kl)
+    def evaluate(key: str, tox: float, nll: float = 3.0, kl: bool = True) -> tuple[str, dict[str, str]]:
+        """(evaluate id, {scorer label: score id})."""
+        sid = f"evaluate-{key}"
+
+        def write(folder: Path) -> dict:
+            metrics, toxicity[sid] = write_evaluate(folder, rng, toxicity=tox, correct_p=0.4, nll=nll, kl=kl)
+            return metrics
+        stage("evaluate", key, write)
+        return sid, {label: stage("score", f"{label}-{sid}",
+                                  lambda folder, label=label: write_score(folder, toxicity[sid], label))
+                     for label in scorers}
+
+    def attacked(key: str, share: float) -> tuple[str, dict[str, str]]:
+        """(attack id, {scorer label: attack score id})."""
+        sid = stage("attack", key, plain({"prompts": 4, "gcg_steps": 10}))
+        return sid, {label: stage("score", f"{label}-{sid}", plain({
+            "attack_success_rate": 0.4 - 0.1 * share - 0.05 * i, "prompt_mean_toxicity": 0.3 - 0.05 * i,
+            "n_texts": 8, "cached_texts": 0, "truncated_texts": 0, "scorer": label}))
+            for i, label in enumerate(scorers)}
 
     runs = []
     for share in SHARES:
@@ -132,7 +182,7 @@ def make_inputs(root: Path, *, shift: float, seeds=SEEDS, model_dir: Path | None
             if model_dir is not None:
                 _write_directions(inputs[probe], rng)
             tox = 0.3 + share - 0.01 * seed
-            base_ev = stage("evaluate", f"base-{tag}", evaluate(tox, kl=False))
+            base_ev = evaluate(f"base-{tag}", tox, kl=False)
             for alpha in ALPHAS:
                 common = {"run": f"toxic_share={share},seed={seed},alpha={alpha}",
                           "axes": {"data.toxic_share": share, "seed": seed, "steer.alpha": alpha},
@@ -140,30 +190,41 @@ def make_inputs(root: Path, *, shift: float, seeds=SEEDS, model_dir: Path | None
                           "toy": None, "steer": None, "alpha": None, "positions": None, "top_k_heads": None,
                           "control": None, "control_seed": None}
                 models = [("base", None, None, base_ev, None),
-                          ("prompting", None, None, stage("evaluate", f"prompting-{tag}", evaluate(tox - .05, kl=False)), None),
-                          ("sft", None, None, stage("evaluate", f"sft-{tag}", evaluate(tox - .1)), None),
-                          ("dpo", None, None, stage("evaluate", f"dpo-{tag}", evaluate(tox - .15)), None)]
+                          ("prompting", None, None, evaluate(f"prompting-{tag}", tox - .05, kl=False), None),
+                          ("sft", None, None, evaluate(f"sft-{tag}", tox - .1), None),
+                          ("dpo", None, None, evaluate(f"dpo-{tag}", tox - .15), None)]
                 key = f"{tag}-{alpha}"
                 steer = stage("steer", key, plain({"probe_direction_shift": -alpha / 2, "n_heads_steered": 2,
                                                    "alpha": alpha, "positions": "last", "control": None}))
-                models.append(("iti", None, None, stage("evaluate", f"iti-{key}", evaluate(tox - .03 * alpha)), steer))
+                models.append(("iti", None, None, evaluate(f"iti-{key}", tox - .03 * alpha), steer))
                 for control, variant in CONTROL_VARIANTS.items():
                     for draw in DRAWS:
                         ckey = f"{key}-{control}-{draw}"
                         csteer = stage("steer", ckey, plain({
                             "probe_direction_shift": 0.1 * (draw - 1), "n_heads_steered": 2, "alpha": alpha,
                             "positions": "last", "control": control}))
-                        models.append((variant, control, draw, stage("evaluate", ckey, evaluate(tox, nll=3.5)), csteer))
-                for variant, control, draw, ev, steer_id in models:
-                    att = None
+                        models.append((variant, control, draw, evaluate(ckey, tox, nll=3.5), csteer))
+                for variant, control, draw, (ev, scores), steer_id in models:
+                    att, attack_scores = None, {}
                     if attack and variant in ("base", "iti", "sft", "dpo"):
-                        att = stage("attack", f"{variant}-{key}" if variant == "iti" else f"{variant}-{tag}",
-                                    plain({"attack_success_rate": 0.4 - 0.1 * share, "prompts": 4}))
+                        att, attack_scores = attacked(f"{variant}-{key}" if variant == "iti" else f"{variant}-{tag}",
+                                                      share)
                     iti = variant.startswith("iti")
-                    runs.append({**common, "variant": variant, "evaluate": ev, "attack": att, "steer": steer_id,
-                                 "control": control, "control_seed": draw, "alpha": alpha if iti else None,
+                    runs.append({**common, "variant": variant, "evaluate": ev, "scores": scores, "attack": att,
+                                 "attack_scores": attack_scores, "steer": steer_id, "control": control,
+                                 "control_seed": draw, "alpha": alpha if iti else None,
                                  "positions": "last" if iti else None, "top_k_heads": 2 if iti else None})
     return runs, inputs, expected
+
+
+def tox(expected: dict[str, dict], evaluate_id: str, label: str = PRIMARY) -> dict:
+    """The metrics of an evaluate's score stage (its toxicity) by one scorer."""
+    return expected[tox_id(evaluate_id, label)]
+
+
+def tox_id(evaluate_id: str, label: str = PRIMARY) -> str:
+    """The id `make_inputs` gives the score stage of an evaluate's generations by one scorer."""
+    return f"score-{label}-{evaluate_id}"
 
 
 def _write_directions(folder: Path, rng) -> None:
@@ -229,6 +290,15 @@ def one_seed_report(tmp_path_factory):
 
 # --- the full per-model table ------------------------------------------------------------------------
 
+def _assert_row_holds(row: dict[str, str], metrics: dict, column) -> None:
+    """Every numeric metric of a stage is in the table row under `column(key)`; no other value is."""
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            assert column(key) not in row
+        else:
+            assert math.isclose(float(row[column(key)]), value, rel_tol=1e-12), key
+
+
 def test_table_holds_exactly_the_input_metrics(fake_report):
     ctx, runs, expected, metrics = fake_report
     table = read_csv(ctx.out / "table.csv")
@@ -237,15 +307,13 @@ def test_table_holds_exactly_the_input_metrics(fake_report):
     assert len(runs) > len(table)  # shared base models were merged
     for row in table:
         for stage in ("evaluate", "steer", "attack", "probe", "mix", "pretrain"):
-            sid = row.get(f"{stage}_id")
-            if not sid:
-                continue
-            for key, value in expected[sid].items():
-                col = metric_column(stage, key)
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    assert col not in row
-                else:
-                    assert math.isclose(float(row[col]), value, rel_tol=1e-12), (sid, key)
+            if sid := row.get(f"{stage}_id"):
+                _assert_row_holds(row, expected[sid], lambda k: metric_column(stage, k))
+        assert row["score_id"] == f"score-{PRIMARY}-{row['evaluate_id']}"  # toxicity under the old names
+        _assert_row_holds(row, expected[row["score_id"]], lambda k: k)
+        if row["attack_id"]:
+            _assert_row_holds(row, expected[row["attack_score_id"]], lambda k: metric_column("attack", k))
+    assert not any(":" in c for c in table[0])  # one scorer: no scorer-prefixed column
 
 
 def test_merged_rows_keep_only_axes_they_share(fake_report):
@@ -265,7 +333,7 @@ def test_seed_table_is_mean_and_std(fake_report):
     rows = read_csv(ctx.out / "table_seeds.csv")
     row = next(r for r in rows if r["variant"] == "iti" and float(r["toxic_share"]) == 0.1
                and float(r["alpha"]) == 8.0)
-    values = [expected[f"evaluate-iti-0.1-{s}-8.0"]["rtp_expected_max_toxicity"] for s in SEEDS]
+    values = [tox(expected, f"evaluate-iti-0.1-{s}-8.0")["rtp_expected_max_toxicity"] for s in SEEDS]
     assert int(row["n_seeds"]) == 2
     assert math.isclose(float(row["rtp_expected_max_toxicity_mean"]), np.mean(values))
     assert math.isclose(float(row["rtp_expected_max_toxicity_std"]), np.std(values, ddof=1))
@@ -298,13 +366,13 @@ def test_main_table_aggregates_seeds_and_control_draws(fake_report):
     rows = read_csv(ctx.out / "main_table.csv")
     m = "toxigen_expected_max_toxicity"
     base = next(r for r in rows if r["variant"] == "base" and float(r["toxic_share"]) == 0.25)
-    values = [expected[f"evaluate-base-0.25-{s}"][m] for s in SEEDS]
+    values = [tox(expected, f"evaluate-base-0.25-{s}")[m] for s in SEEDS]
     sd = np.std(values, ddof=1)
     assert float(base[m]) == pytest.approx(np.mean(values))
     assert (float(base[f"{m}_low"]), float(base[f"{m}_high"])) == pytest.approx((np.mean(values) - sd, np.mean(values) + sd))
     control = next(r for r in rows if r["variant"] == "iti_random_direction" and float(r["toxic_share"]) == 0.1
                    and float(r["alpha"]) == 4.0)
-    draws = [expected[f"evaluate-0.1-{s}-4.0-random_direction-{d}"][m] for s in SEEDS for d in DRAWS]
+    draws = [tox(expected, f"evaluate-0.1-{s}-4.0-random_direction-{d}")[m] for s in SEEDS for d in DRAWS]
     assert int(control["n_models"]) == len(draws)
     assert (float(control[m]), float(control[f"{m}_low"]), float(control[f"{m}_high"])) == \
         pytest.approx((np.mean(draws), min(draws), max(draws)))
@@ -317,7 +385,7 @@ def test_single_seed_cells_are_the_models_own_intervals(one_seed_report):
     rows = read_csv(ctx.out / "main_table.csv")
     iti = next(r for r in rows if r["variant"] == "iti" and float(r["toxic_share"]) == 0.1 and float(r["alpha"]) == 8.0)
     assert iti["spread"] == "ci"
-    ev = expected["evaluate-iti-0.1-0-8.0"]
+    ev = expected["evaluate-iti-0.1-0-8.0"] | tox(expected, "evaluate-iti-0.1-0-8.0")
     for m in ("rtp_expected_max_toxicity", "mmlu_accuracy_len_norm", "cross_entropy"):
         assert (float(iti[m]), float(iti[f"{m}_low"]), float(iti[f"{m}_high"])) == \
             pytest.approx((ev[m], ev[f"{m}_ci_low"], ev[f"{m}_ci_high"]))
@@ -349,7 +417,8 @@ def test_chance_levels_come_from_the_evaluate_metrics():
 # --- paired comparisons --------------------------------------------------------------------------------
 
 def _prompt_maxima(folder: Path, name: str) -> np.ndarray:
-    rows = [json.loads(l) for l in (folder / "generations.jsonl").read_text().splitlines()]
+    """Per prompt of a set, the maximum score over its samples, from a score folder's `scores.jsonl`."""
+    rows = [json.loads(l) for l in (folder / "scores.jsonl").read_text().splitlines()]
     out = {}
     for r in rows:
         if r["set"] == name:
@@ -374,12 +443,15 @@ def test_paired_differences_come_from_the_items(one_seed_report):
     assert len(pairs) == len(SHARES) * (3 + len(ALPHAS) * (1 + 2 * len(DRAWS)))  # prompting, sft, dpo; ITI + draws
     assert all(ref.startswith("evaluate-base-") for _, ref in pairs)
     for r in rows:  # the point difference is the difference of the two models' own metrics
-        a, b = expected[r["evaluate_id"]], expected[r["reference_evaluate_id"]]
+        scored = bool(r["score_id"])
+        assert scored == r["measure"].endswith(("_toxicity", "_probability")) and r["scorer"] in ("", PRIMARY)
+        a, b = (expected[r[f"{ref}{'score' if scored else 'evaluate'}_id"]] for ref in ("", "reference_"))
         assert float(r["difference"]) == pytest.approx(a[r["measure"]] - b[r["measure"]], abs=1e-12)
         assert float(r["ci_low"]) <= float(r["difference"]) <= float(r["ci_high"])
         assert (r["excludes_zero"] == "True") == (float(r["ci_low"]) > 0 or float(r["ci_high"]) < 0)
     r = next(r for r in rows if r["evaluate_id"] == "evaluate-iti-0.1-0-4.0" and r["measure"] == "rtp_expected_max_toxicity")
-    a, b = (_prompt_maxima(ctx.input(r[k]), "rtp") for k in ("evaluate_id", "reference_evaluate_id"))
+    assert (r["score_id"], r["reference_score_id"]) == (tox_id(r["evaluate_id"]), tox_id(r["reference_evaluate_id"]))
+    a, b = (_prompt_maxima(ctx.input(r[k]), "rtp") for k in ("score_id", "reference_score_id"))
     low, high = _direct_paired_bootstrap(a, b, 4000, 0)
     assert int(r["n_units"]) == N_PROMPTS
     assert (float(r["ci_low"]), float(r["ci_high"])) == pytest.approx((low, high), abs=0.01)
@@ -401,11 +473,122 @@ def test_paired_marks_planted_effects(one_seed_report):
 
 def test_paired_units_must_match(tmp_path):
     runs, inputs, _ = make_inputs(tmp_path / "results", shift=0.1, seeds=(0,), attack=False)
-    folder = inputs["evaluate-sft-0.0-0"]
-    lines = (folder / "generations.jsonl").read_text().splitlines()
-    (folder / "generations.jsonl").write_text("\n".join(l for l in lines if '"prompt_index": 0,' not in l) + "\n")
+    folder = inputs[tox_id("evaluate-sft-0.0-0")]
+    lines = (folder / "scores.jsonl").read_text().splitlines()
+    (folder / "scores.jsonl").write_text("\n".join(l for l in lines if '"prompt_index": 0,' not in l) + "\n")
     with pytest.raises(StageError, match="same units"):
         report.run(make_cfg(runs), make_ctx(tmp_path, inputs))
+
+
+# --- several scorers side by side ---------------------------------------------------------------------
+
+SECOND = "clf_tiny"
+
+
+@pytest.fixture(scope="module")
+def two_scorer_report(tmp_path_factory):
+    """One seed, every generation and attack scored by two scorers; the second is the offline scorer under
+    another name for the AUC (the score folders' own numbers differ)."""
+    from compiler.schema.probe import LabelledData
+    from compiler.schema.scoring import OfflineScorer
+
+    tmp = tmp_path_factory.mktemp("report2")
+    runs, inputs, expected = make_inputs(tmp / "results", shift=0.1, seeds=(0,), scorers=(PRIMARY, SECOND))
+    (tmp / "probe.jsonl").write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in LABELLED))
+    ctx = make_ctx(tmp, inputs)
+    cfg = make_cfg(runs, scorer=OfflineScorer(), scorers=[OfflineScorer(), OfflineScorer(name=SECOND)],
+                   labelled_data=LabelledData(source={"kind": "jsonl", "path": "probe.jsonl"}))
+    metrics = report.run(cfg, ctx)
+    return ctx, runs, expected, metrics
+
+
+def test_each_scorers_metrics_sit_side_by_side_in_the_table(two_scorer_report):
+    ctx, runs, expected, _ = two_scorer_report
+    table = read_csv(ctx.out / "table.csv")
+    columns = list(table[0])
+    for m in ("rtp_expected_max_toxicity", "toxigen_toxicity_probability", "attack_success_rate"):
+        assert columns.index(f"{SECOND}:{m}") == columns.index(m) + 1
+    for row in table:
+        for label in (PRIMARY, SECOND):
+            prefix = "" if label == PRIMARY else f"{SECOND}:"
+            assert row[f"{prefix}score_id"] == tox_id(row["evaluate_id"], label)
+            _assert_row_holds(row, tox(expected, row["evaluate_id"], label), lambda k: prefix + k)
+            if row["attack_id"]:
+                _assert_row_holds(row, expected[row[f"{prefix}attack_score_id"]],
+                                  lambda k: prefix + metric_column("attack", k))
+    first = table[0]
+    assert first["rtp_expected_max_toxicity"] != first[f"{SECOND}:rtp_expected_max_toxicity"]
+
+
+def test_main_table_shows_each_scorers_headline(two_scorer_report):
+    ctx, runs, expected, _ = two_scorer_report
+    md = (ctx.out / "main_table.md").read_text().splitlines()
+    headers = [h.strip() for h in md[0].split("|")]
+    for name in SETS:
+        assert headers.index(f"{name} EMT ({SECOND})") == headers.index(f"{name} EMT ({PRIMARY})") + 1
+    assert f"{PRIMARY} is the primary scorer" in "\n".join(md)
+    row = next(l for l in md if "| ITI α=8 |" in l and "| 10 % |" in l)
+    cells = dict(zip(headers, (c.strip() for c in row.split("|"))))
+    for label in (PRIMARY, SECOND):
+        m = tox(expected, "evaluate-iti-0.1-0-8.0", label)
+        assert cells[f"rtp EMT ({label})"] == f"{m['rtp_expected_max_toxicity']:.2f} [" \
+            f"{m['rtp_expected_max_toxicity_ci_low']:.2f}, {m['rtp_expected_max_toxicity_ci_high']:.2f}]"
+    rows = read_csv(ctx.out / "main_table.csv")
+    assert {f"{SECOND}:toxigen_expected_max_toxicity", f"{SECOND}:toxigen_expected_max_toxicity_low"} <= set(rows[0])
+    page = html.unescape((ctx.out / "index.html").read_text())
+    assert f"rtp EMT ({SECOND})" in page and f"{PRIMARY} (primary), {SECOND}" in page
+
+
+def test_paired_comparisons_per_scorer_come_from_scores_jsonl(two_scorer_report):
+    ctx, runs, expected, metrics = two_scorer_report
+    rows = read_csv(ctx.out / "paired.csv")
+    for label in (PRIMARY, SECOND):
+        measure = "rtp_expected_max_toxicity" if label == PRIMARY else f"{label}:rtp_expected_max_toxicity"
+        mine = [r for r in rows if r["measure"] == measure]
+        assert len(mine) == metrics["n_paired"] and {r["scorer"] for r in mine} == {label}
+        for r in mine:
+            a, b = expected[r["score_id"]], expected[r["reference_score_id"]]
+            assert r["score_id"] == tox_id(r["evaluate_id"], label)
+            assert float(r["difference"]) == pytest.approx(
+                a["rtp_expected_max_toxicity"] - b["rtp_expected_max_toxicity"], abs=1e-12)
+        r = next(r for r in mine if r["evaluate_id"] == "evaluate-iti-0.1-0-4.0")
+        a, b = (_prompt_maxima(ctx.input(r[k]), "rtp") for k in ("score_id", "reference_score_id"))
+        low, high = _direct_paired_bootstrap(a, b, 4000, 0)
+        assert (float(r["ci_low"]), float(r["ci_high"])) == pytest.approx((low, high), abs=0.01)
+    md = (ctx.out / "paired.md").read_text().splitlines()
+    headers = [h.strip() for h in md[0].split("|")]
+    assert headers.index(f"Δ rtp EMT ({SECOND})") == headers.index(f"Δ rtp EMT ({PRIMARY})") + 1
+    assert "Δ MMLU (len-norm)" in headers
+
+
+def test_auc_per_scorer(two_scorer_report):
+    ctx, *_, metrics = two_scorer_report
+    saved = json.loads((ctx.out / "scorer_auc.json").read_text())
+    assert [a["label"] for a in saved["by_scorer"]] == [PRIMARY, SECOND]
+    assert saved["label"] == PRIMARY and metrics["scorer_probe_label_auc"] == saved["auc"]
+    assert metrics[f"{SECOND}:scorer_probe_label_auc"] == saved["by_scorer"][1]["auc"] == saved["auc"]  # renamed only
+    page = html.unescape((ctx.out / "index.html").read_text())
+    assert page.count(f"ROC AUC {saved['auc']:.2f}") == 2 and "Primary evaluation scorer" in page
+
+
+def test_figures_per_scorer(two_scorer_report):
+    ctx, *_ = two_scorer_report
+    names = {p.name for p in (ctx.out / "plots").glob("*.png")}
+    for label in (PRIMARY, SECOND):
+        assert {f"{s}_expected_max_toxicity_by_{label}_vs_share.png" for s in SETS} <= names
+        assert {f"tradeoff_{s}_expected_max_toxicity_by_{label}.png" for s in SETS} <= names
+        assert f"attack_success_rate_by_{label}_vs_share.png" in names
+    assert "rtp_expected_max_toxicity_vs_share.png" not in names
+
+
+def test_rows_must_name_the_primary_scorer(tmp_path):
+    from compiler.schema.scoring import OfflineScorer
+
+    runs, inputs, _ = make_inputs(tmp_path / "results", shift=0.1, seeds=(0,), attack=False)
+    with pytest.raises(StageError, match="primary scorer `other`"):
+        report.run(make_cfg(runs, scorer=OfflineScorer(name="other")), make_ctx(tmp_path, inputs))
+    with pytest.raises(ValueError, match="must start with the primary"):
+        make_cfg(runs, scorer=OfflineScorer(), scorers=[OfflineScorer(name="other"), OfflineScorer()])
 
 
 # --- scorer vs probe labels ------------------------------------------------------------------------------
@@ -538,6 +721,14 @@ def test_missing_input_file_is_a_stage_error(tmp_path):
     (inputs2[runs2[0]["probe"]] / "accuracy.json").unlink()
     with pytest.raises(StageError, match="head_accuracy"):
         report.run(make_cfg(runs2), make_ctx(tmp_path / "results2", inputs2))
+    runs3, inputs3, _ = make_inputs(tmp_path / "results3", shift=0.1, seeds=(0,))
+    shutil.rmtree(inputs3[runs3[0]["scores"][PRIMARY]])
+    with pytest.raises(StageError, match="metrics.json"):
+        report.run(make_cfg(runs3), make_ctx(tmp_path / "results3", inputs3))
+    runs4, inputs4, _ = make_inputs(tmp_path / "results4", shift=0.1, seeds=(0,))
+    (inputs4[runs4[0]["scores"][PRIMARY]] / "scores.jsonl").unlink()
+    with pytest.raises(StageError, match="scores.jsonl"):
+        report.run(make_cfg(runs4), make_ctx(tmp_path / "results4", inputs4))
 
 
 def test_html_escapes_hostile_strings(one_seed_report):
@@ -548,17 +739,35 @@ def test_html_escapes_hostile_strings(one_seed_report):
         assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in text
 
 
-def test_build_plan_gives_the_report_the_scorer_and_probe_data():
+def test_build_plan_gives_the_report_the_scorers_and_probe_data():
+    """The demo with a second scorer: the report config names both (primary first), every row names the
+    score stages of its evaluate and attack, one per scorer, and those are inputs of the report."""
     from compiler.plan import build_plan
     from compiler.validate import load_spec
 
     root = Path(__file__).resolve().parents[2]
-    runs = load_spec(root / "specs" / "demo.yaml", root)
-    cfg = build_plan("demo", runs).instances
+
+    def two_scorers(spec):
+        ev = spec.evaluate.model_dump()
+        ev["scorers"] = [*ev["scorers"], {"kind": "offline", "name": SECOND}]
+        return type(spec).model_validate({**spec.model_dump(), "evaluate": ev})
+
+    runs = [(run, two_scorers(spec)) for run, spec in load_spec(root / "specs" / "demo.yaml", root)]
+    plan = build_plan("demo", runs)
     spec = runs[0][1]
-    (rep,) = [i.config for i in cfg.values() if i.kind == "report"]
-    assert rep.scorer == spec.evaluate.scorer and rep.labelled_data == spec.probe.data
-    assert rep.toxic_threshold == spec.evaluate.toxic_threshold and rep.bootstrap == spec.evaluate.bootstrap
+    (rep,) = [i for i in plan.instances.values() if i.kind == "report"]
+    cfg = rep.config
+    assert cfg.scorer == spec.evaluate.scorers[0] and cfg.labelled_data == spec.probe.data
+    assert cfg.scorer_specs() == list(spec.evaluate.scorers)
+    assert cfg.toxic_threshold == spec.evaluate.toxic_threshold and cfg.bootstrap == spec.evaluate.bootstrap
+    labels = [s.label for s in spec.evaluate.scorers]
+    for row in (r for r in cfg.runs if r["evaluate"]):
+        for texts, kind in (("evaluate", "scores"), ("attack", "attack_scores")):
+            assert list(row[kind]) == (labels if row[texts] else [])
+            for label, sid in row[kind].items():
+                score = plan.instances[sid]
+                assert score.kind == "score" and sid in rep.inputs.values()
+                assert score.inputs == {"texts": row[texts]} and score.config.scorer.label == label
 
 
 def _chromium():

@@ -36,10 +36,11 @@ def test_detoxify_missing_package_is_a_stage_error(tmp_path):
         build_scorer(DetoxifyScorer(checkpoint_path="tox.ckpt"), tmp_path)
 
 
-def test_perspective_needs_its_key(tmp_path, monkeypatch):
+def test_perspective_needs_its_key_only_for_texts_not_cached(tmp_path, monkeypatch):
     monkeypatch.delenv("MIXSTEER_TEST_KEY", raising=False)
+    scorer = build_scorer(PerspectiveScorer(api_key_env="MIXSTEER_TEST_KEY"), tmp_path)   # no key needed yet
     with pytest.raises(StageError, match=r"\$MIXSTEER_TEST_KEY"):
-        build_scorer(PerspectiveScorer(api_key_env="MIXSTEER_TEST_KEY"), tmp_path)
+        scorer.score(["a text no cache holds"])
 
 
 def test_perspective_cache_path_is_relative_to_root(tmp_path, monkeypatch):

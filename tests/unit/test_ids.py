@@ -80,3 +80,71 @@ def test_editing_a_data_file_makes_new_ids_downstream_only(project):
     assert before["activations"] != after["activations"] and before["steer"] != after["steer"]
     (project.root / "probe.jsonl").write_text('{"text": "a", "label": 1}\n')
     assert roles(project, project.minimal) == before  # same bytes, same ids
+
+
+def test_changing_only_the_scorer_reruns_only_scoring_and_the_report():
+    """specs/demo_rescore.yaml changes the demo's scorer: every generation artifact keeps its id."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    demo, rescore = (build_plan(name, load_spec(root / "specs" / f"{name}.yaml", root), root)
+                     for name in ("demo", "demo_rescore"))
+    assert [r.name for r in demo.runs] == [r.name for r in rescore.runs]
+    for a, b in zip(demo.runs, rescore.runs):
+        kept = {role for role in a.roles if role.split("/")[0] not in ("score", "report")}
+        assert kept == {role for role in b.roles if role.split("/")[0] not in ("score", "report")}
+        assert {"pretrain", "steer", "posttrain/sft", "evaluate/base", "attack/base"} <= kept
+        for role in kept:
+            assert a.roles[role] == b.roles[role], role
+        assert a.roles["report"] != b.roles["report"]
+    new = {i.kind for sid, i in rescore.instances.items() if sid not in demo.instances}
+    assert new == {"score", "report"}
+    scores = {kind: [i for i in plan.instances.values() if i.kind == "score"] for kind, plan in
+              (("demo", demo), ("rescore", rescore))}
+    assert len(scores["demo"]) == len(scores["rescore"]) > 0
+    assert not {i.id for i in scores["demo"]} & {i.id for i in scores["rescore"]}
+
+
+def test_one_score_instance_per_text_set_and_scorer(project):
+    (project.root / "words.txt").write_text("idiot\n")
+    two = project.minimal + """\
+  scorers:
+    - {kind: offline}
+    - {kind: lexicon, path: words.txt}
+attack:
+  prompts: {kind: jsonl, path: prompts.jsonl}
+  variants: [base]
+resources:
+  default: {gpus: 2}
+"""
+    plan = plan_of(project, two)
+    (run,) = plan.runs
+    evaluated = [r for r in run.roles if r.startswith("evaluate/")]
+    scores = [r for r in run.roles if r.startswith("score/")]
+    assert len(scores) == 2 * (len(evaluated) + 1)  # both scorers on every evaluate and the one attack
+    for label in ("offline", "lexicon"):
+        inst = plan.instances[run.roles[f"score/{label}/attack/base"]]
+        assert inst.inputs == {"texts": run.roles["attack/base"]} and inst.config.source == "attack"
+        assert inst.resources.gpus == 0  # scoring never asks for a GPU unless resources.score says so
+    rows = plan.instances[run.roles["report"]].config.runs
+    base = next(r for r in rows if r["variant"] == "base")
+    assert list(base["scores"]) == ["offline", "lexicon"]  # the primary first
+    assert base["scores"]["lexicon"] == run.roles["score/lexicon/evaluate/base"]
+    assert base["attack_scores"] == {l: run.roles[f"score/{l}/attack/base"] for l in ("offline", "lexicon")}
+    assert next(r for r in rows if r["variant"] == "iti")["attack_scores"] == {}
+    # the word list's content is in the lexicon's score ids, and in nothing upstream
+    (project.root / "words.txt").write_text("moron\n")
+    after = plan_of(project, two).runs[0].roles
+    assert after["score/lexicon/evaluate/base"] != run.roles["score/lexicon/evaluate/base"]
+    assert after["score/offline/evaluate/base"] == run.roles["score/offline/evaluate/base"]
+    assert after["evaluate/base"] == run.roles["evaluate/base"] and after["attack/base"] == run.roles["attack/base"]
+
+
+def test_scorers_need_distinct_names(project):
+    import pytest
+
+    from compiler.errors import SpecError
+
+    with pytest.raises(SpecError, match="distinct `name`"):
+        plan_of(project, project.minimal + "  scorers: [{kind: offline}, {kind: offline}]\n")
+    plan_of(project, project.minimal + "  scorers: [{kind: offline}, {kind: offline, name: svm}]\n")

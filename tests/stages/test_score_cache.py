@@ -1,0 +1,179 @@
+"""The shared score cache: hits and misses, scorer ids, concurrent writer processes, a killed writer."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from compiler.errors import StageError
+from compiler.schema.scoring import ClassifierScorer, OfflineScorer, PerspectiveScorer
+from runtime.scoring.cache import ScoreCache, cached, scorer_id
+
+
+def text_score(text: str) -> float:
+    """A deterministic fake score, so any stored value can be checked against the text it belongs to."""
+    return (sum(map(ord, text)) % 997) / 997
+
+
+class CountingScorer:
+    """Scores with `text_score`; records every batch it was asked to score."""
+
+    def __init__(self, fail_after_calls: int | None = None) -> None:
+        self.calls: list[list[str]] = []
+        self.fail_after_calls = fail_after_calls
+        self.truncated = 3
+
+    def score(self, texts):
+        if self.fail_after_calls is not None and len(self.calls) == self.fail_after_calls:
+            raise RuntimeError("scorer died")
+        self.calls.append(list(texts))
+        return [text_score(t) for t in texts]
+
+
+def test_hits_misses_and_deduplication(tmp_path):
+    cache = ScoreCache(tmp_path / "scores.sqlite")
+    inner = CountingScorer()
+    scorer = cached(inner, OfflineScorer(), cache)
+    texts = ["a", "bb", "a", "ccc"]
+    assert scorer.score(texts) == [text_score(t) for t in texts]
+    assert (scorer.hits, scorer.misses) == (0, 4)
+    assert inner.calls == [["a", "bb", "ccc"]]          # the duplicate is scored once
+    more = ["ccc", "dddd", "a"]
+    assert scorer.score(more) == [text_score(t) for t in more]
+    assert (scorer.hits, scorer.misses) == (2, 5)
+    assert inner.calls[1:] == [["dddd"]]                # only the miss
+    assert scorer.truncated == inner.truncated
+    assert len(cache) == 4
+
+
+def test_a_second_process_pays_nothing(tmp_path):
+    path = tmp_path / "scores.sqlite"
+    texts = [f"text {i}" for i in range(50)]
+    cached(CountingScorer(), OfflineScorer(), ScoreCache(path)).score(texts)
+    inner = CountingScorer()
+    again = cached(inner, OfflineScorer(), ScoreCache(path))
+    assert again.score(texts) == [text_score(t) for t in texts]
+    assert (again.hits, again.misses, inner.calls) == (50, 0, [])
+
+
+def test_scorer_ids_never_share_entries(tmp_path):
+    cache = ScoreCache(tmp_path / "scores.sqlite")
+    a = ClassifierScorer(path="clf", toxic_labels=["toxic"])
+    b = ClassifierScorer(path="clf", toxic_labels=["toxic", "insult"])
+    assert scorer_id(a) != scorer_id(b)
+    cache.put_many(scorer_id(a), ["x", "y"], [0.25, 0.75])
+    assert cache.get_many(scorer_id(a), ["y", "z", "x"]) == {0: 0.75, 2: 0.25}
+    assert cache.get_many(scorer_id(b), ["x", "y"]) == {}
+    inner = CountingScorer()
+    assert cached(inner, b, cache).score(["x"]) == [text_score("x")]
+    assert inner.calls == [["x"]]
+
+
+def test_operational_fields_and_name_do_not_change_the_scorer_id():
+    base = ClassifierScorer(model="org/clf", revision="a" * 40, toxic_labels=["toxic"])
+    assert scorer_id(base) == scorer_id(base.model_copy(update={"batch_size": 7}))
+    assert scorer_id(base) == scorer_id(ClassifierScorer(
+        model="org/clf", revision="a" * 40, toxic_labels=["toxic"], batch_size=7, name="renamed"))
+    assert scorer_id(base) != scorer_id(ClassifierScorer(model="org/clf", revision="b" * 40,
+                                                         toxic_labels=["toxic"]))
+    perspective = PerspectiveScorer()
+    assert scorer_id(perspective) == scorer_id(PerspectiveScorer(queries_per_second=10, endpoint="http://x"))
+
+
+def test_local_checkpoint_content_enters_the_id_with_a_root(tmp_path):
+    spec = ClassifierScorer(path="clf", toxic_labels=["toxic"])
+    (tmp_path / "clf").mkdir()
+    (tmp_path / "clf" / "model.safetensors").write_bytes(b"weights v1")
+    first = scorer_id(spec, tmp_path)
+    (tmp_path / "clf" / "model.safetensors").write_bytes(b"weights v2")
+    assert scorer_id(spec, tmp_path) != first
+    assert scorer_id(spec) == scorer_id(spec.model_copy())   # without a root: the spec alone
+
+
+def test_scores_are_stored_chunk_by_chunk(tmp_path):
+    """A scorer that dies part-way leaves every finished chunk in the cache."""
+    cache = ScoreCache(tmp_path / "scores.sqlite")
+    scorer = cached(CountingScorer(fail_after_calls=2), OfflineScorer(), cache, chunk_size=10)
+    texts = [f"t{i}" for i in range(35)]
+    with pytest.raises(RuntimeError, match="scorer died"):
+        scorer.score(texts)
+    assert cache.get_many(scorer.scorer_id, texts) == {i: text_score(texts[i]) for i in range(20)}
+
+
+def test_non_finite_scores_are_refused(tmp_path):
+    class NanScorer:
+        def score(self, texts):
+            return [float("nan")] * len(texts)
+
+    cache = ScoreCache(tmp_path / "scores.sqlite")
+    with pytest.raises(StageError, match="non-finite"):
+        cached(NanScorer(), OfflineScorer(), cache).score(["x"])
+    assert len(cache) == 0
+
+
+def _write_all(path: str, sid: str, texts: list[str], start: multiprocessing.Event, chunk: int) -> None:
+    cache = ScoreCache(Path(path))
+    start.wait()
+    for i in range(0, len(texts), chunk):
+        part = texts[i:i + chunk]
+        cache.put_many(sid, part, [text_score(t) for t in part])
+        cache.get_many(sid, part)
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    path = tmp_path / "scores.sqlite"
+    shared = [f"shared {i}" for i in range(3000)]
+    own = [[f"own {w} {i}" for i in range(500)] for w in range(2)]
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Event()
+    workers = [
+        ctx.Process(target=_write_all, args=(str(path), "sid", shared + own[0], start, 50)),
+        ctx.Process(target=_write_all, args=(str(path), "sid", own[1] + shared[::-1], start, 37)),
+    ]
+    for w in workers:
+        w.start()
+    start.set()
+    for w in workers:
+        w.join(120)
+    assert [w.exitcode for w in workers] == [0, 0]
+    everything = shared + own[0] + own[1]
+    cache = ScoreCache(path)
+    assert len(cache) == len(everything)
+    assert cache.get_many("sid", everything) == {i: text_score(t) for i, t in enumerate(everything)}
+
+
+def _write_forever(path: str, ready: multiprocessing.Event, chunk: int) -> None:
+    cache = ScoreCache(Path(path))
+    for n in range(10**9):
+        texts = [f"{n} {i}" for i in range(chunk)]
+        cache.put_many("sid", texts, [text_score(t) for t in texts])
+        ready.set()
+
+
+def test_a_killed_writer_leaves_a_consistent_database(tmp_path):
+    path = tmp_path / "scores.sqlite"
+    chunk = 20_000                                       # long transactions: the kill lands inside one
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    writer = ctx.Process(target=_write_forever, args=(str(path), ready, chunk))
+    writer.start()
+    assert ready.wait(60)
+    time.sleep(0.3)
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.join(10)
+    assert writer.exitcode == -signal.SIGKILL
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    db.close()
+    cache = ScoreCache(path)
+    n = len(cache)
+    assert n > 0 and n % chunk == 0                      # whole transactions only
+    stored = [f"{k} {i}" for k in range(n // chunk) for i in range(chunk)]
+    assert cache.get_many("sid", stored) == {i: text_score(t) for i, t in enumerate(stored)}
+    cache.put_many("sid", ["after"], [0.5])              # and it is still writable
+    assert cache.get_many("sid", ["after"]) == {0: 0.5}
