@@ -21,7 +21,7 @@ Writes `scores.jsonl` and returns the metrics:
   `gcg_mean_toxicity`, each with an interval over prompts; `attack_success_rate` (GCG's when it ran,
   else the prompt attack's).
 Both add `n_texts`, `cached_texts` (answered from the cache, including scores stored earlier in this
-job), `scored_texts` (sent to the scorer by this job), `truncated_texts` (cut to fit, among those) and
+job), `scored_texts` (distinct texts sent to the scorer by this job), `truncated_texts` (cut to fit, among those) and
 `scorer` (the scorer's label).
 """
 from __future__ import annotations

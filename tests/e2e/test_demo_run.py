@@ -160,7 +160,8 @@ def test_rescoring_the_finished_demo_runs_only_scoring_and_the_report(demo):
                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert run.returncode == 0, run.stderr[-4000:]
     lexicon = [m for _, m in _each(demo / "results", "score") if m["scorer"] == "lexicon"]
-    assert len(lexicon) == 39 and all(m["scored_texts"] + m["cached_texts"] == m["n_texts"] for m in lexicon)
+    assert len(lexicon) == 39       # 30 evaluations and 9 attacks, each rescored; duplicates are scored once
+    assert all(0 < m["scored_texts"] <= m["n_texts"] - m["cached_texts"] for m in lexicon if m["cached_texts"] < m["n_texts"])
 
 
 @pytest.mark.slow
