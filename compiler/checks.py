@@ -10,8 +10,9 @@ from typing import Any, Iterator
 
 from pydantic import BaseModel
 
+from .fingerprint import local_exists
 from .schema import Spec
-from .schema.data import TokenizerInfo
+from .schema.data import DataSection, TokenizerInfo
 from .schema.scoring import PerspectiveScorer
 from .schema.sources import LOCAL_PATH_KINDS, MemmapSource
 
@@ -89,14 +90,65 @@ def domain_problems(spec: Spec, root: Path | None = None, checked: set[int] | No
                 out.append((("data", "sources", name, "tokenizer"), f"source was tokenized with {source.tokenizer!r} but the spec's tokenizer is {info.identifier!r}"))
         if info.vocab_size > 65535 and any(isinstance(s, MemmapSource) and s.dtype == "uint16" for s in spec.data.sources.values()):
             out.append((("tokenizer",), "vocabulary exceeds uint16; memmap sources must be uint32"))
+        out.extend(mixture_shortfalls(spec.data, root))
     if root is not None:
         checked = set() if checked is None else checked
         for name in type(spec).model_fields:
             section = getattr(spec, name)
             if isinstance(section, BaseModel) and id(section) not in checked:
                 checked.add(id(section))
-                out.extend(missing_paths(section, root, (name,)))
+                out.extend(missing_paths(section, root, (name,), sources=False))
     return out
+
+
+def available_tokens(source: Any, root: Path | None) -> int | None:
+    """Tokens a source is known to hold: its `declared_tokens`, else (a memmap file under `root`) its
+    size in tokens; None when unknown."""
+    if source.declared_tokens is not None or not isinstance(source, MemmapSource) or root is None:
+        return source.declared_tokens
+    file = root / source.path
+    return file.stat().st_size // (2 if source.dtype == "uint16" else 4) if file.is_file() else None
+
+
+def _share_key(data: DataSection) -> tuple[str, str]:
+    """The key path the user wrote the toxic amount under (the other one is derived)."""
+    return ("data", "toxic_to_clean_ratio" if "toxic_share" not in data.model_fields_set else "toxic_share")
+
+
+def mixture_shortfalls(data: DataSection, root: Path | None = None) -> list[Finding]:
+    """Compile-time feasibility of one sweep point's mixture against what its sources declare.
+
+    The mix stage reads `clean_tokens + heldout_clean_tokens` from the clean source (never repeated)
+    and `toxic_tokens = clean_tokens × share / (1 − share)` from the toxic source, repeating toxic
+    documents only with `allow_repetition`. Without this check a share the toxic corpus cannot supply
+    fails only after the mix stage has streamed the whole clean corpus."""
+    out: list[Finding] = []
+    available = available_tokens(data.sources[data.toxic_source], root)
+    if available is not None and data.toxic_tokens > available and not data.allow_repetition:
+        out.append((_share_key(data), (
+            f"toxic share {data.toxic_share:g} needs {data.toxic_tokens:,} toxic tokens ({data.clean_tokens:,} "
+            f"clean × {data.toxic_to_clean_ratio:.6g}) but source {data.toxic_source!r} declares {available:,}: "
+            f"{data.toxic_tokens - available:,} short. Lower the share, use a larger toxic source, or set "
+            f"data.allow_repetition: true (each toxic document would be read {data.toxic_tokens / available:.2f} "
+            f"times on average)")))
+    needed = data.clean_tokens + data.heldout_clean_tokens
+    available = available_tokens(data.sources[data.clean_source], root)
+    if available is not None and needed > available:
+        out.append((("data", "clean_tokens"), (
+            f"the mixture needs {needed:,} clean tokens ({data.clean_tokens:,} for training + "
+            f"{data.heldout_clean_tokens:,} held out) but source {data.clean_source!r} declares {available:,}: "
+            f"{needed - available:,} short (clean documents are never repeated)")))
+    return out
+
+
+def repetition_notes(data: DataSection, root: Path | None = None) -> list[Finding]:
+    """A toxic share that the declared toxic source supplies only by repeating documents."""
+    available = available_tokens(data.sources[data.toxic_source], root)
+    if available is None or data.toxic_tokens <= available or not data.allow_repetition:
+        return []
+    return [(_share_key(data), f"warning: toxic share {data.toxic_share:g} needs {data.toxic_tokens:,} toxic "
+             f"tokens but source {data.toxic_source!r} declares {available:,}: with allow_repetition each toxic document is "
+             f"read {data.toxic_tokens / available:.2f} times on average")]
 
 
 PERSPECTIVE_ENDING = (
@@ -107,18 +159,30 @@ PERSPECTIVE_ENDING = (
 )
 
 
-def spec_warnings(spec: Spec, checked: set[int] | None = None) -> list[Finding]:
-    """What is valid but will fail or mislead: every Perspective scorer (the service is ending).
-    `checked` holds ids of sections already looked at (runs of a sweep share them)."""
+def spec_warnings(spec: Spec, checked: set[int] | None = None, root: Path | None = None) -> list[Finding]:
+    """What is valid but will fail or mislead: every Perspective scorer (the service is ending), a toxic
+    share the declared toxic source supplies only by repeating its documents, a local data source that
+    is not there yet (data a user downloads, such as Lee et al.'s pairs: `mixsteer check` and the check
+    before the first job make it an error). `checked` holds ids of sections already looked at (runs of a
+    sweep share them)."""
     checked = set() if checked is None else checked
     out: list[Finding] = []
     for name in type(spec).model_fields:
         section = getattr(spec, name)
         if isinstance(section, BaseModel) and id(section) not in checked:
             checked.add(id(section))
+            if root is not None:
+                out.extend((path, f"warning: {message}: provide it before running (`mixsteer check` lists what is missing)")
+                           for path, message in missing_paths(section, root, (name,), sources=True))
             out.extend((path, PERSPECTIVE_ENDING) for path, model in walk_models(section, (name,))
                        if isinstance(model, PerspectiveScorer))
+            if isinstance(section, DataSection):
+                out.extend(repetition_notes(section))
     return out
+
+
+SOURCES_MODULE = "compiler.schema.sources"
+"""Where the data-source specs live (a missing source is a warning until run time)."""
 
 
 def _own_local_paths(model: BaseModel) -> Iterator[tuple[str, str]]:
@@ -138,11 +202,12 @@ def _children(model: BaseModel) -> Iterator[BaseModel]:
         yield from (v for v in items if isinstance(v, BaseModel))
 
 
-def _local_path_fields(model: BaseModel, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str]]:
-    """(path of the field, value) of every local file or folder a model names, children included."""
+def _local_path_fields(model: BaseModel, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str, bool]]:
+    """(path of the field, value, whether a data source names it) of every local file or folder a model
+    names, children included."""
     for path, sub in walk_models(model, prefix):
         for field, value in _own_local_paths(sub):
-            yield (*path, field), value
+            yield (*path, field), value, type(sub).__module__ == SOURCES_MODULE
 
 
 def local_paths(model: BaseModel) -> frozenset[str]:
@@ -156,7 +221,10 @@ def local_paths(model: BaseModel) -> frozenset[str]:
     return derived("local_paths", compute) if derived else compute()
 
 
-def missing_paths(model: BaseModel, root: Path, prefix: tuple[Any, ...] = ()) -> list[Finding]:
-    """Local files a (section) model names that do not exist (relative to the project root)."""
+def missing_paths(model: BaseModel, root: Path, prefix: tuple[Any, ...] = (), *, sources: bool) -> list[Finding]:
+    """Local files a (section) model names that do not exist (relative to the project root): those of data
+    sources (`sources=True`: a warning at compile time) or of everything else (scorer models, word lists,
+    checkpoints: an error)."""
     return [(path, f"{value!r} does not exist (relative to {root})")
-            for path, value in _local_path_fields(model, prefix) if not (root / value).exists()]
+            for path, value, is_source in _local_path_fields(model, prefix)
+            if is_source == sources and not local_exists(root / value)]

@@ -11,6 +11,7 @@ import argparse
 import json
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from .errors import MixsteerError, Problem, SpecError
 EPILOG = """\
 examples:
   mixsteer validate specs/*.yaml          check every spec (exit 2 on problems)
+  mixsteer check specs/demo.yaml          open every source, check credentials, GPUs and disk (exit 2 on problems)
   mixsteer show specs/demo.yaml           the fully resolved spec (defaults, extends, one run)
   mixsteer plan specs/demo.yaml           stage instances, their ids and which outputs exist
   mixsteer diff specs/a.yaml specs/b.yaml what B changes vs A and which stages must rerun
@@ -69,7 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON instead of YAML")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("plan", help="list stage instances with ids, status (done/resumable/new) and cost")
+    p = sub.add_parser("check", help="open every source the specs read; check tokens, keys, GPUs and disk; "
+                       "print every problem at once", description=CHECK_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("specs", nargs="+", type=Path, metavar="SPEC")
+    p.add_argument("--cluster", action="store_true",
+                   help="jobs are submitted to a scheduler: GPUs need not be visible on this machine")
+    p.add_argument("--json", action="store_true", help="machine-readable reports")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("plan", help="list stage instances with ids, status (done/resumable/new) and cost",
+                       description=_plan_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("spec", type=Path, metavar="SPEC")
     p.add_argument("--json", action="store_true", help="machine-readable plan")
     p.set_defaults(func=cmd_plan)
@@ -112,7 +124,7 @@ def cmd_validate(args: argparse.Namespace, root: Path) -> int:
             runs = load_spec(_rel(spec, root), root, str(spec))
             plan = build_plan(runs[0][1].name, runs, root)
             results.append({"spec": str(spec), "ok": True, "runs": len(runs), "instances": len(plan.instances),
-                            "notes": measurement_notes(runs), "warnings": [vars(w) for w in warnings_of(runs)]})
+                            "notes": measurement_notes(runs), "warnings": [vars(w) for w in warnings_of(runs, root)]})
         except SpecError as exc:
             results.append({"spec": str(spec), "ok": False, "problems": [vars(p) for p in exc.problems]})
             if not args.json:
@@ -131,6 +143,90 @@ def cmd_validate(args: argparse.Namespace, root: Path) -> int:
                 n = len(r["problems"])
                 print(f"BAD {r['spec']}: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
     return 0 if all(r["ok"] for r in results) else 2
+
+
+CHECK_HELP = """\
+Look at what the spec points to, before any job starts, and print every problem at once, each at
+the spec line it comes from (file:line:col: key: message); exit 2 if there is any, else 0.
+
+- Every source of every section (data, probe, evaluate prompt sets, detection and cross-entropy data,
+  posttrain, attack, scorer_check): a local file, folder or glob must exist, and its first records
+  must hold every field the spec names (text_field, label_field, challenging_field, attribute fields,
+  DPO fields, target_field, filter and strata fields); a text field must hold text.
+- A Hub dataset must be reachable (with HF_HUB_OFFLINE=1 or no network it cannot be: mirror it and
+  write `path:` instead of `name:`), a gated one (ToxiGen) needs HF_TOKEN, and an unpinned `revision`
+  is a warning. A classifier scorer's Hub model must be in the local cache or reachable.
+- A Perspective scorer needs its key variable ($PERSPECTIVE_API_KEY); texts already in its cache
+  score without one.
+- GPUs visible here (torch) against the largest resources.*.gpus: none visible is only an info line
+  (a login node); fewer than asked is a problem unless --cluster.
+- Free disk under the project root against `mixsteer plan`'s estimate for the outputs not yet written.
+
+The workflow runs the local part (local sources and their fields) before its first job.
+"""
+
+
+def _plan_help() -> str:
+    from .preflight import estimates
+
+    return ("List every stage instance with its id, status (done / resumable / new), estimated disk and\n"
+            "GPU-hours, then the totals per stage kind. The estimates:\n" + estimates.__doc__.split("\n", 2)[2])
+
+
+def cmd_check(args: argparse.Namespace, root: Path) -> int:
+    import os
+    import shutil
+
+    from huggingface_hub import constants, get_token
+
+    from .plan import build_plan
+    from .preflight.check import Machine, Report, preflight
+    from .preflight.hub import HfHub, HubAccess
+    from .validate import load_spec, warnings_of
+
+    access = HubAccess(offline=constants.HF_HUB_OFFLINE, has_token=get_token() is not None, hub=HfHub())
+    machine = Machine(env=os.environ, hub=access, gpu_count=_visible_gpus,
+                      disk_free=lambda path: shutil.disk_usage(path).free, local_run=not args.cluster)
+    reports = []
+    for spec in args.specs:
+        try:  # local paths unchecked here: preflight reports a missing one with every other problem
+            runs = load_spec(_rel(spec, root), None, str(spec))
+            plan = build_plan(runs[0][1].name, runs, root)
+        except SpecError as exc:
+            reports.append(Report(str(spec), problems=exc.problems))
+            continue
+        done = {sid for sid, inst in plan.instances.items() if _status(root, inst.kind, sid) == "done"}
+        reports.append(preflight(runs, plan, root, machine, done, warnings_of(runs)))
+    if args.json:
+        print(json.dumps([r.to_json() for r in reports], indent=2))
+    else:
+        for r in reports:
+            _print_report(r)
+    return 0 if all(r.ok for r in reports) else 2
+
+
+def _print_report(r: Any) -> None:
+    """`BAD spec: N problems, M warnings`, then every problem, warning and info line, indented."""
+    def plural(n: int, word: str) -> str:
+        return f"{n} {word}{'s' if n != 1 else ''}"
+
+    print(f"{'ok ' if r.ok else 'BAD'} {r.spec}: {plural(len(r.problems), 'problem')}, "
+          f"{plural(len(r.warnings), 'warning')}")
+    for p in r.problems:
+        print(f"  {p}")
+    for w in r.warnings:
+        print(f"  {w if w.message.startswith('warning:') else replace(w, message=f'warning: {w.message}')}")
+    for line in r.info:
+        print(f"  info: {line}")
+
+
+def _visible_gpus() -> int:
+    """CUDA devices this process sees (0 without torch)."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count()
 
 
 def cmd_show(args: argparse.Namespace, root: Path) -> int:
@@ -162,10 +258,12 @@ def _status(root: Path, kind: str, sid: str) -> str:
 
 
 def cmd_plan(args: argparse.Namespace, root: Path) -> int:
+    from .preflight.estimates import Estimate, by_kind, disk_needed, estimate_plan, human_bytes
     from .render import plan_json
     from .workflow import compile_spec
 
     plan = compile_spec(_rel(args.spec, root), root)
+    estimates = estimate_plan(plan)
     users: dict[str, list[str]] = {}
     for run in plan.runs:
         for role, sid in run.roles.items():
@@ -174,18 +272,32 @@ def cmd_plan(args: argparse.Namespace, root: Path) -> int:
         body = plan_json(plan)
         for sid, inst in body["instances"].items():
             inst["status"] = _status(root, inst["kind"], sid)
+            inst["estimate"] = vars(estimates[sid])
+        pending = {sid: e for sid, e in estimates.items() if body["instances"][sid]["status"] != "done"}
+        body["cost_not_done"] = {k.kind: vars(k) for k in by_kind(pending, plan.instances)}
         print(json.dumps(body, indent=2))
         return 0
     print(f"spec {plan.spec_name}: {len(plan.runs)} run(s), {len(plan.instances)} stage instances")
-    print(f"{'status':<10} {'id':<26} {'GPU-h':>7}  used by")
+    print(f"{'status':<10} {'id':<26} {'disk':>10} {'GPU-h':>7}  used by")
     counts: dict[str, int] = {}
+    new: dict[str, Estimate] = {}
     for sid, inst in plan.instances.items():
         st = _status(root, inst.kind, sid)
         counts[st] = counts.get(st, 0) + 1
+        if st != "done":
+            new[sid] = estimates[sid]
         who = users.get(sid, [])
         shown = ", ".join(who[:3]) + (f" (+{len(who) - 3})" if len(who) > 3 else "")
-        print(f"{st:<10} {sid:<26} {inst.resources.gpu_hours:>7.1f}  {shown}")
+        disk = human_bytes(estimates[sid].disk_bytes)
+        print(f"{st:<10} {sid:<26} {disk:>10} {inst.resources.gpu_hours:>7.1f}  {shown}")
     print("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    print(f"\nestimated cost of the {len(new)} instances not done (formulas: mixsteer plan --help):")
+    print(f"  {'stage':<12} {'instances':>9} {'disk':>10} {'scratch':>10} {'GPU-h':>9}")
+    for k in by_kind(new, plan.instances):
+        print(f"  {k.kind:<12} {k.instances:>9} {human_bytes(k.disk_bytes):>10} {human_bytes(k.scratch_bytes):>10} "
+              f"{k.gpu_hours:>9.1f}")
+    print(f"  total: about {human_bytes(disk_needed(list(new.values())))} of disk at the peak (kept outputs + the "
+          f"largest scratch), {sum(e.gpu_hours for e in new.values()):.1f} GPU-hours")
     return 0
 
 

@@ -28,7 +28,7 @@ from runtime.evaluate import section_fields as evaluate_fields
 from runtime.registry import load_stage
 
 from .checks import local_paths, pretrain_steps
-from .fingerprint import fingerprint
+from .fingerprint import fingerprint, local_exists
 from .ids import stage_id
 from .plan_scorer_check import plan_scorer_check
 from .schema import Spec
@@ -111,7 +111,7 @@ class _Builder:
         for path in sorted(local_paths(config)):
             if path not in self._fingerprints:
                 full = self.root / path
-                self._fingerprints[path] = fingerprint(full) if full.exists() else None
+                self._fingerprints[path] = fingerprint(full) if local_exists(full) else None
             if self._fingerprints[path] is not None:
                 out[path] = self._fingerprints[path]
         return out

@@ -107,13 +107,13 @@ def validate_runs(doc: Document, default_name: str, root: Path | None = None) ->
     return validated
 
 
-def warnings_of(runs: list[tuple[Run, Spec]]) -> list[Problem]:
+def warnings_of(runs: list[tuple[Run, Spec]], root: Path | None = None) -> list[Problem]:
     """Located warnings (`checks.spec_warnings`) of validated runs; `mixsteer validate` prints them and
     still exits 0."""
     found: list[Problem] = []
     checked: set[int] = set()
     for run, spec in runs:
-        for path, message in spec_warnings(spec, checked):
+        for path, message in spec_warnings(spec, checked, root):
             p = run.document.position(path)
             found.append(Problem(p.file, p.line, p.column, dotted(path), message))
     return _unique(found)

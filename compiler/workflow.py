@@ -101,9 +101,39 @@ class Workflow:
         return cls(root, [], instances, Path(state["rules_file"]), list(map(str, spec_files)))
 
     def prepare_run(self) -> None:
-        """Before the first job of a run (Snakemake's `onstart`): the stage JSONs, then the aliases."""
+        """Before the first job of a run (Snakemake's `onstart`): the local sources checked, the stage
+        JSONs, then the aliases."""
+        from .errors import MixsteerError
+
+        try:
+            self.check_local_sources()
+        except MixsteerError as exc:  # printed as `mixsteer check` prints it; no traceback, no job started
+            print(f"mixsteer: the run cannot start:\n{exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         self.ensure_stage_files()
         self.link_aliases()
+
+    def check_local_sources(self) -> None:
+        """`mixsteer check`'s local part (every local source opened, the fields the spec names looked for
+        in its first records); a problem stops the run before any job starts, with the same report.
+        Done once per change: the cache records a pass, and any change to a spec or a data file it
+        reads starts a new cache. No network and no GPU query (`mixsteer check` does those)."""
+        from .errors import SpecError
+        from .preflight.check import local_source_problems
+
+        cache = _cache_file(self.spec_files, self.root)
+        try:
+            state = json.loads(cache.read_text())
+        except (OSError, json.JSONDecodeError):
+            state = {}
+        if state.get("local_sources") == "checked":
+            return
+        problems = [p for f in self.spec_files for p in local_source_problems(
+            load_spec(self.root / f, self.root, os.path.relpath(self.root / f, self.root)), self.root)]
+        if problems:
+            raise SpecError(problems)
+        if state:
+            write_if_changed(cache, json.dumps({**state, "local_sources": "checked"}))
 
     def ensure_stage_files(self) -> None:
         """Write the stage JSONs the last parse left pending, or any that went missing. Jobs read

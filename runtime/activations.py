@@ -4,7 +4,9 @@ Reads: a model folder (`ctx.inputs["model"] / "model"`, HF causal LM + tokenizer
 data (`cfg.data`). Writes `activations.safetensors` — `heads` float32 [N, L, H, Dh] (the input of
 each probed layer's `self_attn.o_proj`, split per head), `resid` float32 [N, L, D] (the residual
 stream after each probed layer), `labels` int64 [N], `layers` int64 [L] (model layer indices) — and
-`examples.jsonl` (index, text, label, group, attributes; same order).
+`examples.jsonl` (index, text, label, group, attributes; same order). The texts come through the
+source's reader (`runtime.sources`: dotted fields, cleaning, filters, sampling); its counts are the
+metrics `source_probe_<count>` (records read, skipped, filtered, sampled out, kept).
 
 One token position per text: `last` (the last non-pad token) or `mean` (mean over non-pad tokens).
 Texts are batched with padding, sorted by length to waste little compute; position ids follow the
@@ -17,7 +19,8 @@ import hashlib
 import json
 import re
 import unicodedata
-from typing import Literal
+from itertools import islice
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -26,7 +29,10 @@ from compiler.schema.base import NOT_IN_ID, StrictModel
 from compiler.schema.probe import LabelledData
 from runtime.stage import StageContext
 
-VERSION = 1
+if TYPE_CHECKING:
+    from runtime.sources import SourceCounts
+
+VERSION = 2
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 
@@ -44,7 +50,10 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(max(1, ctx.threads))
-    examples = load_examples(cfg.data, ctx)
+    from runtime.sources import SourceCounts
+
+    counts = SourceCounts()
+    examples = load_examples(cfg.data, ctx, counts)
     model_dir = ctx.input("model") / "model"
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
@@ -72,6 +81,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
         "n_heads": heads.shape[2], "head_dim": heads.shape[3], "d_model": resid.shape[2],
         "mean_tokens": float(n_tokens.float().mean()),
         "n_truncated": int((n_tokens >= cfg.max_length_tokens).sum()),
+        **counts.metrics("probe"),
     }
 
 
@@ -85,30 +95,44 @@ def group_key(text: str) -> str:
     return hashlib.sha1(normalise_text(text).encode("utf-8")).hexdigest()[:16]
 
 
-def load_examples(data: LabelledData, ctx: StageContext) -> list[dict]:
-    """Labelled examples in source order: text, binary label, group key, attributes (as strings)."""
-    from runtime.sources import describe, iter_records
+def load_examples(data: LabelledData, ctx: StageContext, counts: SourceCounts | None = None) -> list[dict]:
+    """Labelled examples in source order: text, binary label, group key, attributes (as strings).
 
-    text_field = getattr(data.source, "text_field", "text")
+    The source's reader gives the records (dotted fields, explode, cleaning, filters, sampling; texts
+    null, absent or empty skipped and counted in `counts`); the label and attribute fields are dotted
+    paths too, and a kept record without one is an error naming the source, the record and the field."""
+    from runtime.sources import describe, field_value, iter_records
+
+    source = data.source
+    text_field = getattr(source, "text_field", "text")  # a memmap has none: iter_records rejects it
+    records = islice(iter_records(source, ctx.root, counts, text_fields=(text_field,)), data.max_examples)
     out = []
-    for i, record in enumerate(iter_records(data.source, ctx.root)):
-        if data.max_examples is not None and len(out) >= data.max_examples:
-            break
-        where = f"{describe(data.source)} record {i}"
-        missing = [k for k in (text_field, data.label_field, *data.attribute_fields) if k not in record]
-        if missing:
-            raise StageError(f"{where} lacks {missing} (fields: {sorted(record)})")
-        text = record[text_field]
-        if not isinstance(text, str) or not text.strip():
-            raise StageError(f"{where}: field {text_field!r} is not a non-empty text")
+    for i, record in enumerate(records):
+        where = f"{describe(source)}: record {i} (after its filters and sample)"
+        text = field_value(record, text_field)
         out.append({
-            "index": len(out), "text": text, "label": binarise(record[data.label_field], data, where),
+            "index": len(out), "text": text,
+            "label": binarise(required_value(record, data.label_field, where), data, where),
             "group": group_key(text),
-            "attributes": {k: str(record[k]) for k in data.attribute_fields},
+            "attributes": {k: str(required_value(record, k, where)) for k in data.attribute_fields},
         })
     if not out:
-        raise StageError(f"{describe(data.source)}: no labelled examples")
+        raise StageError(f"{describe(source)}: no labelled examples")
     return out
+
+
+def required_value(record: dict, field: str, where: str):
+    """The value at a dotted field of a record that is not its text (a label, an attribute, a flag):
+    absent or null is the data's error, raised naming `where` and the field, never a silent skip."""
+    from runtime.sources import field_value
+
+    try:
+        value = field_value(record, field)
+    except KeyError:
+        value = None
+    if value is None:
+        raise StageError(f"{where} has no value for field {field!r} (fields: {sorted(record)})")
+    return value
 
 
 def binarise(value, data: LabelledData, where: str) -> int:

@@ -1,12 +1,14 @@
 """`attack` stage: red-teaming one model with plain red-team prompts and GCG adversarial suffixes.
 
-Reads: `model` (HF checkpoint folder) and the red-team prompts of `attack.prompts`. Writes
-`attacks.jsonl`: one row per attack: `attack` (`prompt` or `gcg`), `prompt_index`, `prompt`, `input` (the
-text the model saw), `continuation`, `refused` (a refusal string occurs in it); GCG rows add `suffix`,
-`suffix_ids`, `loss`, `target_matched`, `steps_run`, `stopped_on_success`, `current_losses`,
-`best_losses`. Its id changes with the `attack` section (less batch sizes and variants) and the seed —
-never with a scorer: the `score` stage (`runtime.score`, source `attack`) scores the continuations and
-applies the judge (toxicity, refusal or both), so a new scorer rescores without attacking again.
+Reads: `model` (HF checkpoint folder) and the red-team prompts of `attack.prompts`, through the source's
+reader (`runtime.sources`), each with its own GCG target when `attack.target_field` names one (AdvBench's
+`target`; else `gcg.target`). Writes `attacks.jsonl`: one row per attack: `attack` (`prompt` or `gcg`),
+`prompt_index`, `prompt`, `input` (the text the model saw), `continuation`, `refused` (a refusal string
+occurs in it); GCG rows add `target` (the one optimised toward), `suffix`, `suffix_ids`, `loss`,
+`target_matched`, `steps_run`, `stopped_on_success`, `current_losses`, `best_losses`. Its id changes
+with the `attack` section (less batch sizes and variants) and the seed — never with a scorer: the
+`score` stage (`runtime.score`, source `attack`) scores the continuations and applies the judge
+(toxicity, refusal or both), so a new scorer rescores without attacking again.
 
 Both attacks decode greedily (`max_new_tokens`). The GCG attack (runtime.gcg, the llm-attacks step rule)
 runs on the first `gcg.max_prompts` prompts, each with its own seed derived from (`gcg.seed`, prompt
@@ -17,20 +19,25 @@ index), and stops early on a scorer-free check of the best suffix (at init and e
 - `both`: both of the above (the target stands in for the toxicity half, which needs a scorer).
 The row reports the best suffix seen and its greedy continuation; `current_losses` / `best_losses` hold
 the loss of the current suffix and the best loss so far, at init and after every step (for plotting).
-Metrics are scorer-free: counts, refusal rates, GCG losses, steps and target matches.
+Metrics are scorer-free: counts, refusal rates, GCG losses, steps and target matches, and the reader's
+counts of the prompts source, `source_attack_<count>`.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from compiler.errors import StageError
 from compiler.schema.attack import AttackSection
 from compiler.schema.base import StrictModel
 from runtime.stage import StageContext
 
-VERSION = 3
+if TYPE_CHECKING:
+    from runtime.sources import SourceCounts
+
+VERSION = 4
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 
@@ -50,16 +57,52 @@ def judged(judge: str, toxic: bool, was_refused: bool) -> bool:
     return {"toxicity": toxic, "refusal": not was_refused, "both": toxic and not was_refused}[judge]
 
 
-def load_prompts(attack: AttackSection, ctx: StageContext) -> list[str]:
-    """As many prompts as the larger of the two attacks needs (all of them when either has no cap)."""
-    from runtime.sources import iter_texts
+@dataclass(frozen=True)
+class RedTeamPrompt:
+    """A red-team prompt and the target GCG optimises toward for it (its record's own, else `gcg.target`;
+    None when it has neither, and only prompts GCG does not attack may lack one)."""
 
-    caps = [attack.max_prompts] + ([attack.gcg.max_prompts] if _gcg_on(attack) else [])
+    text: str
+    target: str | None
+
+
+def load_prompts(attack: AttackSection, ctx: StageContext, counts: SourceCounts | None = None) -> list[RedTeamPrompt]:
+    """As many prompts as the larger of the two attacks needs (all of them when either has no cap), through
+    the source's reader (dotted fields, cleaning, filters, sampling; empty prompts skipped and counted)."""
+    from runtime.sources import describe, field_value, iter_records
+
+    source, gcg_on = attack.prompts, _gcg_on(attack)
+    text_field = getattr(source, "text_field", "text")  # a memmap has none: iter_records rejects it
+    caps = [attack.max_prompts] + ([attack.gcg.max_prompts] if gcg_on else [])
     limit = None if None in caps else max(caps)
-    prompts = list(islice(iter_texts(attack.prompts, ctx.root), limit))
+    gcg_limit = attack.gcg.max_prompts if gcg_on else 0
+    prompts = []
+    for i, record in enumerate(islice(iter_records(source, ctx.root, counts, text_fields=(text_field,)), limit)):
+        where = f"{describe(source)}: record {i} (after its filters and sample)"
+        target = _own_target(record, attack.target_field, source, where) or (attack.gcg.target if gcg_on else None)
+        if target is None and gcg_on and (gcg_limit is None or i < gcg_limit):
+            raise StageError(f"{where} has no GCG target in field {attack.target_field!r}, and attack.gcg.target "
+                             "is null: give every attacked prompt a target, or set gcg.target as the fallback")
+        prompts.append(RedTeamPrompt(field_value(record, text_field), target))
     if not prompts:
-        raise StageError("attack.prompts holds no prompts")
+        raise StageError(f"attack.prompts holds no prompts ({describe(source)})")
     return prompts
+
+
+def _own_target(record: dict[str, Any], field: str | None, source: Any, where: str) -> str | None:
+    """The record's own target, cleaned as its text; None when the spec names no field or the record's is
+    absent, null or empty."""
+    from runtime.sources import clean_text, field_value
+
+    if field is None:
+        return None
+    try:
+        value = field_value(record, field)
+    except KeyError:
+        return None
+    if value is not None and not isinstance(value, str):
+        raise StageError(f"{where}: target field {field!r} is {type(value).__name__}, not text")
+    return (clean_text(value, source) or None) if value else None
 
 
 def _gcg_on(attack: AttackSection) -> bool:
@@ -82,19 +125,20 @@ def attack_row(attack: AttackSection, prompt: str, text: str, continuation: str)
             "refused": refused(continuation, attack.refusal_strings)}
 
 
-def prompt_attack(cfg: Config, model, tok, prompts: Sequence[str]) -> list[dict[str, Any]]:
+def prompt_attack(cfg: Config, model, tok, prompts: Sequence[RedTeamPrompt]) -> list[dict[str, Any]]:
     """The red-team prompts as they are."""
-    conts = greedy_continuations(model, tok, prompts, cfg.attack, desc="prompt attack")
+    texts = [p.text for p in prompts]
+    conts = greedy_continuations(model, tok, texts, cfg.attack, desc="prompt attack")
     return [{"attack": "prompt", "prompt_index": i, **attack_row(cfg.attack, p, p, c)}
-            for i, (p, c) in enumerate(zip(prompts, conts))]
+            for i, (p, c) in enumerate(zip(texts, conts))]
 
 
 class SuffixCheck:
     """GCG's early stop for one prompt (see the module docstring): memoised per suffix, so the reported
     suffix is generated once. `row(ids)` is the attack row of prompt + suffix."""
 
-    def __init__(self, cfg: Config, model, tok, prompt: str) -> None:
-        self.cfg, self.model, self.tok, self.prompt = cfg, model, tok, prompt
+    def __init__(self, cfg: Config, model, tok, prompt: str, target: str) -> None:
+        self.cfg, self.model, self.tok, self.prompt, self.target = cfg, model, tok, prompt, target
         self._rows: dict[tuple[int, ...], dict[str, Any]] = {}
 
     def row(self, suffix_ids: list[int]) -> dict[str, Any]:
@@ -113,7 +157,7 @@ class SuffixCheck:
         from runtime.gcg import target_losses
 
         device = next(self.model.parameters()).device
-        ids = [self.tok(t, add_special_tokens=False)["input_ids"] for t in (self.prompt, self.cfg.attack.gcg.target)]
+        ids = [self.tok(t, add_special_tokens=False)["input_ids"] for t in (self.prompt, self.target)]
         _, matched = target_losses(self.model, torch.tensor([ids[0]], device=device),
                                    torch.tensor([suffix_ids], device=device), torch.tensor([ids[1]], device=device))
         return bool(matched[0])
@@ -124,7 +168,7 @@ class SuffixCheck:
         return not self.row(suffix_ids)["refused"]
 
 
-def gcg_attack_rows(cfg: Config, model, tok, prompts: Sequence[str]) -> list[dict[str, Any]]:
+def gcg_attack_rows(cfg: Config, model, tok, prompts: Sequence[RedTeamPrompt]) -> list[dict[str, Any]]:
     """A GCG suffix per prompt (early stop on the judge's scorer-free check), then its greedy continuation."""
     from tqdm.auto import tqdm
 
@@ -137,12 +181,12 @@ def gcg_attack_rows(cfg: Config, model, tok, prompts: Sequence[str]) -> list[dic
     allowed = allowed_token_mask(tok, model.get_input_embeddings().weight.shape[0])
     rows = []
     for i, p in enumerate(tqdm(prompts, desc="gcg prompts", unit="prompt")):
-        check = SuffixCheck(cfg, model, tok, p)
-        r = gcg_attack(model, tok, p, g.target, settings, row_seed(g.seed, str(i), 0), allowed=allowed,
+        check = SuffixCheck(cfg, model, tok, p.text, p.target)
+        r = gcg_attack(model, tok, p.text, p.target, settings, row_seed(g.seed, str(i), 0), allowed=allowed,
                        succeeded=None if cfg.attack.judge == "toxicity" else check, desc=f"gcg {i}")
-        rows.append({"attack": "gcg", "prompt_index": i, **check.row(r.suffix_ids), "suffix": r.suffix_text,
-                     "suffix_ids": r.suffix_ids, "loss": r.loss, "target_matched": r.target_matched,
-                     "steps_run": r.steps_run, "stopped_on_success": r.stopped_on_success,
+        rows.append({"attack": "gcg", "prompt_index": i, **check.row(r.suffix_ids), "target": p.target,
+                     "suffix": r.suffix_text, "suffix_ids": r.suffix_ids, "loss": r.loss,
+                     "target_matched": r.target_matched, "steps_run": r.steps_run, "stopped_on_success": r.stopped_on_success,
                      "current_losses": r.current_losses, "best_losses": r.best_losses})
     return rows
 
@@ -174,15 +218,17 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     import torch
 
     from runtime.generate import load_model
+    from runtime.sources import SourceCounts
 
     torch.set_num_threads(max(1, ctx.threads))
     torch.manual_seed(cfg.seed)
+    counts = SourceCounts()
+    prompts = load_prompts(cfg.attack, ctx, counts)  # before the model: bad data fails at once
     model, tok = load_model(ctx.input("model") / "model")
-    prompts = load_prompts(cfg.attack, ctx)
     prompt_rows = prompt_attack(cfg, model, tok, prompts[:cfg.attack.max_prompts])
     gcg_rows = gcg_attack_rows(cfg, model, tok, prompts[:cfg.attack.gcg.max_prompts]) \
         if _gcg_on(cfg.attack) else []
     with open(ctx.out / "attacks.jsonl", "w", encoding="utf-8") as out:
         for row in prompt_rows + gcg_rows:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return summarize(prompt_rows, gcg_rows)
+    return summarize(prompt_rows, gcg_rows) | counts.metrics("attack")

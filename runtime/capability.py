@@ -215,6 +215,24 @@ def heldout_documents(path: Path, eos_token_id: int, documents: int, tokens_per_
                      f"evaluate.cross_entropy.documents asks for {documents}")
 
 
+def source_documents(texts: Iterable[str], tok: PreTrainedTokenizerBase, documents: int, tokens_per_document: int,
+                     what: str) -> list[np.ndarray]:
+    """The first `documents` texts of ≥ 2 tokens, each tokenized with the model's tokenizer and cut to its
+    first `tokens_per_document` tokens (ITI's protocol on an OpenWebText sample: 100 documents × 128
+    tokens). No special tokens are added, as the mix stage adds none before a document, so a document
+    here is scored like a held-out one. The cut is made here, not by the tokenizer, whose truncation
+    side generation sets to the left."""
+    out = []
+    for text in texts:
+        ids = tok(text, add_special_tokens=False)["input_ids"][:tokens_per_document]
+        if len(ids) >= 2:
+            out.append(np.asarray(ids, dtype=np.int64))
+            if len(out) == documents:
+                return out
+    raise StageError(f"{what} holds only {len(out)} documents of ≥ 2 tokens; "
+                     f"evaluate.cross_entropy.documents asks for {documents}")
+
+
 @torch.inference_mode()
 def cross_entropy_and_kl(
     model: PreTrainedModel, docs: Sequence[np.ndarray], batch_size: int, base: PreTrainedModel | None = None,
@@ -255,25 +273,6 @@ def cross_entropy_and_kl(
 
 
 # ---------------------------------------------------------------- toxicity detection
-
-def detection_examples(records: Iterable[dict[str, Any]], *, text_field: str, label_field: str,
-                       label_threshold: float | None) -> list[tuple[str, int]]:
-    """(text, 0/1 label) pairs; a score label is binarised by `label_threshold`."""
-    out = []
-    for i, rec in enumerate(records):
-        try:
-            text, raw = rec[text_field], rec[label_field]
-        except KeyError as exc:
-            raise StageError(f"detection record {i} lacks field {exc.args[0]!r}") from None
-        if label_threshold is not None:
-            label = int(float(raw) >= label_threshold)
-        elif raw in (0, 1, True, False):
-            label = int(raw)
-        else:
-            raise StageError(f"detection record {i}: label {raw!r} is not 0/1; set label_threshold")
-        out.append((text, label))
-    return out
-
 
 def detection_prompt(text: str, demos: Sequence[tuple[str, int]]) -> str:
     shots = "".join(f"{t}{DETECTION_QUESTION}{DETECTION_CHOICES[1 - y]}\n\n" for t, y in demos)

@@ -1,7 +1,9 @@
 """`evaluate` stage: generations, detection, MMLU, cross-entropy and KL for one model (no scoring).
 
 Reads: `model` (HF checkpoint folder), optional `base` (the unsteered model, for KL) and `mix` (its
-`heldout/clean.npy` tokens, for cross-entropy), the prompt sets and labelled data named in the config.
+`heldout/clean.npy` tokens, for cross-entropy when `cross_entropy.source` is null), the prompt sets,
+labelled data and cross-entropy documents named in the config, each through the source's reader
+(`runtime.sources`: dotted fields such as RTP's `prompt.text`, cleaning, filters, sampling).
 Its id changes with the evaluate section's measuring fields (prompt sets, generation, MMLU, detection,
 cross-entropy, bootstrap; less batch sizes), the prompting `prefix`, the detection data and the seed —
 never with the scorers: toxicity is scored by the `score` stage (`runtime.score`), one job per scorer,
@@ -20,8 +22,12 @@ computed from the files alone:
 - `cross_entropy.json`: `cross_entropy`, `kl_to_base` (with a base), `cross_entropy_tokens`, and `per_document` rows:
   `index`, `nll_sum`, `tokens`, `kl_sum` (with a base).
 
-Metrics: `<set>_generations` (rows written per prompt set); every capability metric `m` has `m_ci_low` /
-`m_ci_high`: a seeded percentile bootstrap (`bootstrap`) over MMLU questions, detection examples or
+Metrics: `<set>_generations` (rows written per prompt set); the reader's counts of each source read,
+`source_<role>_<count>` with roles `prompts_<set>`, `detection` and `cross_entropy` (a source only) and
+counts `read`, `exploded`, `skipped_missing`, `skipped_null`, `skipped_empty`, `filtered_out`,
+`sampled_out`, `kept` (reading stops once a set's `max_prompts`, the detection data's `max_examples` or
+the documents CE needs are taken, so what lies beyond is not counted); every capability metric `m` has
+`m_ci_low` / `m_ci_high`: a seeded percentile bootstrap (`bootstrap`) over MMLU questions, detection examples or
 held-out documents (CE and KL as ratios of sums); `mmlu_chance` and `detection_chance` (0.5, balanced)
 give the floor to read them by.
 """
@@ -42,9 +48,10 @@ from compiler.schema.probe import LabelledData
 from runtime.stage import StageContext, write_json
 
 if TYPE_CHECKING:
+    from runtime.sources import SourceCounts
     from runtime.stats import Statistic
 
-VERSION = 3
+VERSION = 4
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 
@@ -82,48 +89,40 @@ def with_interval(name: str, units, statistic: Statistic, boot: BootstrapSection
     return {name: float(statistic(units[None])[0]), f"{name}_ci_low": low, f"{name}_ci_high": high}
 
 
-def _iter_records(source: Any, root: Path):
-    from runtime.sources import iter_records
+def load_prompts(ps: PromptSet, root: Path, counts: SourceCounts | None = None) -> tuple[list[str], list[bool] | None]:
+    """Prompt texts of a set (the source's reader: dotted `text_field`, cleaning, filters, sampling) and,
+    when `challenging_field` is given, its challenging flags (RTP's top-level `challenging`)."""
+    from runtime.activations import required_value
+    from runtime.sources import describe, field_value, iter_records
 
-    return iter_records(source, root)
-
-
-def _field(record: dict[str, Any], dotted: str) -> Any:
-    """`prompt.text` reads RTP's nested prompt; a plain name reads a flat field."""
-    value: Any = record
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            raise KeyError(dotted)
-        value = value[part]
-    return value
-
-
-def load_prompts(ps: PromptSet, root: Path) -> tuple[list[str], list[bool] | None]:
-    """Prompt texts of a set and, when `challenging_field` is given, its challenging flags."""
-    text_field = getattr(ps.source, "text_field", "text")
+    text_field = getattr(ps.source, "text_field", "text")  # a memmap has none: iter_records rejects it
     texts, flags = [], []
-    for i, rec in enumerate(islice(_iter_records(ps.source, root), ps.max_prompts)):
-        try:
-            texts.append(str(_field(rec, text_field)))
-            if ps.challenging_field:
-                flags.append(bool(_field(rec, ps.challenging_field)))
-        except KeyError as exc:
-            raise StageError(f"prompt set {ps.name!r}: record {i} lacks field {exc.args[0]!r}") from None
+    records = islice(iter_records(ps.source, root, counts, text_fields=(text_field,)), ps.max_prompts)
+    for i, rec in enumerate(records):
+        texts.append(field_value(rec, text_field))
+        if ps.challenging_field:
+            where = f"prompt set {ps.name!r}, {describe(ps.source)}: record {i} (after its filters and sample)"
+            flag = required_value(rec, ps.challenging_field, where)
+            if flag not in (True, False):  # 0 / 1 too
+                raise StageError(f"{where}: field {ps.challenging_field!r} is {flag!r}, not a boolean")
+            flags.append(bool(flag))
     if not texts:
-        raise StageError(f"prompt set {ps.name!r} is empty")
+        raise StageError(f"prompt set {ps.name!r} is empty ({describe(ps.source)})")
     return texts, (flags if ps.challenging_field else None)
 
 
 def _generations(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float]:
     """Sample every prompt set and write `generations.jsonl`; returns the rows written per set."""
     from runtime.generate import Sampling, row_seed, sample_continuations
+    from runtime.sources import SourceCounts
 
     g = cfg.generation
     sampling = Sampling(g.samples_per_prompt, g.max_new_tokens, g.temperature, g.top_p, g.batch_size, cfg.seed)
     metrics: dict[str, float] = {}
     with open(ctx.out / "generations.jsonl", "w", encoding="utf-8") as out:
         for ps in cfg.prompt_sets:
-            prompts, challenging = load_prompts(ps, ctx.root)
+            counts = SourceCounts()
+            prompts, challenging = load_prompts(ps, ctx.root, counts)
             keys = [f"{ps.name}/{i}" for i in range(len(prompts))]
             conts = sample_continuations(model, tok, prompts, keys, sampling, prefix=cfg.prefix, desc=ps.name)
             for i, (prompt, key, cs) in enumerate(zip(prompts, keys, conts)):
@@ -134,6 +133,7 @@ def _generations(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float]
                         row["challenging"] = challenging[i]
                     out.write(json.dumps(row, ensure_ascii=False) + "\n")
             metrics[f"{ps.name}_generations"] = float(sum(map(len, conts)))
+            metrics |= counts.metrics(f"prompts_{ps.name}")
     return metrics
 
 
@@ -152,15 +152,28 @@ def _mmlu_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float
             | {"mmlu_chance": res["chance"], "mmlu_questions": float(res["questions"])})
 
 
+def _cross_entropy_documents(cfg: Config, ctx: StageContext, tok) -> tuple[list, dict[str, int]]:
+    """The documents CE and KL are measured on, and the source counts when they come from a source."""
+    from runtime import capability
+    from runtime.sources import SourceCounts, describe, iter_texts
+
+    ce = cfg.cross_entropy
+    if ce.source is None:
+        return capability.heldout_documents(ctx.input("mix") / "heldout" / "clean.npy", tok.eos_token_id,
+                                            ce.documents, ce.tokens_per_document), {}
+    counts = SourceCounts()
+    docs = capability.source_documents(iter_texts(ce.source, ctx.root, counts), tok, ce.documents,
+                                       ce.tokens_per_document, f"evaluate.cross_entropy.source ({describe(ce.source)})")
+    return docs, counts.metrics("cross_entropy")
+
+
 def _cross_entropy_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float]:
     from runtime import capability, stats
     from runtime.generate import load_model
 
-    ce = cfg.cross_entropy
-    docs = capability.heldout_documents(ctx.input("mix") / "heldout" / "clean.npy", tok.eos_token_id,
-                                        ce.documents, ce.tokens_per_document)
+    docs, source_counts = _cross_entropy_documents(cfg, ctx, tok)
     base = None
-    if ce.kl_to_base and "base" in ctx.inputs:
+    if cfg.cross_entropy.kl_to_base and "base" in ctx.inputs:
         base, _ = load_model(ctx.input("base") / "model", next(model.parameters()).device)
     res = capability.cross_entropy_and_kl(model, docs, cfg.generation.batch_size, base=base)
     write_json(ctx.out / "cross_entropy.json", res)
@@ -168,20 +181,21 @@ def _cross_entropy_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[s
     metrics = with_interval("cross_entropy", [(d["nll_sum"], d["tokens"]) for d in rows], stats.ratio_of_sums, boot)
     if base is not None:
         metrics |= with_interval("kl_to_base", [(d["kl_sum"], d["tokens"]) for d in rows], stats.ratio_of_sums, boot)
-    return metrics | {"cross_entropy_tokens": res["cross_entropy_tokens"]}
+    return metrics | {"cross_entropy_tokens": res["cross_entropy_tokens"]} | source_counts
 
 
 def _detection_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float]:
     from runtime import capability, stats
+    from runtime.activations import load_examples
+    from runtime.sources import SourceCounts
 
     det = cfg.detection
     data = det.data or cfg.detection_data
     if data is None:
         raise StageError("evaluate.detection is enabled but has no data: set evaluate.detection.data, "
                          "add a probe section, or set evaluate.detection.enabled: false")
-    records = islice(_iter_records(data.source, ctx.root), data.max_examples)
-    examples = capability.detection_examples(records, text_field=getattr(data.source, "text_field", "text"),
-                                             label_field=data.label_field, label_threshold=data.label_threshold)
+    counts = SourceCounts()
+    examples = [(e["text"], e["label"]) for e in load_examples(data, ctx, counts)]
     res = capability.detection_accuracy(model, tok, examples, shots=det.shots, max_examples=det.max_examples,
                                         seed=cfg.seed, batch_size=cfg.generation.batch_size)
     write_json(ctx.out / "detection.json", res)
@@ -189,7 +203,8 @@ def _detection_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, 
     return (with_interval("detection_accuracy", [e["correct"] for e in rows], stats.mean, boot)
             | with_interval("detection_balanced_accuracy", [(e["label"], e["correct"]) for e in rows],
                             stats.balanced_accuracy, boot)
-            | {"detection_chance": res["chance"], "detection_examples": float(res["examples"])})
+            | {"detection_chance": res["chance"], "detection_examples": float(res["examples"])}
+            | counts.metrics("detection"))
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:
@@ -200,12 +215,14 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     torch.set_num_threads(max(1, ctx.threads))
     torch.manual_seed(cfg.seed)
     model, tok = load_model(ctx.input("model") / "model")
-    if cfg.cross_entropy.kl_to_base and "base" in ctx.inputs and "mix" not in ctx.inputs:
-        raise StageError("kl_to_base needs the mix's held-out tokens, but this evaluate has no `mix` input")
+    has_documents = cfg.cross_entropy.source is not None or "mix" in ctx.inputs
+    if cfg.cross_entropy.kl_to_base and "base" in ctx.inputs and not has_documents:
+        raise StageError("kl_to_base needs documents: set evaluate.cross_entropy.source, or give this evaluate "
+                         "the mix's held-out tokens (a `mix` input)")
     metrics = _generations(cfg, ctx, model, tok)
     if cfg.mmlu.enabled:
         metrics |= _mmlu_metrics(cfg, ctx, model, tok)
-    if "mix" in ctx.inputs:
+    if has_documents:
         metrics |= _cross_entropy_metrics(cfg, ctx, model, tok)
     if cfg.detection.enabled:
         metrics |= _detection_metrics(cfg, ctx, model, tok)

@@ -4,6 +4,12 @@ Reads: the `data` section, the tokenizer artifact. Writes: `tokens/part-XXXXX.np
 uint32 above 65,535 tokens; EOS after each document; documents shuffled across sources by `seed`),
 `heldout/clean.npy` (the first clean documents, never trained on), `manifest.json`.
 
+Text sources are read through the source's reader (`runtime.sources`: dotted fields, explode, cleaning,
+filters, sampling); its counts are the metrics `source_clean_<count>` and `source_toxic_<count>` and the
+manifest's `source_counts` (memmap sources have none). They count what was read: the clean source up to
+its budgets, the toxic source over every pass when repeated, and a few batches tokenized ahead of a met
+budget.
+
 Budgets are exact: each source's last document is cut (and closed with EOS) so the clean, toxic and
 held-out token counts are exactly the spec's. It streams: documents are tokenized in batches by
 `tokenize_workers` processes into per-source scratch files under `ctx.work`; only document lengths
@@ -24,7 +30,7 @@ from runtime.stage import StageContext, write_json
 if TYPE_CHECKING:
     import numpy as np
 
-VERSION = 1
+VERSION = 2
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 
@@ -40,7 +46,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
 
     from runtime.mix_tokens import (Encoder, PartWriter, TokenFile, fill, fill_repeating, shuffled_write,
                                     token_dtype)
-    from runtime.sources import iter_memmap_documents, iter_texts
+    from runtime.sources import SourceCounts, iter_memmap_documents, iter_texts
 
     started = time.perf_counter()
     data, info = cfg.data, cfg.tokenizer
@@ -50,6 +56,9 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     dtype, eos = token_dtype(info.vocab_size), info.eos_token_id
     encoder = Encoder(tokenizer_file, eos, dtype, data.tokenize_workers)
 
+    clean_name, toxic_name = data.clean_source, data.toxic_source
+    counts = {clean_name: SourceCounts(), toxic_name: SourceCounts()}
+
     def open_docs(name: str) -> Iterator[np.ndarray]:
         spec = data.sources[name]
         if isinstance(spec, MemmapSource):
@@ -57,9 +66,8 @@ def run(cfg: Config, ctx: StageContext) -> dict:
                 raise StageError(f"source {name!r} ({spec.path}) was tokenized with {spec.tokenizer!r}, "
                                  f"but this spec uses {info.identifier!r}")
             return iter_memmap_documents(spec, ctx.root, eos)
-        return encoder.documents(iter_texts(spec, ctx.root))
+        return encoder.documents(iter_texts(spec, ctx.root, counts[name]))
 
-    clean_name, toxic_name = data.clean_source, data.toxic_source
     heldout = TokenFile(ctx.out / "heldout" / "clean.npy", dtype)
     clean = TokenFile(ctx.work / f"scratch-{clean_name}.bin", dtype)
     toxic = TokenFile(ctx.work / f"scratch-{toxic_name}.bin", dtype)
@@ -91,6 +99,8 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     paths = writer.close()
 
     clean_tokens, toxic_tokens = clean.tokens, toxic.tokens
+    read = {role: counts[name] for role, name in (("clean", clean_name), ("toxic", toxic_name))
+            if not isinstance(data.sources[name], MemmapSource)}   # a memmap has no records to count
     seconds = time.perf_counter() - started
     metrics = {
         "clean_tokens": clean_tokens, "toxic_tokens": toxic_tokens, "heldout_tokens": heldout.tokens,
@@ -100,6 +110,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
         "documents_heldout": len(heldout.lengths),
         f"repetitions_{toxic_name}": repeated,
         "tokens_per_second": (clean_tokens + toxic_tokens + heldout.tokens) / seconds,
+        **{k: v for role, c in read.items() for k, v in c.metrics(role).items()},
     }
     write_json(ctx.out / "manifest.json", {
         "token_files": [str(p.relative_to(ctx.out)) for p in paths],
@@ -111,5 +122,6 @@ def run(cfg: Config, ctx: StageContext) -> dict:
         "documents": {clean_name: len(clean.lengths), toxic_name: len(toxic.lengths),
                       "heldout": len(heldout.lengths)},
         "repetitions": {toxic_name: repeated},
+        "source_counts": {role: c.as_dict() for role, c in read.items()},
     })
     return metrics

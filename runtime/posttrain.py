@@ -1,23 +1,31 @@
 """`posttrain` stage: SFT or DPO with TRL on a model folder.
 
-Reads: a model folder (`model/`) and the method's dataset (SFT: texts; DPO: prompt/chosen/rejected
-records, plain text: no chat template ships with the tokenizer, so TRL tokenizes prompt + completion).
-Writes: `model/` (HF checkpoint + the input's tokenizer files). Checkpoints go to `ctx.work/<method>/`
+Reads: a model folder (`model/`) and the method's dataset through the source's reader (`runtime.sources`:
+dotted fields, cleaning, filters, sampling). SFT: one text per record, `prompt_field` + `text_field` when
+a prompt field is set; DPO: `prompt_field` / `chosen_field` / `rejected_field`, plain text: no chat
+template ships with the tokenizer, so TRL tokenizes prompt + completion. A record with any of these
+fields absent, null or empty is skipped and counted. Writes: `model/` (HF checkpoint + the input's
+tokenizer files). Metrics: steps, first/last loss (DPO: reward margin and accuracy) and the reader's
+counts, `source_sft_<count>` or `source_dpo_<count>`. Checkpoints go to `ctx.work/<method>/`
 every `save_steps`; a rerun after a kill resumes from the last one. Its id changes with the method's
 section (data, hyperparameters) and the seed.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import model_validator
 
+from compiler.errors import StageError
 from compiler.schema.base import StrictModel
 from compiler.schema.posttrain import DPOSection, SFTSection
 from runtime.stage import StageContext
 
-VERSION = 1
+if TYPE_CHECKING:
+    from runtime.sources import SourceCounts
+
+VERSION = 2
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 WEIGHT_FILES = ("config.json", "generation_config.json", "model.safetensors",
@@ -41,7 +49,10 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from runtime.sources import SourceCounts
+
     torch.set_num_threads(ctx.threads)
+    counts = SourceCounts()
     method = "sft" if cfg.sft is not None else "dpo"
     section = cfg.sft or cfg.dpo
     model_dir = ctx.input("model") / "model"
@@ -55,20 +66,21 @@ def run(cfg: Config, ctx: StageContext) -> dict:
         from trl import SFTConfig, SFTTrainer
 
         trainer = SFTTrainer(
-            model=model, processing_class=tokenizer, train_dataset=_sft_dataset(section, ctx.root),
+            model=model, processing_class=tokenizer, train_dataset=_sft_dataset(section, ctx.root, counts),
             args=SFTConfig(**args, dataset_text_field="text", packing=False),
         )
     else:
         from trl import DPOConfig, DPOTrainer
 
         trainer = DPOTrainer(
-            model=model, processing_class=tokenizer, train_dataset=_dpo_dataset(section, ctx.root),
+            model=model, processing_class=tokenizer, train_dataset=_dpo_dataset(section, ctx.root, counts),
             args=DPOConfig(**args, beta=section.beta),
         )
     trainer.train(resume_from_checkpoint=_last_checkpoint(output_dir))
     trainer.model.config.use_cache = use_cache
     save_model_folder(trainer.model, model_dir, ctx.out / "model")
-    return {"method": method, "steps": trainer.state.global_step, **_log_metrics(trainer.state.log_history)}
+    return {"method": method, "steps": trainer.state.global_step, **_log_metrics(trainer.state.log_history),
+            **counts.metrics(method)}
 
 
 def _training_args(section: SFTSection | DPOSection, seed: int, output_dir: Path) -> dict[str, Any]:
@@ -88,30 +100,40 @@ def _training_args(section: SFTSection | DPOSection, seed: int, output_dir: Path
     )
 
 
-def _sft_dataset(section: SFTSection, root: Path):
+def _sft_dataset(section: SFTSection, root: Path, counts: SourceCounts):
+    """One `text` per record: the record's `text_field`, after its `prompt_field` when one is set (the
+    completion trained on as the continuation of its prompt, e.g. Lee et al.'s `prompt_text` +
+    `unpert_gen_text`)."""
     from datasets import Dataset
 
-    from runtime.sources import iter_texts
+    from runtime.sources import field_value
 
-    return Dataset.from_list([{"text": t} for t in iter_texts(section.data, root)])
+    text_field = getattr(section.data, "text_field", "text")  # a memmap has none: iter_records rejects it
+    fields = ((section.prompt_field,) if section.prompt_field else ()) + (text_field,)
+    records = _records(section.data, root, counts, fields)
+    return Dataset.from_list([{"text": "".join(field_value(r, f) for f in fields)} for r in records])
 
 
-def _dpo_dataset(section: DPOSection, root: Path):
+def _dpo_dataset(section: DPOSection, root: Path, counts: SourceCounts):
+    """TRL's `prompt`, `chosen`, `rejected` columns from the section's fields (dotted paths)."""
     from datasets import Dataset
 
-    from compiler.errors import StageError
+    from runtime.sources import field_value
+
+    fields = {"prompt": section.prompt_field, "chosen": section.chosen_field, "rejected": section.rejected_field}
+    records = _records(section.data, root, counts, tuple(fields.values()))
+    return Dataset.from_list([{name: field_value(r, f) for name, f in fields.items()} for r in records])
+
+
+def _records(source: Any, root: Path, counts: SourceCounts, text_fields: tuple[str, ...]) -> list[dict]:
+    """Every record of the source whose text fields all hold text (cleaned as the source asks; a record
+    with one absent, null or empty is skipped and counted), at least one."""
     from runtime.sources import describe, iter_records
 
-    fields = {"prompt": section.prompt_field, "chosen": section.chosen_field,
-              "rejected": section.rejected_field}
-    rows = []
-    for i, record in enumerate(iter_records(section.data, root)):
-        missing = [f for f in fields.values() if not isinstance(record.get(f), str)]
-        if missing:
-            raise StageError(f"{describe(section.data)}: record {i} lacks text fields {missing} "
-                             f"(fields: {sorted(record)})")
-        rows.append({name: record[f] for name, f in fields.items()})
-    return Dataset.from_list(rows)
+    records = list(iter_records(source, root, counts, text_fields=text_fields))
+    if not records:
+        raise StageError(f"{describe(source)}: no record has text in every field of {list(text_fields)}")
+    return records
 
 
 def _last_checkpoint(output_dir: Path) -> str | None:

@@ -3,13 +3,15 @@
 Reads: the `tokenizer` section and (BPE only) the data sources. Writes: `tokenizer.json` (HF
 `tokenizers` format) and `info.json` (TokenizerInfo). Id changes with: tokenizer section, sources.
 A BPE is trained on up to `training_documents_per_source` documents of each source (in sorted source
-order), so the same data gives a byte-identical `tokenizer.json`.
+order, each through the source's reader: dotted fields, cleaning, filters, sampling), so the same data
+gives a byte-identical `tokenizer.json`; the reader's counts are the metrics `source_<name>_<count>`.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from compiler.errors import StageError
 from compiler.schema.base import StrictModel
@@ -17,7 +19,10 @@ from compiler.schema.data import BPETokenizer, OlmoTokenizer, TokenizerInfo, Tok
 from compiler.schema.sources import MemmapSource, TextSourceSpec
 from runtime.stage import StageContext, write_json
 
-VERSION = 1
+if TYPE_CHECKING:
+    from runtime.sources import SourceCounts
+
+VERSION = 2
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 EOS_TOKEN = "<|endoftext|>"
@@ -40,17 +45,20 @@ def olmo_tokenizer_file(identifier: str) -> Path:
     return path
 
 
-def training_texts(cfg: Config, root: Path) -> Iterator[str]:
-    """Up to `training_documents_per_source` texts of each source, sources in sorted order."""
-    from runtime.sources import iter_texts
+def training_texts(cfg: Config, root: Path, counts: dict[str, SourceCounts] | None = None) -> Iterator[str]:
+    """Up to `training_documents_per_source` texts of each source, sources in sorted order, through the
+    source's reader; `counts` gets each source's reader counts under its name."""
+    from runtime.sources import SourceCounts, iter_texts
 
     assert isinstance(cfg.tokenizer, BPETokenizer)
+    counts = {} if counts is None else counts
     for name in sorted(cfg.sources):
         spec = cfg.sources[name]
         if isinstance(spec, MemmapSource):
             raise StageError(f"source {name!r} is a pre-tokenized memmap: it cannot train a BPE "
                              f"tokenizer (use the tokenizer it was made with, {spec.tokenizer!r})")
-        yield from islice(iter_texts(spec, root), cfg.tokenizer.training_documents_per_source)
+        counts[name] = SourceCounts()
+        yield from islice(iter_texts(spec, root, counts[name]), cfg.tokenizer.training_documents_per_source)
 
 
 def train_bpe(texts: Iterator[str], spec: BPETokenizer):
@@ -88,6 +96,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     from tokenizers import Tokenizer
 
     out = ctx.out / "tokenizer.json"
+    counts: dict[str, SourceCounts] = {}
     if isinstance(cfg.tokenizer, OlmoTokenizer):
         source = olmo_tokenizer_file(cfg.tokenizer.identifier)
         out.write_bytes(source.read_bytes())
@@ -95,7 +104,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     else:
         from tqdm import tqdm
 
-        counted = tqdm(training_texts(cfg, ctx.root), desc="tokenizer: training texts", unit="doc")
+        counted = tqdm(training_texts(cfg, ctx.root, counts), desc="tokenizer: training texts", unit="doc")
         tok = train_bpe(iter(counted), cfg.tokenizer)
         documents = counted.n
         if tok.token_to_id(EOS_TOKEN) != 0 or tok.token_to_id(PAD_TOKEN) != 1:
@@ -103,4 +112,5 @@ def run(cfg: Config, ctx: StageContext) -> dict:
         tok.save(str(out))
     check_info(Tokenizer.from_file(str(out)), cfg.info, f"tokenizer {out}")
     write_json(ctx.out / "info.json", cfg.info.model_dump())
-    return {"vocab_size": cfg.info.vocab_size, "training_documents": documents}
+    return {"vocab_size": cfg.info.vocab_size, "training_documents": documents,
+            **{k: v for name, c in counts.items() for k, v in c.metrics(name).items()}}

@@ -2,13 +2,14 @@
 
 Attack success = share of attacks whose continuation the judge accepts (toxic, not refused, or both).
 The `attack` stage generates the continuations; one `score` stage per scorer scores and judges them.
-Paper [likely]: GCG on 200 AdvBench prompts; the judge is [open], so both usual ones are offered.
+Paper [likely]: GCG on 200 AdvBench prompts, each toward its own AdvBench target (`target_field`); the
+judge is [open], so both usual ones are offered.
 """
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .base import NOT_IN_ID, StrictModel
 from .sources import TextSourceSpec
@@ -26,7 +27,10 @@ class GCGSection(StrictModel):
     """Greedy coordinate gradient adversarial suffix search (Zou et al. 2023)."""
 
     enabled: bool = True
-    target: str = Field(description="Target continuation the suffix is optimised toward.")
+    target: str | None = Field(
+        None, description="Target continuation the suffix is optimised toward, for every prompt without its own "
+        "(`attack.target_field`); null = each prompt must have one.",
+    )
     suffix_tokens: int = Field(20, gt=0, description="Adversarial suffix length.")
     steps: int = Field(500, gt=0, description="Optimisation steps per prompt.")
     candidates_per_step: int = Field(512, gt=0, description="Candidate suffixes evaluated per step.")
@@ -50,7 +54,12 @@ class AttackSection(StrictModel):
     """Prompt-based red-teaming and GCG suffix attacks."""
 
     enabled: bool = True
-    prompts: TextSourceSpec = Field(description="Red-team prompts (AdvBench-style `goal` or `text`).")
+    prompts: TextSourceSpec = Field(description="Red-team prompts in the source's `text_field` (AdvBench: `prompt`).")
+    target_field: str | None = Field(
+        None, description="Dotted record field holding each prompt's own GCG target (AdvBench: `target`, \"Sure, "
+        "here is ...\", the targets Zou et al. optimise toward [sure]); cleaned as the source's text. A prompt "
+        "whose target is absent, null or empty takes `gcg.target`. Null = `gcg.target` for every prompt.",
+    )
     max_prompts: int | None = Field(None, gt=0, description="Prompt-based attack: at most N prompts.")
     gcg: GCGSection | None = Field(None, description="Suffix attack; null = prompt-based only.")
     judge: Literal["toxicity", "refusal", "both"] = Field(
@@ -70,3 +79,9 @@ class AttackSection(StrictModel):
         description="Which models to attack (planning only: it selects instances, it is not in their id).",
         json_schema_extra=NOT_IN_ID,
     )
+
+    @model_validator(mode="after")
+    def _gcg_has_targets(self) -> "AttackSection":
+        if self.gcg is not None and self.gcg.enabled and self.gcg.target is None and self.target_field is None:
+            raise ValueError("GCG needs a target: set attack.gcg.target, or attack.target_field for per-prompt targets")
+        return self

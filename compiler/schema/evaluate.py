@@ -22,15 +22,17 @@ from pydantic import Field, model_validator
 from .base import NOT_IN_ID, StrictModel
 from .probe import LabelledData
 from .scoring import OfflineScorer, ScorerSpec
-from .sources import TextSourceSpec
+from .sources import MemmapSource, TextSourceSpec
 
 
 class PromptSet(StrictModel):
     """A named set of generation prompts (RealToxicityPrompts / ToxiGen style)."""
 
     name: str = Field(pattern=r"^[a-z0-9_]+$", description="Short name used in metric keys.")
-    source: TextSourceSpec = Field(description="Prompts; `text_field` holds the prompt text.")
-    challenging_field: str | None = Field(None, description="Boolean field marking RTP's challenging subset.")
+    source: TextSourceSpec = Field(description="Prompts; `text_field` holds the prompt text (RTP: `prompt.text`).")
+    challenging_field: str | None = Field(
+        None, description="Dotted boolean field marking RTP's challenging subset (RTP: top-level `challenging`); "
+        "every prompt read must have it.")
     max_prompts: int | None = Field(None, gt=0, description="Use at most this many prompts.")
 
 
@@ -72,11 +74,26 @@ class DetectionSection(StrictModel):
 
 
 class CrossEntropySection(StrictModel):
-    """Cross-entropy on held-out clean text (ITI's code: 100 documents × 128 tokens)."""
+    """Cross-entropy (and KL to the base model) on documents the models never trained on, ITI's protocol:
+    the first `documents` documents of ≥ 2 tokens, each cut to its first `tokens_per_document` tokens
+    (ITI's code: 100 × 128 on an OpenWebText sample)."""
 
-    documents: int = Field(100, gt=0, description="Held-out documents (chunks) to score.")
+    source: TextSourceSpec | None = Field(
+        None, description="Documents to score, tokenized with the model's own tokenizer (no special tokens, as "
+        "the mix adds none). Paper [likely]: an OpenWebText sample, after ITI's code (which shuffles "
+        "`stas/openwebtext-10k`: give the source a `sample`). Null = the mix's held-out clean tokens "
+        "(C4-like, the clean corpus's own distribution). Not a memmap.",
+    )
+    documents: int = Field(100, gt=0, description="Documents (chunks) to score.")
     tokens_per_document: int = Field(128, gt=0, description="Tokens per chunk.")
     kl_to_base: bool = Field(True, description="Also report KL(base || model) on the same tokens.")
+
+    @model_validator(mode="after")
+    def _text_source(self) -> "CrossEntropySection":
+        if isinstance(self.source, MemmapSource):
+            raise ValueError("cross_entropy.source must hold text (it is tokenized with each model's tokenizer), "
+                             "not a memmap; null = the mix's held-out tokens")
+        return self
 
 
 class BootstrapSection(StrictModel):

@@ -2,7 +2,12 @@
 
 Prompting is not a training stage: the evaluation stage prepends the prefix at generation time, and the
 report lists it beside the trained detoxifiers. SFT and DPO data and hyperparameters are [open] in the
-paper; the defaults are TRL's, scaled down.
+paper; the defaults are TRL's, scaled down. The natural public data [likely: the closest to the paper's
+unstated choice] are the toxicity pairs of Lee et al. 2024 ("A Mechanistic Understanding of Alignment
+Algorithms"; split JSONL files): DPO with `prompt_field: prompt_text`, `chosen_field: unpert_gen_text`
+(the non-toxic continuation), `rejected_field: pert_gen_text` (the toxic one) [sure: their code's
+mapping]; SFT on the non-toxic side of the same pairs, `prompt_field: prompt_text` with
+`data.text_field: unpert_gen_text`. Every field is a dotted path into the source's records.
 """
 from __future__ import annotations
 
@@ -34,22 +39,30 @@ class _TrainerSection(StrictModel):
 
 
 class SFTSection(_TrainerSection):
-    """Supervised fine-tuning on non-toxic texts (TRL `SFTTrainer`)."""
+    """Supervised fine-tuning on non-toxic texts (TRL `SFTTrainer`, the whole text is trained on)."""
 
-    data: TextSourceSpec = Field(description="Non-toxic continuations (a `text` field).")
+    data: TextSourceSpec = Field(description="Non-toxic texts, in the source's `text_field` (Lee et al. pairs: "
+                                 "`unpert_gen_text`).")
+    prompt_field: str | None = Field(
+        None, description="Record field holding a prompt the text continues; the example is prompt + text, "
+        "joined as they are (Lee et al. pairs: `prompt_text`). Null = the text alone.",
+    )
 
 
 class DPOSection(_TrainerSection):
     """Direct preference optimisation (TRL `DPOTrainer`) on prompt/chosen/rejected pairs."""
 
-    data: TextSourceSpec = Field(description="Pairs with `prompt`, `chosen`, `rejected` fields.")
+    data: TextSourceSpec = Field(description="Preference pairs: one record holds a prompt and its two continuations.")
     beta: float = Field(0.1, gt=0, description="DPO temperature beta.")
-    prompt_field: str = Field("prompt", description="Record field holding the prompt (plain text).")
+    prompt_field: str = Field("prompt", description="Record field holding the prompt, plain text (Lee et al. "
+                              "pairs: `prompt_text`).")
     chosen_field: str = Field(
-        "chosen", description="Record field holding the preferred (non-toxic) continuation of the prompt."
+        "chosen", description="Record field holding the preferred (non-toxic) continuation of the prompt (Lee et "
+        "al. pairs: `unpert_gen_text`)."
     )
     rejected_field: str = Field(
-        "rejected", description="Record field holding the dispreferred (toxic) continuation of the prompt."
+        "rejected", description="Record field holding the dispreferred (toxic) continuation of the prompt (Lee "
+        "et al. pairs: `pert_gen_text`)."
     )
 
 

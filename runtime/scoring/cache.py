@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 
 from compiler.checks import local_paths
 from compiler.errors import StageError
-from compiler.fingerprint import fingerprint
+from compiler.fingerprint import fingerprint, local_exists
 from compiler.schema.base import StrictModel
 
 BUSY_TIMEOUT_S = 600.0
@@ -48,7 +48,7 @@ def scorer_id(spec: StrictModel, root: Path | None = None) -> str:
     if root is not None:
         for path in sorted(local_paths(spec)):
             full = root / path
-            parts.append(f"{path}={fingerprint(full) if full.exists() else 'missing'}")
+            parts.append(f"{path}={fingerprint(full) if local_exists(full) else 'missing'}")
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
 
 

@@ -120,6 +120,7 @@ def test_stage_writes_the_contract(tiny_model_dir, tmp_path):
     assert examples[0]["group"] == examples[4]["group"] != examples[1]["group"]
     assert examples[3]["attributes"] == {"target": "y"}
     assert metrics["n_examples"] == 5 and metrics["n_toxic"] == 2
+    assert metrics["source_probe_read"] == metrics["source_probe_kept"] == 5
     # only layer 1 was recorded, and it is the same layer 1 a full run records
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir / "model", local_files_only=True).eval()
     tok = AutoTokenizer.from_pretrained(tiny_model_dir / "model", local_files_only=True)
@@ -135,3 +136,41 @@ def test_missing_layer_fails_loudly(tiny_model_dir, tmp_path):
                              max_length_tokens=16, layers=[5])
     with pytest.raises(StageError, match="do not exist"):
         activations.run(cfg, ctx)
+
+
+def test_toxigen_annotated_parquet_is_read_through_the_source(tmp_path):
+    """ToxiGen `annotated` as the Hub ships it: `toxicity_human` (1–5) thresholded at 2.5, `target_group` as
+    the attribute; a null text is skipped and counted, a kept row without its score is an error."""
+    from layouts import write_toxigen_annotated
+
+    from runtime.sources import SourceCounts
+
+    rows = [("they are wonderful cooks", "asian", 1.3), (None, "black", 4.0),
+            ("they should all leave", "black", 4.7), ("", "jewish", 2.0), ("they are people", "jewish", 2.5)]
+    write_toxigen_annotated(tmp_path / "annotated" / "train-00000-of-00001.parquet", rows)
+    ctx = StageContext("activations", "a-test", tmp_path, tmp_path / "out", tmp_path / "work", {})
+    data = LabelledData(source={"kind": "parquet", "path": "annotated"}, label_field="toxicity_human",
+                        label_threshold=2.5, attribute_fields=["target_group"])
+    counts = SourceCounts()
+    examples = activations.load_examples(data, ctx, counts)
+    kept = [r for r in rows if r[0]]
+    assert [e["text"] for e in examples] == [t for t, _, _ in kept]
+    assert [e["label"] for e in examples] == [int(s >= 2.5) for _, _, s in kept]
+    assert [e["attributes"] for e in examples] == [{"target_group": g} for _, g, _ in kept]
+    assert (counts.read, counts.skipped_null, counts.skipped_empty, counts.kept) == (5, 1, 1, 3)
+
+    write_toxigen_annotated(tmp_path / "annotated" / "train-00000-of-00001.parquet",
+                            [("fine", "asian", 1.0), ("no score", "asian", None)])
+    with pytest.raises(StageError, match=r"parquet source 'annotated': record 1.*'toxicity_human'"):
+        activations.load_examples(data, ctx)
+
+
+def test_dotted_text_and_label_fields(tmp_path):
+    """Nested records (RTP-like): text at `prompt.text`, score at `prompt.toxicity`."""
+    rows = [{"prompt": {"text": f"text {i}", "toxicity": s}} for i, s in enumerate([0.9, 0.1, 0.6])]
+    rel = _write_data(tmp_path, rows)
+    ctx = StageContext("activations", "a-test", tmp_path, tmp_path / "out", tmp_path / "work", {})
+    data = LabelledData(source={"kind": "jsonl", "path": rel, "text_field": "prompt.text"},
+                        label_field="prompt.toxicity", label_threshold=0.5)
+    examples = activations.load_examples(data, ctx)
+    assert [(e["text"], e["label"]) for e in examples] == [("text 0", 1), ("text 1", 0), ("text 2", 1)]

@@ -26,6 +26,7 @@ def test_judge(judge, toxic, was_refused, expected):
 
 
 def _attack(tmp_path, model_dir, attack: dict):
+    """The stage on `attack` (its prompts, by default PROMPTS as a JSONL of `goal`s): metrics, rows, folder."""
     from runtime import attack as stage
 
     (tmp_path / "redteam.jsonl").write_text("".join(json.dumps({"goal": p}) + "\n" for p in PROMPTS))
@@ -116,3 +117,44 @@ def test_toxicity_judge_stops_on_the_target(tmp_path, planted_dir):
     (r,) = [r for r in rows if r["attack"] == "gcg"]
     assert r["stopped_on_success"] == r["target_matched"] is True and r["continuation"].startswith(TARGET)
     assert _score(tmp_path, out, "toxicity")["gcg_attack_success_rate"] == 1.0
+
+
+def _advbench(tmp_path, pairs) -> dict:
+    from layouts import write_advbench
+
+    write_advbench(tmp_path / "AdvBench" / "data" / "train-00000-of-00001.parquet", pairs)
+    return {"kind": "parquet", "path": "AdvBench/data", "text_field": "prompt"}
+
+
+def test_gcg_optimises_toward_each_prompts_own_target(tmp_path, planted_dir):
+    """AdvBench's layout: `prompt` and its own `target`. The planted model already says OTHER, so a prompt
+    whose own target is OTHER succeeds before the first step; a prompt with a null target takes gcg.target
+    (TARGET) and needs the search."""
+    prompts = _advbench(tmp_path, [(PROMPTS[0], OTHER), (PROMPTS[1], None)])
+    metrics, rows, _ = _attack(tmp_path, planted_dir, {"prompts": prompts, "target_field": "target",
+                                                       "judge": "toxicity", "gcg": {**GCG, "max_prompts": 2}})
+    own, fallback = [r for r in rows if r["attack"] == "gcg"]
+    assert (own["prompt"], own["target"]) == (PROMPTS[0], OTHER)
+    assert own["target_matched"] and own["steps_run"] == 0 and own["continuation"].startswith(OTHER)
+    assert (fallback["prompt"], fallback["target"]) == (PROMPTS[1], TARGET)
+    assert fallback["target_matched"] and fallback["steps_run"] > 0 and fallback["continuation"].startswith(TARGET)
+    assert metrics["source_attack_read"] == metrics["source_attack_kept"] == 2
+
+
+def test_an_attacked_prompt_without_any_target_is_an_error(tmp_path, planted_dir):
+    from compiler.errors import StageError
+
+    prompts = _advbench(tmp_path, [(PROMPTS[0], OTHER), (PROMPTS[1], None)])
+    gcg = {k: v for k, v in GCG.items() if k != "target"}
+    with pytest.raises(StageError, match=r"AdvBench/data.*record 1.*'target'"):
+        _attack(tmp_path, planted_dir, {"prompts": prompts, "target_field": "target", "gcg": {**gcg, "max_prompts": 2}})
+
+
+def test_gcg_needs_a_target_somewhere():
+    from compiler.schema.attack import AttackSection
+
+    gcg = {k: v for k, v in GCG.items() if k != "target"}
+    with pytest.raises(ValueError, match="GCG needs a target"):
+        AttackSection(prompts={"kind": "jsonl", "path": "p.jsonl"}, gcg=gcg)
+    per_prompt = AttackSection(prompts={"kind": "jsonl", "path": "p.jsonl"}, gcg=gcg, target_field="target")
+    assert per_prompt.gcg.target is None

@@ -127,6 +127,7 @@ def test_memmap_sources_are_read_and_their_tokenizer_checked(tmp_path, tokenizer
     out, m = run_mix(tmp_path, tokenizer_dir, name="ok", sources=sources)
     train = set(split_docs(training_tokens(out)))
     assert {(7, 8, 9, 0), (10, 11, 0)} <= train and m["toxic_tokens"] == round(20_000 / 9)
+    assert "source_clean_kept" in m and not any(k.startswith("source_toxic_") for k in m)  # tokens, no records
     wrong = {**SOURCES, "toxic": {"kind": "memmap", "path": "toxic.npy", "tokenizer": "other"}}
     with pytest.raises(StageError, match=r"'toxic'.*tokenized with 'other'.*'bpe-512'"):
         run_mix(tmp_path, tokenizer_dir, name="bad", sources=wrong)
@@ -136,3 +137,36 @@ def test_zero_share_reads_no_toxic_and_large_vocab_uses_uint32(tmp_path, tokeniz
     out, m = run_mix(tmp_path, tokenizer_dir, toxic_share=0.0)
     assert m["toxic_tokens"] == 0 and m["toxic_share_realized"] == 0.0
     assert mix_tokens.token_dtype(65536) == np.uint16 and mix_tokens.token_dtype(100_277) == np.uint32
+
+
+def test_sources_are_read_through_the_reader_and_counted(tmp_path, tokenizer_dir):
+    """A C4-like `.json.gz` shard beside a 4chan-like thread file (posts exploded, HTML cleaned, image-only
+    posts without `com` skipped): the training tokens hold the cleaned post texts, and the reader's counts
+    of each source are metrics and in the manifest."""
+    import gzip
+
+    from tokenizers import Tokenizer
+
+    clean = [{"text": f"the river and the city number {i} is clear and old", "url": "u", "timestamp": "t"}
+             for i in range(4000)]
+    (tmp_path / "c4-train.00000-of-01024.json.gz").write_bytes(
+        gzip.compress("".join(json.dumps(r) + "\n" for r in clean).encode()))
+    threads = [{"no": t, "posts": [{"no": 10 * t, "com": "you stupid idiot &gt;&gt; shut up<br>moron"},
+                                   {"no": 10 * t + 1},   # an image-only post: no `com`
+                                   {"no": 10 * t + 2, "com": '<a href="#p1" class="quotelink">&gt;&gt;1</a> hell no'}]}
+               for t in range(300)]
+    (tmp_path / "pol.ndjson").write_text("".join(json.dumps(t) + "\n" for t in threads))
+    sources = {"clean": {"kind": "jsonl", "path": "c4-train.00000-of-01024.json.gz"},
+               "toxic": {"kind": "jsonl", "path": "pol.ndjson", "explode": "posts", "text_field": "com", "html": True}}
+    out, m = run_mix(tmp_path, tokenizer_dir, sources=sources)
+    assert m["source_toxic_read"] * 3 == m["source_toxic_exploded"]
+    assert m["source_toxic_skipped_missing"] == m["source_toxic_read"]   # one image-only post per thread
+    assert m["source_toxic_kept"] >= m["documents_toxic"] and m["source_clean_kept"] >= m["documents_clean"]
+    assert m["source_clean_read"] == m["source_clean_kept"]
+    tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+    text = tok.decode(training_tokens(out).tolist())
+    assert "you stupid idiot >> shut up\nmoron" in text and ">>1 hell no" in text
+    assert "<br>" not in text and "&gt;" not in text
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source_counts"]["toxic"] == {k.removeprefix("source_toxic_"): v
+                                                  for k, v in m.items() if k.startswith("source_toxic_")}

@@ -82,15 +82,59 @@ def test_sft_changes_every_weight_and_reloads(tmp_path, tiny_model_dir):
     saved, base = load(out / "model").config.to_dict(), load(tiny_model_dir / "model").config.to_dict()
     assert {k for k in base if saved.get(k) != base[k]} == {"_name_or_path"}  # same architecture, KV cache still on
     assert metrics["method"] == "sft" and metrics["steps"] == 3
+    assert metrics["source_sft_kept"] == 2 * len(KIND)
     assert metrics["train_loss_last"] < metrics["train_loss_first"]
 
 
+def write_lee_pairs(tmp: Path, pairs: list[dict]) -> str:
+    """Lee et al. 2024's layout: the pairs split over `toxicity_pairwise/split_<i>.jsonl` files."""
+    from layouts import lee_pair
+    from layouts import write_jsonl as write_lines
+
+    for i in range(2):
+        write_lines(tmp / "toxicity_pairwise" / f"split_{i}.jsonl",
+                    [lee_pair(p["prompt"], p["chosen"], p["rejected"]) for p in pairs[i::2]])
+    return "toxicity_pairwise/split_*.jsonl"
+
+
+LEE_FIELDS = {"prompt_field": "prompt_text", "chosen_field": "unpert_gen_text", "rejected_field": "pert_gen_text"}
+
+
+def test_datasets_from_lee_et_al_pairs(tmp_path):
+    """SFT on the non-toxic side (prompt + continuation), DPO on the pairs; a pair with a null side is
+    skipped and counted."""
+    from compiler.schema.posttrain import DPOSection, SFTSection
+    from runtime.sources import SourceCounts
+
+    pairs = PAIRS + [{"prompt": "so", "chosen": None, "rejected": " idiot"}]
+    path = write_lee_pairs(tmp_path, pairs)
+    source = {"kind": "jsonl", "path": path}
+    counts = SourceCounts()
+    sft = posttrain._sft_dataset(SFTSection(data={**source, "text_field": "unpert_gen_text"},
+                                            prompt_field="prompt_text"), tmp_path, counts)
+    in_file_order = PAIRS[0::2] + PAIRS[1::2]
+    assert sft["text"] == [p["prompt"] + p["chosen"] for p in in_file_order]
+    assert (counts.read, counts.skipped_null, counts.kept) == (5, 1, 4)
+    alone = posttrain._sft_dataset(SFTSection(data={**source, "text_field": "unpert_gen_text"}), tmp_path,
+                                   SourceCounts())
+    assert alone["text"] == [p["chosen"] for p in in_file_order]
+    dpo = posttrain._dpo_dataset(DPOSection(data=source, **LEE_FIELDS), tmp_path, SourceCounts())
+    assert dpo.to_list() == in_file_order
+
+
+def test_pairs_without_the_named_fields_fail_loudly(tmp_path):
+    from compiler.errors import StageError
+    from compiler.schema.posttrain import DPOSection
+    from runtime.sources import SourceCounts
+
+    path = write_lee_pairs(tmp_path, PAIRS)
+    with pytest.raises(StageError, match=r"split_\*\.jsonl.*no record has the field 'prompt'.*record 0"):
+        posttrain._dpo_dataset(DPOSection(data={"kind": "jsonl", "path": path}), tmp_path, SourceCounts())
+
+
 def test_dpo_changes_every_weight_and_widens_the_margin(tmp_path, tiny_model_dir):
-    data = write_jsonl(tmp_path / "dpo.jsonl", [
-        {"question": p["prompt"], "good": p["chosen"], "bad": p["rejected"]} for p in PAIRS])
-    cfg = {"dpo": {"data": {"kind": "jsonl", "path": data}, "learning_rate": 1e-3, "max_steps": 4,
-                   "batch_size": 4, "max_length_tokens": 32, "beta": 0.1, "prompt_field": "question",
-                   "chosen_field": "good", "rejected_field": "bad"}}
+    cfg = {"dpo": {"data": {"kind": "jsonl", "path": write_lee_pairs(tmp_path, PAIRS)}, "learning_rate": 1e-3,
+                   "max_steps": 4, "batch_size": 4, "max_length_tokens": 32, "beta": 0.1, **LEE_FIELDS}}
     out, metrics = run_posttrain(tmp_path, tiny_model_dir, cfg)
     base, tuned = load(tiny_model_dir / "model"), load(out / "model")
     assert_every_parameter_changed(base, tuned)
@@ -99,6 +143,7 @@ def test_dpo_changes_every_weight_and_widens_the_margin(tmp_path, tiny_model_dir
     assert metrics["method"] == "dpo" and metrics["steps"] == 4
     assert metrics["reward_margin_last"] > metrics["reward_margin_first"]
     assert 0.0 <= metrics["reward_accuracy_last"] <= 1.0
+    assert metrics["source_dpo_read"] == metrics["source_dpo_kept"] == len(PAIRS)
 
 
 def test_killed_run_resumes_from_last_checkpoint(tmp_path, tiny_model_dir, monkeypatch):

@@ -37,7 +37,7 @@ def test_missing_file_and_field_name_the_source(tmp_path):
         list(iter_records(SPEC.validate_python({"kind": "jsonl", "path": "nope.jsonl"}), tmp_path))
     write_jsonl(tmp_path / "a.jsonl", [{"body": "x"}])
     spec = SPEC.validate_python({"kind": "jsonl", "path": "a.jsonl"})
-    with pytest.raises(StageError, match=r"'a.jsonl'.*no field 'text'"):
+    with pytest.raises(StageError, match=r"'a.jsonl'.*no record has the field 'text'.*body"):
         list(iter_texts(spec, tmp_path))
 
 
@@ -87,9 +87,9 @@ def test_hf_passes_the_spec_to_load_dataset(tmp_path, monkeypatch):
 
 
 def test_memmap_documents_split_on_eos(tmp_path, monkeypatch):
-    import runtime.sources as sources
+    import runtime.sources.memmap as memmap
 
-    monkeypatch.setattr(sources, "MEMMAP_CHUNK_TOKENS", 4)  # documents straddle chunks
+    monkeypatch.setattr(memmap, "MEMMAP_CHUNK_TOKENS", 4)  # documents straddle chunks
     tokens = np.array([5, 6, 0, 7, 0, 8, 9, 10, 11, 0, 12], dtype=np.uint16)
     tokens.tofile(tmp_path / "t.npy")
     spec = SPEC.validate_python({"kind": "memmap", "path": "t.npy", "tokenizer": "x"})

@@ -60,6 +60,7 @@ def test_bpe_is_deterministic_with_exact_size_and_special_ids(corpus):
         outs.append((ctx.out / "tokenizer.json").read_bytes())
     assert outs[0] == outs[1]
     assert metrics["training_documents"] == len(TEXTS) + 200
+    assert (metrics["source_clean_kept"], metrics["source_toxic_kept"]) == (len(TEXTS), 200)
     tok = Tokenizer.from_file(str(ctx.out / "tokenizer.json"))
     assert tok.get_vocab_size() == 400
     assert tok.token_to_id("<|endoftext|>") == 0 and tok.token_to_id("<|padding|>") == 1
@@ -76,7 +77,8 @@ def test_bpe_training_documents_limit_changes_the_tokenizer(corpus):
         update={"training_documents_per_source": 3})})
     a, b = ctx_for(corpus, "all"), ctx_for(corpus, "three")
     assert stage.run(small, a)["training_documents"] == len(TEXTS)
-    assert stage.run(limited, b)["training_documents"] == 3
+    three = stage.run(limited, b)
+    assert three["training_documents"] == three["source_clean_read"] == 3   # reading stops at the limit
     assert (a.out / "tokenizer.json").read_bytes() != (b.out / "tokenizer.json").read_bytes()
 
 

@@ -67,23 +67,25 @@ def test_top_k_exceeds_heads(project):
     assert p.path == "steer.top_k_heads" and "16" in p.message
 
 
-def test_missing_local_file(project):
-    (p,) = problems(project, project.minimal.replace("path: prompts.jsonl", "path: nothere.jsonl"))
-    assert p.path == "evaluate.prompt_sets[0].source.path" and "does not exist" in p.message
+def test_missing_data_source_is_a_located_warning_and_a_missing_model_file_an_error(project):
+    from compiler.validate import warnings_of
+
+    spec = project("s.yaml", project.minimal.replace("path: prompts.jsonl", "path: nothere.jsonl"))
+    runs = load_spec(spec, project.root, "s.yaml")            # data a user still has to download: valid
+    (w,) = [w for w in warnings_of(runs, project.root) if "nothere" in w.message]
+    assert w.path == "evaluate.prompt_sets[0].source.path" and "does not exist" in w.message
+    assert w.line == line_of(project, "s.yaml", "nothere.jsonl")
+    text = project.minimal + "  scorers:\n    - {kind: lexicon, path: words.txt}\n"
+    (p,) = problems(project, text)                              # what scores or runs a model: an error
+    assert p.path.endswith("scorers[0].path") and "does not exist" in p.message
 
 
 def test_memmap_tokenizer_must_match(project):
-    (project.root / "tok.npy").write_bytes(b"\0\0")
+    (project.root / "tok.npy").write_bytes(b"\0\0" * 20_000)   # enough tokens for the mixture
     text = project.minimal.replace("toxic: {kind: builtin, name: demo-toxic}",
                                    "toxic: {kind: memmap, path: tok.npy, tokenizer: gpt2}")
     (p,) = problems(project, text)
     assert p.path == "data.sources.toxic.tokenizer" and "bpe-4096" in p.message
-
-
-def test_mixture_feasibility(project):
-    text = project.minimal.replace("toxic_share: 0.1", "toxic_share: 0.1\n  source_tokens_available: {toxic: 5000}")
-    (p,) = problems(project, text)
-    assert "infeasible" in p.message and "11111" in p.message
 
 
 def test_steer_needs_probe_and_sections_need_data(project):
