@@ -101,7 +101,7 @@ def load_examples(data: LabelledData, ctx: StageContext, counts: SourceCounts | 
     The source's reader gives the records (dotted fields, explode, cleaning, filters, sampling; texts
     null, absent or empty skipped and counted in `counts`); the label and attribute fields are dotted
     paths too, and a kept record without one is an error naming the source, the record and the field."""
-    from runtime.sources import describe, field_value, iter_records
+    from runtime.sources import describe, field_value, iter_records, required_value
 
     source = data.source
     text_field = getattr(source, "text_field", "text")  # a memmap has none: iter_records rejects it
@@ -119,20 +119,6 @@ def load_examples(data: LabelledData, ctx: StageContext, counts: SourceCounts | 
     if not out:
         raise StageError(f"{describe(source)}: no labelled examples")
     return out
-
-
-def required_value(record: dict, field: str, where: str):
-    """The value at a dotted field of a record that is not its text (a label, an attribute, a flag):
-    absent or null is the data's error, raised naming `where` and the field, never a silent skip."""
-    from runtime.sources import field_value
-
-    try:
-        value = field_value(record, field)
-    except KeyError:
-        value = None
-    if value is None:
-        raise StageError(f"{where} has no value for field {field!r} (fields: {sorted(record)})")
-    return value
 
 
 def binarise(value, data: LabelledData, where: str) -> int:

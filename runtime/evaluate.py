@@ -92,7 +92,7 @@ def with_interval(name: str, units, statistic: Statistic, boot: BootstrapSection
 def load_prompts(ps: PromptSet, root: Path, counts: SourceCounts | None = None) -> tuple[list[str], list[bool] | None]:
     """Prompt texts of a set (the source's reader: dotted `text_field`, cleaning, filters, sampling) and,
     when `challenging_field` is given, its challenging flags (RTP's top-level `challenging`)."""
-    from runtime.activations import required_value
+    from runtime.sources import required_value
     from runtime.sources import describe, field_value, iter_records
 
     text_field = getattr(ps.source, "text_field", "text")  # a memmap has none: iter_records rejects it

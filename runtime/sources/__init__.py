@@ -18,8 +18,8 @@ from __future__ import annotations
 from .clean import clean_text
 from .memmap import iter_memmap_documents
 from .pipeline import describe, iter_records, iter_texts
-from .records import SourceCounts, field_value
+from .records import SourceCounts, field_value, required_value
 
 __all__ = [
-    "SourceCounts", "clean_text", "describe", "field_value", "iter_memmap_documents", "iter_records", "iter_texts",
+    "SourceCounts", "clean_text", "describe", "field_value", "iter_memmap_documents", "iter_records", "iter_texts", "required_value",
 ]

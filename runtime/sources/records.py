@@ -237,3 +237,16 @@ def sample_records(stream: Iterable[Positioned], sample: RecordSample, counts: S
     counts.sampled_out += sum(seen.values()) - len(chosen)
     for _, _, item in sorted(chosen, key=lambda e: e[1]):
         yield item
+
+
+def required_value(record: dict[str, Any], field: str, where: str) -> Any:
+    """The value at a dotted field of a record that is not its text (a label, an attribute, a flag):
+    absent or null is the data's error, raised naming `where` and the field, never a silent skip."""
+    try:
+        value = field_value(record, field)
+    except KeyError:
+        value = None
+    if value is None:
+        raise StageError(f"{where} has no value for field {field!r} (fields: {sorted(record)})")
+    return value
+
