@@ -118,7 +118,7 @@ def execute(envelope: dict[str, Any], module: Any, *, rank_zero: Callable[[], bo
             f"{stage_id} was planned with {kind} VERSION {envelope['version']} but the code is "
             f"VERSION {module.VERSION}: recompile the spec (snakemake does it on its next parse)"
         )
-    cfg = module.Config.model_validate(envelope["config"])
+    cfg = validated_config(envelope, module)
     root = Path(envelope["root"])
     final = root / envelope["output"]
     tmp = root / "results" / ".tmp" / kind / stage_id
@@ -148,6 +148,28 @@ def execute(envelope: dict[str, Any], module: Any, *, rank_zero: Callable[[], bo
     publish(tmp, final)
     shutil.rmtree(work, ignore_errors=True)
     return final
+
+
+def validated_config(envelope: dict[str, Any], module: Any) -> Any:
+    """The stage config, validated by the stage's own model, and proven to be the config its id names: an
+    edited stage JSON (a value the spec would reject, or any other change to what the id covers) must not
+    run and publish under the original id."""
+    from pydantic import ValidationError
+
+    from compiler.ids import stage_id
+
+    kind, claimed = envelope["kind"], envelope["id"]
+    try:
+        cfg = module.Config.model_validate(envelope["config"])
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise StageError(f"{claimed}: its stage config is not valid ({problems}); recompile the spec") from None
+    inputs = {name: Path(path).name for name, path in envelope["inputs"].items()}
+    actual = stage_id(kind, module.VERSION, cfg.id_json(), inputs, envelope.get("files", {}))
+    if actual != claimed:
+        raise StageError(f"{claimed}: its stage config was changed after compilation (its content is {actual}); "
+                         "edit the spec and recompile instead of the stage JSON")
+    return cfg
 
 
 def peak_memory() -> dict[str, int]:

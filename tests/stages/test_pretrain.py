@@ -47,15 +47,22 @@ def write_artifacts(root: Path, *, n_documents: int = 400, seed: int = 0) -> dic
     return {"tokenizer": "results/tokenizer/t", "mix": "results/mix/m"}
 
 
-def envelope(root: Path, inputs: dict[str, str], *, stage_id: str = "pretrain-test", max_steps: int = 12,
-             seed: int = 0, model: dict[str, Any] | None = None, train: dict[str, Any] | None = None,
-             ) -> dict[str, Any]:
-    """A stage JSON as the compiler writes it."""
+def envelope(root: Path, inputs: dict[str, str], *, max_steps: int = 12, seed: int = 0,
+             model: dict[str, Any] | None = None, train: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A stage JSON as the compiler writes it, with the content id of its config (the runtime checks it)."""
+    from compiler.ids import stage_id
+    from runtime import pretrain
+
     info = json.loads((root / inputs["tokenizer"] / "info.json").read_text())
     config = dict(model=model or TINY_MODEL, vocab=info, train={**TINY_TRAIN, **(train or {})},
                   max_steps=max_steps, seed=seed)
-    return {"kind": "pretrain", "id": stage_id, "version": 1, "config": config, "inputs": inputs,
-            "output": f"results/pretrain/{stage_id}", "root": str(root), "resources": {"threads": 1}}
+    try:
+        sid = stage_id("pretrain", pretrain.VERSION, pretrain.Config.model_validate(config).id_json(),
+                       {k: Path(v).name for k, v in inputs.items()})
+    except ValueError:                       # a config the stage refuses: the test expects that refusal
+        sid = "pretrain-invalid"
+    return {"kind": "pretrain", "id": sid, "version": pretrain.VERSION, "config": config, "inputs": inputs,
+            "output": f"results/pretrain/{sid}", "root": str(root), "resources": {"threads": 1}}
 
 
 def run_stage(root: Path, env: dict[str, Any]) -> Path:
@@ -103,12 +110,15 @@ def test_training_lowers_loss_and_writes_the_contract(uninterrupted):
     assert not (root / "results/.work/pretrain/pretrain-test").exists()  # checkpoints removed after success
 
 
-def test_resume_after_crash_reaches_the_same_loss(uninterrupted, monkeypatch):
+def test_resume_after_crash_reaches_the_same_loss(uninterrupted, tmp_path, monkeypatch):
     """Crash right after the step-8 checkpoint; the rerun resumes from it and ends where the clean run did."""
     from runtime import olmo_train
 
-    root, inputs, clean_out = uninterrupted
-    env = envelope(root, inputs, stage_id="pretrain-resume")
+    _, _, clean_out = uninterrupted
+    root = tmp_path                          # the same instance as the clean run, in a project of its own
+    inputs = write_artifacts(root)
+    env = envelope(root, inputs)
+    work = root / "results/.work/pretrain" / env["id"]
     real_save = olmo_train.save_checkpoint
     saved_steps: list[int] = []
 
@@ -122,8 +132,8 @@ def test_resume_after_crash_reaches_the_same_loss(uninterrupted, monkeypatch):
     with pytest.raises(RuntimeError, match="injected crash"):
         run_stage(root, env)
     assert saved_steps == [4, 8]
-    assert (root / "results/.work/pretrain/pretrain-resume/step-00000008.pt").exists()
-    assert not (root / "results/pretrain/pretrain-resume").exists()
+    assert (work / "step-00000008.pt").exists()
+    assert not (root / env["output"]).exists()
 
     monkeypatch.setattr(olmo_train, "save_checkpoint", real_save)
     resumed_from: list[int] = []
@@ -145,7 +155,7 @@ def test_unexportable_architecture_is_refused_before_training(tmp_path):
     env = envelope(tmp_path, inputs, model={**TINY_MODEL, "layer_norm_with_affine": True})
     with pytest.raises(StageError, match="layer_norm_with_affine"):
         run_stage(tmp_path, env)
-    assert not list((tmp_path / "results/.work/pretrain/pretrain-test").glob("step-*.pt"))
+    assert not list((tmp_path / "results/.work/pretrain" / env["id"]).glob("step-*.pt"))
 
 
 @pytest.mark.slow
@@ -158,7 +168,7 @@ def test_two_process_torchrun_matches_one_process(uninterrupted, strategy):
     loss within 1e-4 relative (observed: identical to all digits on this CPU).
     """
     root, inputs, clean_out = uninterrupted
-    env = envelope(root, inputs, stage_id=f"pretrain-{strategy}", train={"distributed_strategy": strategy})
+    env = envelope(root, inputs, train={"distributed_strategy": strategy})
     config = root / f"{strategy}.json"
     config.write_text(json.dumps(env))
     proc = subprocess.run(

@@ -6,6 +6,7 @@ import pytest
 
 from compiler.errors import StageError
 from compiler.schema.base import StrictModel
+from compiler.ids import stage_id
 from runtime.stage import execute
 
 
@@ -17,16 +18,19 @@ def module(run, version=1):
     return types.SimpleNamespace(VERSION=version, Config=Config, run=run)
 
 
+TOY_ID = stage_id("toy", 1, Config(value=3).id_json(), {})
+
+
 def envelope(tmp_path, **over):
-    env = {"kind": "toy", "id": "toy-0123456789ab", "version": 1, "config": {"value": 3},
-           "inputs": {}, "output": "results/toy/toy-0123456789ab", "root": str(tmp_path), "resources": {"threads": 2}}
+    env = {"kind": "toy", "id": TOY_ID, "version": 1, "config": {"value": 3},
+           "inputs": {}, "output": f"results/toy/{TOY_ID}", "root": str(tmp_path), "resources": {"threads": 2}}
     env.update(over)
     return env
 
 
 def test_success_publishes_metrics_and_manifest_last(tmp_path):
     def run(cfg, ctx):
-        assert ctx.out != tmp_path / "results/toy/toy-0123456789ab" and ctx.threads == 2
+        assert ctx.out != tmp_path / "results/toy" / TOY_ID and ctx.threads == 2
         (ctx.out / "artifact.txt").write_text(str(cfg.value))
         ballast = bytearray(64 * 2**20)          # touch 64 MiB: the recorded peak memory must see it
         ballast[::4096] = b"x" * len(ballast[::4096])
@@ -38,8 +42,8 @@ def test_success_publishes_metrics_and_manifest_last(tmp_path):
     manifest = json.loads((final / "stage.json").read_text())
     assert manifest["config"] == {"value": 3} and manifest["version"] == 1 and "packages" in manifest
     assert manifest["seconds"] >= 0 and manifest["peak_rss_mb"] >= 64
-    assert not (tmp_path / "results/.tmp/toy/toy-0123456789ab").exists()
-    assert not (tmp_path / "results/.work/toy/toy-0123456789ab").exists()
+    assert not (tmp_path / "results/.tmp/toy" / TOY_ID).exists()
+    assert not (tmp_path / "results/.work/toy" / TOY_ID).exists()
 
 
 def test_failure_leaves_no_output_but_keeps_work_for_resume(tmp_path):
@@ -50,8 +54,8 @@ def test_failure_leaves_no_output_but_keeps_work_for_resume(tmp_path):
 
     with pytest.raises(RuntimeError):
         execute(envelope(tmp_path), module(run))
-    assert not (tmp_path / "results/toy/toy-0123456789ab").exists()
-    assert (tmp_path / "results/.work/toy/toy-0123456789ab/checkpoint").read_text() == "step 5"
+    assert not (tmp_path / "results/toy" / TOY_ID).exists()
+    assert (tmp_path / "results/.work/toy" / TOY_ID / "checkpoint").read_text() == "step 5"
 
     def resume(cfg, ctx):
         return {"resumed_from": (ctx.work / "checkpoint").read_text()}
@@ -62,7 +66,7 @@ def test_failure_leaves_no_output_but_keeps_work_for_resume(tmp_path):
 
 
 def test_snakemake_precreated_empty_folder_is_replaced(tmp_path):
-    (tmp_path / "results/toy/toy-0123456789ab").mkdir(parents=True)
+    (tmp_path / "results/toy" / TOY_ID).mkdir(parents=True)
     final = execute(envelope(tmp_path), module(lambda cfg, ctx: {}))
     assert (final / "stage.json").exists()
 
@@ -78,8 +82,14 @@ def test_version_mismatch_is_refused(tmp_path):
         execute(envelope(tmp_path), module(lambda cfg, ctx: {}, version=2))
 
 
-def test_config_is_revalidated(tmp_path):
-    from pydantic import ValidationError
+def test_config_is_revalidated_with_a_clear_error(tmp_path):
+    for bad in ({"value": 3, "typo": 1}, {"value": "three"}):
+        with pytest.raises(StageError, match="not valid") as e:
+            execute(envelope(tmp_path, config=bad), module(lambda cfg, ctx: {}))
+        assert "value" in str(e.value) or "typo" in str(e.value)
 
-    with pytest.raises(ValidationError):
-        execute(envelope(tmp_path, config={"value": 3, "typo": 1}), module(lambda cfg, ctx: {}))
+
+def test_an_edited_stage_config_does_not_run_under_its_old_id(tmp_path):
+    with pytest.raises(StageError, match="changed after compilation"):
+        execute(envelope(tmp_path, config={"value": 4}), module(lambda cfg, ctx: {}))
+    assert not (tmp_path / "results/toy" / TOY_ID).exists()
