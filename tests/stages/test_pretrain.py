@@ -160,14 +160,16 @@ def test_unexportable_architecture_is_refused_before_training(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_process_torchrun_matches_one_process(uninterrupted, strategy):
+def test_two_process_torchrun_matches_one_process(uninterrupted, strategy, tmp_path):
     """`torchrun --nproc_per_node 2` over gloo follows the 1-process loss curve.
 
     Both runs see the same global batches (rank r reads indices r::2 of each batch), start from the same
     CPU init and average gradients over ranks, so they agree up to float summation order: each step's
     loss within 1e-4 relative (observed: identical to all digits on this CPU).
     """
-    root, inputs, clean_out = uninterrupted
+    _, _, clean_out = uninterrupted
+    root = tmp_path                # the process layout is not in the id: a project of its own
+    inputs = write_artifacts(root)
     env = envelope(root, inputs, train={"distributed_strategy": strategy})
     config = root / f"{strategy}.json"
     config.write_text(json.dumps(env))
