@@ -112,7 +112,7 @@ def _resolved(plan: Plan) -> str:
     return _obj({"base": first.full_json(), "runs": _j({r.name: r.axes for r in plan.runs})})
 
 
-RULE_VALUES = ("threads", "mem_mb", "runtime_minutes", "gpus", "launcher")
+RULE_VALUES = ("threads", "mem_mb", "runtime_minutes", "gpus", "nodes", "launcher")
 """Per-instance rule values. Rendered as literals when every instance of a kind agrees (the usual
 case), else as a lookup function: Snakemake evaluates functions per job, which costs parse time."""
 

@@ -3,6 +3,13 @@
 # build/stages/{id}.json. Inputs (and resources that differ between instances of a kind) come from
 # the plan through MIXSTEER; no spec text is ever written here. Wall time and peak memory of each
 # job are recorded in its stage.json (no `benchmark:` file: it costs every job of a dry run).
+# Resources use the names snakemake-executor-plugin-slurm reads: `gpu` (the whole job's GPUs), `nodes`,
+# `tasks` (one per node: it starts that node's torchrun), `tasks_per_gpu=0` (no task per GPU),
+# `cpus_per_task`, `mem_mb`, `runtime`, `slurm_partition`. Locally only `threads`, `mem_mb` and `runtime`
+# matter. The partition comes from the workflow config (`slurm_gpu_partition` for stages with GPUs,
+# `slurm_cpu_partition` for the rest; profiles/slurm/partitions.yaml); "" leaves it to the cluster.
+
+from compiler.slurm import job_gpus, slurm_partition
 
 
 rule tokenizer:
@@ -18,7 +25,12 @@ rule tokenizer:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
+        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks_per_gpu=0,
+        cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
+        slurm_partition=slurm_partition(config, lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
     wildcard_constraints:
         id="tokenizer-[0-9a-f]{12}",
     conda:
@@ -39,7 +51,12 @@ rule mix:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
+        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks_per_gpu=0,
+        cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
+        slurm_partition=slurm_partition(config, lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
     wildcard_constraints:
         id="mix-[0-9a-f]{12}",
     conda:
@@ -60,7 +77,12 @@ rule pretrain:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
+        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks_per_gpu=0,
+        cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
+        slurm_partition=slurm_partition(config, lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
     wildcard_constraints:
         id="pretrain-[0-9a-f]{12}",
     conda:
@@ -81,7 +103,12 @@ rule activations:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
+        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks_per_gpu=0,
+        cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
+        slurm_partition=slurm_partition(config, lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
     wildcard_constraints:
         id="activations-[0-9a-f]{12}",
     conda:
@@ -102,7 +129,12 @@ rule probe:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
+        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks_per_gpu=0,
+        cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
+        slurm_partition=slurm_partition(config, lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
     wildcard_constraints:
         id="probe-[0-9a-f]{12}",
     conda:
@@ -123,7 +155,12 @@ rule steer:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
+        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks_per_gpu=0,
+        cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
+        slurm_partition=slurm_partition(config, lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
     wildcard_constraints:
         id="steer-[0-9a-f]{12}",
     conda:
@@ -144,7 +181,12 @@ rule posttrain:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
+        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks_per_gpu=0,
+        cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
+        slurm_partition=slurm_partition(config, lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
     wildcard_constraints:
         id="posttrain-[0-9a-f]{12}",
     conda:
@@ -165,7 +207,12 @@ rule evaluate:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
+        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks_per_gpu=0,
+        cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
+        slurm_partition=slurm_partition(config, lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
     wildcard_constraints:
         id="evaluate-[0-9a-f]{12}",
     conda:
@@ -186,7 +233,12 @@ rule attack:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
+        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks_per_gpu=0,
+        cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
+        slurm_partition=slurm_partition(config, lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
     wildcard_constraints:
         id="attack-[0-9a-f]{12}",
     conda:
@@ -207,7 +259,12 @@ rule score:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
+        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks_per_gpu=0,
+        cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
+        slurm_partition=slurm_partition(config, lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
     wildcard_constraints:
         id="score-[0-9a-f]{12}",
     conda:
@@ -228,7 +285,12 @@ rule toy:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
+        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks_per_gpu=0,
+        cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
+        slurm_partition=slurm_partition(config, lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
     wildcard_constraints:
         id="toy-[0-9a-f]{12}",
     conda:
@@ -249,7 +311,12 @@ rule scorer_check:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
+        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks_per_gpu=0,
+        cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
+        slurm_partition=slurm_partition(config, lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
     wildcard_constraints:
         id="scorer_check-[0-9a-f]{12}",
     conda:
@@ -271,7 +338,12 @@ rule report:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
+        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks_per_gpu=0,
+        cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
+        slurm_partition=slurm_partition(config, lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
     wildcard_constraints:
         id="report-[0-9a-f]{12}",
     conda:
