@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from compiler.errors import MixsteerError
+from runtime.preempt import PREEMPTED_EXIT, Preempted
 from runtime.registry import STAGES, load_stage
 from runtime.stage import execute, read_envelope
 
@@ -27,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{args.config} is a {envelope['kind']} stage, not {args.stage}")
         module = load_stage(args.stage)
         out = execute(envelope, module, rank_zero=getattr(module, "is_rank_zero", lambda: True))
+    except Preempted as exc:
+        print(f"preempted: {exc}", file=sys.stderr)
+        return PREEMPTED_EXIT
     except MixsteerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
