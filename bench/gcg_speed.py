@@ -57,6 +57,7 @@ def main() -> None:
     import torch
 
     from runtime import attack
+    from runtime.preempt import StopSignals
     from runtime.stage import StageContext
 
     torch.set_num_threads(1)
@@ -65,7 +66,7 @@ def main() -> None:
         model_dir = demo_shaped_model(tmp / "m")
         cfg = attack.Config.model_validate({"attack": DEMO_ATTACK, "seed": 0})
         (tmp / "out").mkdir()
-        ctx = StageContext(kind="attack", stage_id="bench", root=ROOT, out=tmp / "out", work=tmp / "out",
+        ctx = StageContext(kind="attack", stage_id="bench", root=ROOT, out=tmp / "out", work=tmp / "work-run",
                            inputs={"model": model_dir}, threads=1)
         from runtime.generate import load_model
 
@@ -75,14 +76,15 @@ def main() -> None:
         t1 = _clock()
         attack.prompt_attack(cfg, model, tok, prompts)
         t2 = _clock()
-        attack.gcg_attack_rows(cfg, model, tok, prompts[:cfg.attack.gcg.max_prompts])
+        attack.gcg_attack_rows(cfg, model, tok, prompts[:cfg.attack.gcg.max_prompts], tmp / "work-gcg",
+                               StopSignals("attack"))  # never entered: no handlers, never asked to stop
         t3 = _clock()
         metrics = attack.run(cfg, ctx)
         t4 = _clock()
         g = cfg.attack.gcg
         rare = cfg.model_copy(update={"attack": cfg.attack.model_copy(
             update={"gcg": g.model_copy(update={"success_check_every": g.steps})})})
-        attack.gcg_attack_rows(rare, model, tok, prompts[:g.max_prompts])
+        attack.gcg_attack_rows(rare, model, tok, prompts[:g.max_prompts], tmp / "work-rare", StopSignals("attack"))
         t5 = _clock()
     print(f"demo-shaped model (4 layers, d 128, vocab 4096), 1 thread, {len(prompts)} red-team prompts, "
           f"GCG on {int(metrics['n_gcg_prompts'])} prompts × {cfg.attack.gcg.steps} steps × "

@@ -21,20 +21,31 @@ The row reports the best suffix seen and its greedy continuation; `current_losse
 the loss of the current suffix and the best loss so far, at init and after every step (for plotting).
 Metrics are scorer-free: counts, refusal rates, GCG losses, steps and target matches, and the reader's
 counts of the prompts source, `source_attack_<count>`.
+
+Resuming (`GCGProgress`, in `ctx.work`): each finished GCG prompt's row is appended to `gcg_rows.jsonl`
+(flushed and fsync'd), so a rerun skips the prompts already done; a torn last line (a kill mid-write) is
+reported and dropped. On SIGTERM / SIGUSR1 (`runtime.preempt`) the current GCG step ends, the search's
+state (`runtime.gcg.GCGState`, a few KB) goes to `gcg_state.json` and the stage raises `Preempted`; the
+rerun resumes that prompt mid-way, bit-identically. The prompt attack (one batched greedy pass) is redone.
 """
 from __future__ import annotations
 
 import json
+import os
+import sys
 from dataclasses import dataclass
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from compiler.errors import StageError
 from compiler.schema.attack import AttackSection
 from compiler.schema.base import StrictModel
+from runtime.preempt import StopSignals, resumed
 from runtime.stage import StageContext
 
 if TYPE_CHECKING:
+    from runtime.gcg import GCGState
     from runtime.sources import SourceCounts
 
 VERSION = 4
@@ -168,8 +179,85 @@ class SuffixCheck:
         return not self.row(suffix_ids)["refused"]
 
 
-def gcg_attack_rows(cfg: Config, model, tok, prompts: Sequence[RedTeamPrompt]) -> list[dict[str, Any]]:
-    """A GCG suffix per prompt (early stop on the judge's scorer-free check), then its greedy continuation."""
+class GCGProgress:
+    """The GCG prompts finished so far (`gcg_rows.jsonl`: one row per line, in prompt order) and the search
+    state of the one a stop signal interrupted (`gcg_state.json`), in the stage's work folder."""
+
+    def __init__(self, work: Path) -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        self.rows_path, self.state_path = work / "gcg_rows.jsonl", work / "gcg_state.json"
+
+    def finished(self, prompts: Sequence[RedTeamPrompt]) -> list[dict[str, Any]]:
+        """The rows written so far, checked against `prompts`; a torn last line is reported and cut off."""
+        if not self.rows_path.is_file():
+            return []
+        data = self.rows_path.read_bytes()
+        *lines, torn = data.split(b"\n")  # each row is written with its newline: anything after the last is torn
+        if torn:
+            print(f"attack: ignoring the torn last line of {self.rows_path} ({len(torn)} bytes, cut by a kill)",
+                  file=sys.stderr, flush=True)
+            os.truncate(self.rows_path, len(data) - len(torn))
+        rows = []
+        for i, line in enumerate(lines):
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            if not isinstance(row, dict) or row.get("prompt_index") != i or i >= len(prompts) \
+                    or row.get("prompt") != prompts[i].text:
+                raise StageError(f"{self.rows_path}:{i + 1} is not the GCG row of prompt {i} of this stage: "
+                                 f"delete {self.rows_path} (and {self.state_path.name}) to attack afresh")
+            rows.append(row)
+        return rows
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Add a finished prompt's row durably; the interrupted search it came from is done with."""
+        with open(self.rows_path, "ab") as f:
+            f.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+        self.state_path.unlink(missing_ok=True)
+
+    def save_state(self, index: int, state: GCGState) -> None:
+        """The search state of prompt `index`, written atomically (temp file, fsync, rename)."""
+        tmp = self.state_path.with_name(f".{self.state_path.name}.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"prompt_index": index, "state": state.to_json()}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.state_path)
+
+    def state_for(self, index: int) -> GCGState | None:
+        """The saved search state of prompt `index`, if the last stop interrupted that prompt."""
+        from runtime.gcg import GCGState
+
+        if not self.state_path.is_file():
+            return None
+        try:
+            saved = json.loads(self.state_path.read_text(encoding="utf-8"))
+            state = GCGState.from_json(saved["state"]) if saved["prompt_index"] == index else None
+        except (ValueError, KeyError, TypeError):
+            raise StageError(f"{self.state_path} is unreadable: delete it to restart that GCG prompt "
+                             "from its first step") from None
+        if state is None:  # that prompt finished before the kill removed its state
+            self.state_path.unlink()
+        return state
+
+
+def _save_on_stop(progress: GCGProgress, stop: StopSignals, index: int, total: int) -> Callable[[GCGState], None]:
+    """GCG's `after_step`: on a stop signal, save the search state of prompt `index` and stop."""
+    def after_step(state: GCGState) -> None:
+        if stop.requested():
+            progress.save_state(index, state)
+            stop.stop(f"GCG prompt {index} at step {state.step} ({index} of {total} prompts done) "
+                      f"in {progress.state_path.parent}")
+    return after_step
+
+
+def gcg_attack_rows(cfg: Config, model, tok, prompts: Sequence[RedTeamPrompt], work: Path,
+                    stop: StopSignals) -> list[dict[str, Any]]:
+    """A GCG suffix per prompt (early stop on the judge's scorer-free check), then its greedy continuation;
+    prompts finished by an earlier run are read back, an interrupted one resumes mid-way (`GCGProgress`)."""
     from tqdm.auto import tqdm
 
     from runtime.gcg import GCGSettings, allowed_token_mask, gcg_attack
@@ -179,15 +267,26 @@ def gcg_attack_rows(cfg: Config, model, tok, prompts: Sequence[RedTeamPrompt]) -
     settings = GCGSettings(g.suffix_tokens, g.steps, g.candidates_per_step, g.top_k_tokens, g.eval_batch_size,
                            success_check_every=g.success_check_every)
     allowed = allowed_token_mask(tok, model.get_input_embeddings().weight.shape[0])
-    rows = []
-    for i, p in enumerate(tqdm(prompts, desc="gcg prompts", unit="prompt")):
+    progress = GCGProgress(work)
+    rows = progress.finished(prompts)
+    first, n = len(rows), len(prompts)
+    state = progress.state_for(first)
+    if rows or state is not None:
+        resumed("attack", f"{first} of {n} GCG prompts" + (f", prompt {first} at step {state.step}" if state else ""))
+    for i in tqdm(range(first, n), desc="gcg prompts", unit="prompt", initial=first, total=n):
+        p = prompts[i]
         check = SuffixCheck(cfg, model, tok, p.text, p.target)
         r = gcg_attack(model, tok, p.text, p.target, settings, row_seed(g.seed, str(i), 0), allowed=allowed,
-                       succeeded=None if cfg.attack.judge == "toxicity" else check, desc=f"gcg {i}")
-        rows.append({"attack": "gcg", "prompt_index": i, **check.row(r.suffix_ids), "target": p.target,
-                     "suffix": r.suffix_text, "suffix_ids": r.suffix_ids, "loss": r.loss,
-                     "target_matched": r.target_matched, "steps_run": r.steps_run, "stopped_on_success": r.stopped_on_success,
-                     "current_losses": r.current_losses, "best_losses": r.best_losses})
+                       succeeded=None if cfg.attack.judge == "toxicity" else check, desc=f"gcg {i}",
+                       resume=state if i == first else None, after_step=_save_on_stop(progress, stop, i, n))
+        row = {"attack": "gcg", "prompt_index": i, **check.row(r.suffix_ids), "target": p.target,
+               "suffix": r.suffix_text, "suffix_ids": r.suffix_ids, "loss": r.loss,
+               "target_matched": r.target_matched, "steps_run": r.steps_run, "stopped_on_success": r.stopped_on_success,
+               "current_losses": r.current_losses, "best_losses": r.best_losses}
+        progress.append(row)
+        rows.append(row)
+        if stop.requested() and i + 1 < n:
+            stop.stop(f"{i + 1} of {n} GCG prompts in {progress.rows_path}")
     return rows
 
 
@@ -215,6 +314,11 @@ def summarize(prompt_rows: Sequence[dict], gcg_rows: Sequence[dict]) -> dict[str
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:
+    with StopSignals("attack") as stop:
+        return _attack(cfg, ctx, stop)
+
+
+def _attack(cfg: Config, ctx: StageContext, stop: StopSignals) -> dict:
     import torch
 
     from runtime.generate import load_model
@@ -226,7 +330,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     prompts = load_prompts(cfg.attack, ctx, counts)  # before the model: bad data fails at once
     model, tok = load_model(ctx.input("model") / "model")
     prompt_rows = prompt_attack(cfg, model, tok, prompts[:cfg.attack.max_prompts])
-    gcg_rows = gcg_attack_rows(cfg, model, tok, prompts[:cfg.attack.gcg.max_prompts]) \
+    gcg_rows = gcg_attack_rows(cfg, model, tok, prompts[:cfg.attack.gcg.max_prompts], ctx.work, stop) \
         if _gcg_on(cfg.attack) else []
     with open(ctx.out / "attacks.jsonl", "w", encoding="utf-8") as out:
         for row in prompt_rows + gcg_rows:

@@ -32,11 +32,16 @@ Candidates only use printable-ASCII, non-special tokens of the tokenizer (llm-at
 `allow_non_ascii=False`). Works with any HF causal LM whose input embedding is a plain lookup table, on
 whichever device the model sits on; all random draws come from a CPU `torch.Generator` seeded by the
 caller, so a seed fixes the result.
+
+Resuming: everything the search carries from one step to the next is a small `GCGState` (suffixes, losses,
+the generator's state), handed to `after_step` after every step; `gcg_attack(..., resume=state)` goes on
+from it exactly as the uninterrupted search would have (the attack stage saves it on a stop signal).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+import base64
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -82,6 +87,42 @@ class GCGResult:
     @property
     def steps_run(self) -> int:
         return len(self.current_losses) - 1
+
+
+@dataclass(frozen=True)
+class GCGState:
+    """The search after `step` steps: the current and best suffixes with their losses, the loss histories,
+    whether to stop (`stop`: the check passed; `unchecked`: the best improved since the last check), and
+    the candidate generator's state (`rng`, base64 of `torch.Generator.get_state()`). JSON-ready: floats
+    round-trip exactly through `json`."""
+
+    step: int
+    current: list[int]
+    current_loss: float
+    best: list[int]
+    best_loss: float
+    best_match: bool
+    current_losses: list[float]
+    best_losses: list[float]
+    stop: bool
+    unchecked: bool
+    rng: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "GCGState":
+        return cls(**data)
+
+    def generator(self) -> torch.Generator:
+        gen = torch.Generator()
+        gen.set_state(torch.frombuffer(bytearray(base64.b64decode(self.rng)), dtype=torch.uint8))
+        return gen
+
+
+def _rng_text(gen: torch.Generator) -> str:
+    return base64.b64encode(gen.get_state().numpy().tobytes()).decode("ascii")
 
 
 def allowed_token_mask(tok: PreTrainedTokenizerBase, vocab_rows: int) -> torch.Tensor:
@@ -200,9 +241,11 @@ def _distinct_new(candidates: list[list[int]], current: list[int]) -> list[list[
 def gcg_attack(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompt: str, target: str,
                settings: GCGSettings, seed: int, *, allowed: torch.Tensor | None = None,
                init_ids: list[int] | None = None, succeeded: SuccessCheck | None = None,
+               resume: GCGState | None = None, after_step: Callable[[GCGState], None] | None = None,
                desc: str = "gcg") -> GCGResult:
     """Optimise a suffix for `prompt` toward `target` (see the module docstring); `succeeded` is the
-    early-stop check (default: the greedy continuation is the target)."""
+    early-stop check (default: the greedy continuation is the target). `resume` goes on from a state
+    `after_step` was handed (same prompt, target, settings and seed); `after_step` may raise to stop."""
     device = next(model.parameters()).device
     vocab_rows = model.get_input_embeddings().weight.shape[0]
     if allowed is None:
@@ -214,23 +257,29 @@ def gcg_attack(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompt: str
     max_ctx = getattr(model.config, "max_position_embeddings", None)
     if max_ctx is not None and len(p_ids) + settings.suffix_tokens + len(t_ids) > max_ctx:
         raise ValueError(f"prompt + suffix + target exceed the model's {max_ctx} positions: {prompt[:60]!r}…")
-    n = settings.suffix_tokens
-    cur = init_ids if init_ids is not None else initial_suffix(tok, prompt, p_ids, n, allowed)
-    if len(cur) != n:
-        raise ValueError(f"init suffix has {len(cur)} tokens, expected {n}")
     prompt_t = torch.tensor([p_ids], device=device)
     target_t = torch.tensor([t_ids], device=device)
-    gen = torch.Generator().manual_seed(seed)
 
     def done(ids: list[int], matched: bool) -> bool:
         return settings.early_stop and (succeeded(ids) if succeeded is not None else matched)
 
-    loss, match = target_losses(model, prompt_t, torch.tensor([cur], device=device), target_t)
-    cur_loss = float(loss[0])
-    best, best_loss, best_match = cur, cur_loss, bool(match[0])
-    current_losses, best_losses = [cur_loss], [best_loss]
-    stop, unchecked = done(best, best_match), False
-    for step in tqdm(range(1, settings.steps + 1), desc=desc, unit="step", leave=False):
+    if resume is None:
+        n = settings.suffix_tokens
+        cur = init_ids if init_ids is not None else initial_suffix(tok, prompt, p_ids, n, allowed)
+        if len(cur) != n:
+            raise ValueError(f"init suffix has {len(cur)} tokens, expected {n}")
+        gen = torch.Generator().manual_seed(seed)
+        loss, match = target_losses(model, prompt_t, torch.tensor([cur], device=device), target_t)
+        cur_loss = float(loss[0])
+        best, best_loss, best_match = cur, cur_loss, bool(match[0])
+        current_losses, best_losses = [cur_loss], [best_loss]
+        stop, unchecked, first = done(best, best_match), False, 1
+    else:
+        cur, cur_loss, best, best_loss, best_match = (resume.current, resume.current_loss, resume.best,
+                                                      resume.best_loss, resume.best_match)
+        current_losses, best_losses = list(resume.current_losses), list(resume.best_losses)
+        stop, unchecked, first, gen = resume.stop, resume.unchecked, resume.step + 1, resume.generator()
+    for step in tqdm(range(first, settings.steps + 1), desc=desc, unit="step", leave=False):
         if stop:
             break
         suffix_t = torch.tensor(cur, device=device)
@@ -250,6 +299,9 @@ def gcg_attack(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompt: str
             stop, unchecked = done(best, best_match), False
         current_losses.append(cur_loss)
         best_losses.append(best_loss)
+        if after_step is not None:
+            after_step(GCGState(step, list(cur), cur_loss, list(best), best_loss, best_match, list(current_losses),
+                                list(best_losses), stop, unchecked, _rng_text(gen)))
     return GCGResult(suffix_ids=list(best), suffix_text=decode_suffix(tok, best), loss=best_loss,
                      target_matched=best_match, current_losses=current_losses, best_losses=best_losses,
                      stopped_on_success=stop)

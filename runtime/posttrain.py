@@ -6,12 +6,21 @@ a prompt field is set; DPO: `prompt_field` / `chosen_field` / `rejected_field`, 
 template ships with the tokenizer, so TRL tokenizes prompt + completion. A record with any of these
 fields absent, null or empty is skipped and counted. Writes: `model/` (HF checkpoint + the input's
 tokenizer files). Metrics: steps, first/last loss (DPO: reward margin and accuracy) and the reader's
-counts, `source_sft_<count>` or `source_dpo_<count>`. Checkpoints go to `ctx.work/<method>/`
-every `save_steps`; a rerun after a kill resumes from the last one. Its id changes with the method's
-section (data, hyperparameters) and the seed.
+counts, `source_sft_<count>` or `source_dpo_<count>`. Its id changes with the method's section (data,
+hyperparameters) and the seed.
+
+Resuming: the Trainer writes `checkpoint-N/` folders to `ctx.work/<method>/` every `save_steps`, in place,
+not atomically. A rerun resumes from the newest *complete* one (trainer state, weights whose safetensors
+header matches the file's size, optimizer, scheduler and RNG state all readable); newer half-written
+ones are reported and moved to `ctx.work/<method>-incomplete/`, out of reach of the Trainer's checkpoint
+rotation. On SIGTERM / SIGUSR1 (`runtime.preempt`) the current step ends with a checkpoint, training
+stops and the stage raises `Preempted`: the rerun resumes from that step, on the same weights.
 """
 from __future__ import annotations
 
+import json
+import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +29,7 @@ from pydantic import model_validator
 from compiler.errors import StageError
 from compiler.schema.base import StrictModel
 from compiler.schema.posttrain import DPOSection, SFTSection
+from runtime.preempt import StopSignals, resumed
 from runtime.stage import StageContext
 
 if TYPE_CHECKING:
@@ -46,6 +56,11 @@ class Config(StrictModel):
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:
+    with StopSignals("posttrain") as stop:
+        return _posttrain(cfg, ctx, stop)
+
+
+def _posttrain(cfg: Config, ctx: StageContext, stop: StopSignals) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -76,7 +91,11 @@ def run(cfg: Config, ctx: StageContext) -> dict:
             model=model, processing_class=tokenizer, train_dataset=_dpo_dataset(section, ctx.root, counts),
             args=DPOConfig(**args, beta=section.beta),
         )
-    trainer.train(resume_from_checkpoint=_last_checkpoint(output_dir))
+    stop_check = stop_on_signal(stop)
+    trainer.add_callback(stop_check)
+    trainer.train(resume_from_checkpoint=_resume_from(output_dir))
+    if stop_check.stopped_at is not None:
+        stop.stop(f"checkpoint-{stop_check.stopped_at} in {output_dir}")
     trainer.model.config.use_cache = use_cache
     save_model_folder(trainer.model, model_dir, ctx.out / "model")
     return {"method": method, "steps": trainer.state.global_step, **_log_metrics(trainer.state.log_history),
@@ -136,16 +155,132 @@ def _records(source: Any, root: Path, counts: SourceCounts, text_fields: tuple[s
     return records
 
 
-def _last_checkpoint(output_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def stop_on_signal(stop: StopSignals) -> Any:
+    """A TrainerCallback: once any rank got a stop signal, the step ends with a checkpoint and training
+    stops; `stopped_at` is then the step saved (None while training runs to its end)."""
+    from transformers import TrainerCallback
 
-    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    class StopOnSignal(TrainerCallback):
+        stopped_at: int | None = None
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if stop.agreed() and state.global_step < state.max_steps:
+                control.should_save = control.should_training_stop = True
+                self.stopped_at = state.global_step
+            return control
+
+    return StopOnSignal()
+
+
+def _resume_from(output_dir: Path) -> str | None:
+    """The newest complete checkpoint (logged as the one resumed from); None to start afresh."""
+    checkpoint = newest_complete_checkpoint(output_dir)
+    if checkpoint is None:
+        return None
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    resumed("posttrain", f"{checkpoint.name} (step {state['global_step']} of {state['max_steps']})")
+    return str(checkpoint)
+
+
+def _checkpoint_step(folder: Path) -> int | None:
+    prefix, _, step = folder.name.partition("-")
+    return int(step) if prefix == "checkpoint" and step.isdigit() and folder.is_dir() else None
+
+
+def newest_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The newest `checkpoint-N/` the Trainer can resume from. Newer incomplete ones (a kill mid-save) are
+    reported and moved to `<output_dir>-incomplete/`, so neither the resume nor the Trainer's rotation of
+    old checkpoints trips on them."""
+    if not output_dir.is_dir():
+        return None
+    steps = {f: step for f in output_dir.iterdir() if (step := _checkpoint_step(f)) is not None}
+    for folder in sorted(steps, key=steps.__getitem__, reverse=True):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder
+        aside = output_dir.with_name(f"{output_dir.name}-incomplete") / folder.name
+        print(f"posttrain: skipping half-written {folder.name}: {problem} (moved to {aside})",
+              file=sys.stderr, flush=True)
+        shutil.rmtree(aside, ignore_errors=True)
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        folder.rename(aside)
+    return None
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why the Trainer could not resume from `folder` (the first missing or unreadable piece), or None."""
+    state = folder / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json"
+    try:
+        if not {"global_step", "max_steps"} <= json.loads(state.read_text()).keys():
+            return "trainer_state.json lacks global_step / max_steps"
+    except (ValueError, AttributeError):
+        return "trainer_state.json is not a JSON object"
+    problem = _weights_problem(folder)
+    if problem is not None:
+        return problem
+    rng = sorted(folder.glob("rng_state*.pth"))
+    if not rng:
+        return "no rng_state.pth"
+    for path in [folder / "optimizer.pt", folder / "scheduler.pt", *rng]:
+        if not path.is_file():
+            return f"no {path.name}"
+        if not _complete_zip(path):
+            return f"{path.name} is truncated"
+    return None
+
+
+def _weights_problem(folder: Path) -> str | None:
+    """The model's safetensors file, or every shard its index names, complete."""
+    index = folder / "model.safetensors.index.json"
+    shards = ["model.safetensors"]
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return f"{index.name} is unreadable"
+    for name in shards:
+        if not (folder / name).is_file():
+            return f"no {name}"
+        problem = safetensors_problem(folder / name)
+        if problem is not None:
+            return problem
+    return None
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """None when the file is as long as its header says (8-byte header size, JSON header, then the
+    tensors' bytes up to their largest end offset); else what is wrong."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little")
+        if len(head) < 8 or 8 + n > size:
+            return f"{path.name} is truncated (its header does not fit in {size} bytes)"
+        try:
+            header = json.loads(f.read(n))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            return f"{path.name} has an unreadable header"
+    if 8 + n + end != size:
+        return f"{path.name} is {size} bytes, its header says {8 + n + end}"
+    return None
+
+
+def _complete_zip(path: Path) -> bool:
+    """`torch.save` writes a zip archive whose directory comes last: a cut-off file has none."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path):
+            return True
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def save_model_folder(model: Any, model_dir: Path, out: Path) -> None:
     """`model` in HF format plus every non-weight file of `model_dir` (the tokenizer), byte for byte."""
-    import shutil
-
     out.mkdir(parents=True)
     for f in model_dir.iterdir():
         if f.is_file() and f.name not in WEIGHT_FILES:

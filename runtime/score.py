@@ -23,6 +23,10 @@ Writes `scores.jsonl` and returns the metrics:
 Both add `n_texts`, `cached_texts` (answered from the cache, including scores stored earlier in this
 job), `scored_texts` (distinct texts sent to the scorer by this job), `truncated_texts` (cut to fit, among those) and
 `scorer` (the scorer's label).
+
+On SIGTERM / SIGUSR1 (`runtime.preempt`) the stage stops after the chunk in flight (the cache holds every
+score so far) and raises `Preempted`; the rerun says how many texts the cache already holds and scores the
+rest, with the same rows and metrics (but for the `cached_texts` / `scored_texts` split).
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from compiler.errors import StageError
 from compiler.schema.base import StrictModel
 from compiler.schema.evaluate import BootstrapSection
 from compiler.schema.scoring import ScorerSpec
+from runtime.preempt import StopSignals, resumed
 from runtime.stage import StageContext
 
 VERSION = 1
@@ -83,8 +88,10 @@ def read_rows(path: Path, required: Sequence[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def score_texts(spec: Any, texts: Sequence[str], root: Path) -> tuple[list[float], dict[str, float]]:
-    """Scores of `texts` through the shared cache, and the counts that say what they cost."""
+def score_texts(spec: Any, texts: Sequence[str], root: Path,
+                stop: StopSignals | None = None) -> tuple[list[float], dict[str, float]]:
+    """Scores of `texts` through the shared cache, and the counts that say what they cost. With `stop`:
+    say how many texts the cache already holds, and stop between chunks on a stop signal."""
     from tqdm.auto import tqdm
 
     from runtime.scoring import LazyScorer, build_scorer
@@ -94,11 +101,16 @@ def score_texts(spec: Any, texts: Sequence[str], root: Path) -> tuple[list[float
     scores: list[float] = []
     with ScoreCache(root / SCORE_CACHE) as cache:
         scorer = cached(inner, spec, cache, root)
+        known = len(cache.get_many(scorer.scorer_id, texts)) if stop is not None else 0
+        if known:
+            resumed(stop.stage, f"{known} of {len(texts)} texts already scored (in {cache.path})")
         with tqdm(total=len(texts), desc=f"score {spec.label}", unit="text") as bar:
             for start in range(0, len(texts), PROGRESS_CHUNK):
                 chunk = texts[start:start + PROGRESS_CHUNK]
                 scores.extend(scorer.score(chunk))
                 bar.update(len(chunk))
+                if stop is not None and stop.requested() and len(scores) < len(texts):
+                    stop.stop(f"the scores of {len(scores)} of {len(texts)} texts in {cache.path}")
     bad = [s for s in scores if not 0.0 <= s <= 1.0]
     if bad:
         raise StageError(f"score: scorer {spec.label!r} returned scores outside [0, 1], e.g. {bad[:3]}")
@@ -154,9 +166,9 @@ def generation_metrics(rows: Sequence[dict[str, Any]], scores: Sequence[float], 
     return metrics
 
 
-def _score_generations(cfg: Config, ctx: StageContext) -> dict[str, float]:
+def _score_generations(cfg: Config, ctx: StageContext, stop: StopSignals) -> dict[str, float]:
     rows = read_rows(ctx.input("texts") / "generations.jsonl", ("set", "prompt_index", "sample", "continuation"))
-    scores, counts = score_texts(cfg.scorer, [r["continuation"] for r in rows], ctx.root)
+    scores, counts = score_texts(cfg.scorer, [r["continuation"] for r in rows], ctx.root, stop)
     with open(ctx.out / "scores.jsonl", "w", encoding="utf-8") as out:
         for row, score in zip(rows, scores):
             keep = {k: row[k] for k in ("set", "prompt_index", "sample", "challenging") if k in row}
@@ -181,11 +193,11 @@ def attack_metrics(rows: Sequence[dict[str, Any]], boot: BootstrapSection) -> di
     return metrics
 
 
-def _score_attacks(cfg: Config, ctx: StageContext) -> dict[str, float]:
+def _score_attacks(cfg: Config, ctx: StageContext, stop: StopSignals) -> dict[str, float]:
     from runtime.attack import judged
 
     rows = read_rows(ctx.input("texts") / "attacks.jsonl", ("attack", "prompt_index", "continuation", "refused"))
-    scores, counts = score_texts(cfg.scorer, [r["continuation"] for r in rows], ctx.root)
+    scores, counts = score_texts(cfg.scorer, [r["continuation"] for r in rows], ctx.root, stop)
     judged_rows = [{"attack": r["attack"], "prompt_index": r["prompt_index"], "score": s, "refused": r["refused"],
                     "success": judged(cfg.judge, s >= cfg.toxic_threshold, r["refused"])}
                    for r, s in zip(rows, scores)]
@@ -195,5 +207,6 @@ def _score_attacks(cfg: Config, ctx: StageContext) -> dict[str, float]:
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:
-    metrics = _score_generations(cfg, ctx) if cfg.source == "generations" else _score_attacks(cfg, ctx)
-    return metrics | {"scorer": cfg.scorer.label}
+    with StopSignals("score") as stop:
+        score = _score_generations if cfg.source == "generations" else _score_attacks
+        return score(cfg, ctx, stop) | {"scorer": cfg.scorer.label}

@@ -294,3 +294,33 @@ def test_initial_suffix_round_trips(planted):
         init = initial_suffix(tok, prompt, ids, 6, allowed_token_mask(tok, len(tok)))
         assert len(init) == 6 and len(set(init)) == 1
         assert roundtrips(tok, prompt, ids, [init]) == [True]
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stop_after", [1, 4])
+def test_a_search_stopped_after_a_step_resumes_to_the_same_result(planted, stop_after):
+    """The state handed to `after_step`, through JSON, resumes the search exactly (same draws, same
+    histories, same early stop) as if it had never stopped."""
+    import json
+
+    from runtime.gcg import GCGState, gcg_attack
+
+    model, tok = planted
+    prompt = PROMPTS[1]
+    kw = dict(settings=_settings(steps=8, candidates_per_step=16), seed=7, init_ids=_random_start(tok, prompt, 3))
+    whole = gcg_attack(model, tok, prompt, TARGET, **kw)
+    assert whole.steps_run > stop_after, "the stop must come mid-search"
+    saved: list[str] = []
+
+    def stop_at(state: GCGState) -> None:
+        saved.append(json.dumps(state.to_json()))
+        if state.step == stop_after:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        gcg_attack(model, tok, prompt, TARGET, after_step=stop_at, **kw)
+    resumed = gcg_attack(model, tok, prompt, TARGET, resume=GCGState.from_json(json.loads(saved[-1])), **kw)
+    assert resumed == whole
