@@ -22,11 +22,10 @@ import unicodedata
 from itertools import islice
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
-
 from compiler.errors import StageError
-from compiler.schema.base import NOT_IN_ID, StrictModel
-from compiler.schema.probe import LabelledData
+from compiler.schema.base import StrictModel, same_as
+from compiler.schema.probe import LabelledData, ProbeSection
+from runtime.artifacts import load_causal_lm, load_tokenizer
 from runtime.stage import StageContext
 
 if TYPE_CHECKING:
@@ -37,17 +36,17 @@ VERSION = 2
 
 
 class Config(StrictModel):
-    data: LabelledData
-    token_position: Literal["last", "mean"]
-    max_length_tokens: int
-    layers: list[int]
-    batch_size: int = Field(32, json_schema_extra=NOT_IN_ID)
+    data: LabelledData = same_as(ProbeSection, "data")
+    token_position: Literal["last", "mean"] = same_as(ProbeSection, "token_position")
+    max_length_tokens: int = same_as(ProbeSection, "max_length_tokens")
+    layers: list[int] = same_as(ProbeSection, "layers", description="Model layers to record, sorted (the "
+                                "planner fills null with every layer).")
+    batch_size: int = same_as(ProbeSection, "batch_size", keep_default=True)
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:
     import torch
     from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(max(1, ctx.threads))
     from runtime.sources import SourceCounts
@@ -55,8 +54,8 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     counts = SourceCounts()
     examples = load_examples(cfg.data, ctx, counts)
     model_dir = ctx.input("model") / "model"
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
+    tokenizer = load_tokenizer(model_dir)
+    model = load_causal_lm(model_dir, dtype=torch.float32)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
     n_layers = model.config.num_hidden_layers

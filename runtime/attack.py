@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from compiler.errors import StageError
 from compiler.schema.attack import AttackSection
-from compiler.schema.base import StrictModel
+from compiler.schema.base import StrictModel, same_as
+from compiler.schema.spec import Spec
 from runtime.preempt import StopSignals, resumed
 from runtime.stage import StageContext
 
@@ -54,7 +55,7 @@ VERSION = 4
 
 class Config(StrictModel):
     attack: AttackSection
-    seed: int
+    seed: int = same_as(Spec, "seed")
 
 
 def refused(text: str, refusal_strings: Sequence[str]) -> bool:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from compiler.errors import StageError
+from runtime.artifacts import check_token_file
 from runtime.iti import steer_from
 
 MMLU_PATH = "hails/mmlu_no_train"
@@ -201,8 +202,7 @@ def heldout_documents(path: Path, eos_token_id: int, documents: int, tokens_per_
     from compiler.schema.sources import MemmapSource
     from runtime.sources import iter_memmap_documents
 
-    if not path.exists():
-        raise StageError(f"held-out token file {path} does not exist")
+    check_token_file(path, "uint16")
     spec = MemmapSource(path=str(path.resolve()), tokenizer="heldout", dtype="uint16")
     out = []
     for doc in iter_memmap_documents(spec, Path("/"), eos_token_id):

@@ -41,10 +41,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from compiler.errors import StageError
-from compiler.schema.base import StrictModel
+from compiler.schema.base import StrictModel, same_as
 from compiler.schema.evaluate import (BootstrapSection, CrossEntropySection, DetectionSection, EvaluateSection,
                                       GenerationSection, MMLUSection, PromptSet)
 from compiler.schema.probe import LabelledData
+from compiler.schema.spec import Spec
 from runtime.stage import StageContext, write_json
 
 if TYPE_CHECKING:
@@ -58,14 +59,14 @@ VERSION = 4
 class Config(StrictModel):
     """The evaluate section's measuring fields (its `scorers` and `toxic_threshold` belong to `score`)."""
 
-    prompt_sets: list[PromptSet]
-    generation: GenerationSection
-    mmlu: MMLUSection
-    detection: DetectionSection
-    cross_entropy: CrossEntropySection
-    bootstrap: BootstrapSection
+    prompt_sets: list[PromptSet] = same_as(EvaluateSection, "prompt_sets")
+    generation: GenerationSection = same_as(EvaluateSection, "generation")
+    mmlu: MMLUSection = same_as(EvaluateSection, "mmlu")
+    detection: DetectionSection = same_as(EvaluateSection, "detection")
+    cross_entropy: CrossEntropySection = same_as(EvaluateSection, "cross_entropy")
+    bootstrap: BootstrapSection = same_as(EvaluateSection, "bootstrap")
     prefix: str | None = Field(None, description="Prompting baseline: text prepended to every prompt.")
-    seed: int
+    seed: int = same_as(Spec, "seed")
     detection_data: LabelledData | None = Field(
         None, description="Labelled data for detection when `detection.data` is null "
         "(the compiler passes the probe data).",

@@ -17,12 +17,13 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 from transformers import (
-    AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList,
+    GenerationConfig, LogitsProcessor, LogitsProcessorList,
     PreTrainedModel, PreTrainedTokenizerBase, TemperatureLogitsWarper, TopPLogitsWarper,
 )
 
 from compiler.errors import StageError
 from runtime import iti
+from runtime.artifacts import load_causal_lm, load_tokenizer
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,8 @@ def load_model(folder: Path, device: torch.device | None = None) -> tuple[PreTra
     A folder holding `intervention.json` (ITI with `positions: last`, written by the steer stage) gets
     that intervention as last-position hooks (`runtime.iti`); wrap teacher-forced scoring in
     `runtime.iti.steer_from` to shift a whole continuation."""
-    if not (folder / "config.json").exists():
-        raise StageError(f"no HF checkpoint at {folder} (config.json missing)")
-    tok = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    tok = load_tokenizer(folder)
+    model = load_causal_lm(folder, dtype=torch.float32)
     model = model.to(device or device_for_run()).eval()
     intervention_file = folder / iti.INTERVENTION_FILE
     if intervention_file.exists():

@@ -40,7 +40,6 @@ direction and σ. Both are seeded by (run seed, control seed).
 """
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +50,7 @@ import torch
 from torch import nn
 
 from compiler.errors import StageError
+from runtime.artifacts import load_tensors, read_json
 
 INTERVENTION_FILE = "intervention.json"
 """Inside a model folder: a `positions: last` intervention that `load_model` applies with hooks."""
@@ -87,14 +87,8 @@ class ProbeHeads:
 
 def load_probe_heads(folder: Path, direction: str) -> ProbeHeads:
     """Read `accuracy.json` + `directions.safetensors` for one direction kind; StageError names the bad field."""
-    from safetensors.numpy import load_file
-
     acc_file, dir_file = folder / "accuracy.json", folder / "directions.safetensors"
-    try:
-        meta = json.loads(acc_file.read_text())
-        tensors = load_file(str(dir_file))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise StageError(f"cannot read the probe in {folder}: {exc!r}") from None
+    meta, tensors = read_json(acc_file), load_tensors(dir_file)
     for name, where, have in (("head_accuracy", acc_file, meta), ("layers", acc_file, meta),
                               ("head_ranking", acc_file, meta), (direction, dir_file, tensors),
                               (f"std_{direction}", dir_file, tensors)):
@@ -282,7 +276,7 @@ def steer_from(model: nn.Module, starts: torch.LongTensor | int | None) -> Itera
 
 
 def load_intervention(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+    return read_json(path)
 
 
 def apply_intervention(model: nn.Module, intervention: dict[str, Any] | Path) -> nn.Module:

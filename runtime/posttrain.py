@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any
 from pydantic import model_validator
 
 from compiler.errors import StageError
-from compiler.schema.base import StrictModel
+from compiler.schema.base import StrictModel, same_as
 from compiler.schema.posttrain import DPOSection, SFTSection
+from compiler.schema.spec import Spec
+from runtime.artifacts import load_causal_lm, load_tokenizer, safetensors_problem
 from runtime.preempt import StopSignals, resumed
 from runtime.stage import StageContext
 
@@ -46,7 +48,7 @@ WEIGHT_FILES = ("config.json", "generation_config.json", "model.safetensors",
 class Config(StrictModel):
     sft: SFTSection | None = None
     dpo: DPOSection | None = None
-    seed: int
+    seed: int = same_as(Spec, "seed")
 
     @model_validator(mode="after")
     def _exactly_one_method(self) -> "Config":
@@ -62,7 +64,6 @@ def run(cfg: Config, ctx: StageContext) -> dict:
 
 def _posttrain(cfg: Config, ctx: StageContext, stop: StopSignals) -> dict:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from runtime.sources import SourceCounts
 
@@ -71,8 +72,8 @@ def _posttrain(cfg: Config, ctx: StageContext, stop: StopSignals) -> dict:
     method = "sft" if cfg.sft is not None else "dpo"
     section = cfg.sft or cfg.dpo
     model_dir = ctx.input("model") / "model"
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    tokenizer = load_tokenizer(model_dir)
+    model = load_causal_lm(model_dir, dtype=torch.float32)
     use_cache = model.config.use_cache  # the Trainer turns the KV cache off; generation wants it back
     output_dir = ctx.work / method
     args = _training_args(section, cfg.seed, output_dir)
@@ -245,26 +246,7 @@ def _weights_problem(folder: Path) -> str | None:
             return f"no {name}"
         problem = safetensors_problem(folder / name)
         if problem is not None:
-            return problem
-    return None
-
-
-def safetensors_problem(path: Path) -> str | None:
-    """None when the file is as long as its header says (8-byte header size, JSON header, then the
-    tensors' bytes up to their largest end offset); else what is wrong."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        n = int.from_bytes(head, "little")
-        if len(head) < 8 or 8 + n > size:
-            return f"{path.name} is truncated (its header does not fit in {size} bytes)"
-        try:
-            header = json.loads(f.read(n))
-            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-            return f"{path.name} has an unreadable header"
-    if 8 + n + end != size:
-        return f"{path.name} is {size} bytes, its header says {8 + n + end}"
+            return f"{name} is unreadable ({problem})"
     return None
 
 

@@ -19,11 +19,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import Field
+
 from compiler.errors import StageError
-from compiler.schema.base import StrictModel
+from compiler.schema.base import StrictModel, same_as
 from compiler.schema.data import TokenizerInfo
 from compiler.schema.model import ModelSection
 from compiler.schema.pretrain import PretrainSection
+from compiler.schema.spec import Spec
 from runtime.stage import StageContext
 
 if TYPE_CHECKING:
@@ -37,8 +40,8 @@ class Config(StrictModel):
     model: ModelSection
     vocab: TokenizerInfo
     train: PretrainSection
-    max_steps: int
-    seed: int
+    max_steps: int = Field(gt=0, description="Optimizer steps (the plan derives them from epochs or tokens).")
+    seed: int = same_as(Spec, "seed")
 
 
 def is_rank_zero() -> bool:

@@ -29,7 +29,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from compiler.schema.base import NOT_IN_ID, StrictModel
+from compiler.schema.base import NOT_IN_ID, StrictModel, same_as
+from compiler.schema.spec import Spec
+from compiler.schema.steer import SteerSection
 from runtime.stage import StageContext
 
 VERSION = 2
@@ -37,14 +39,14 @@ VERSION = 2
 
 
 class Config(StrictModel):
-    top_k_heads: int
-    direction: Literal["mass_mean", "probe_weight"]
-    alpha: float
-    positions: Literal["all", "last"]
+    top_k_heads: int = same_as(SteerSection, "top_k_heads")
+    direction: Literal["mass_mean", "probe_weight"] = same_as(SteerSection, "direction")
+    alpha: float = same_as(SteerSection, "alpha")
+    positions: Literal["all", "last"] = same_as(SteerSection, "positions")
     control: Literal["random_direction", "random_heads"] | None = None
-    control_seed: int | None = None
-    seed: int | None = Field(None, description="Run seed; only a control draws from it.")
-    batch_size: int = Field(16, json_schema_extra=NOT_IN_ID)
+    control_seed: int | None = Field(None, ge=0, description="Draw number of a control (0, 1, …).")
+    seed: int | None = same_as(Spec, "seed", default=None, description="Run seed; only a control draws from it.")
+    batch_size: int = Field(16, gt=0, json_schema_extra=NOT_IN_ID)
 
     @model_validator(mode="after")
     def _control_is_seeded(self) -> "Config":
@@ -56,10 +58,10 @@ class Config(StrictModel):
 def run(cfg: Config, ctx: StageContext) -> dict:
     import numpy as np
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from compiler.errors import StageError
     from runtime import iti
+    from runtime.artifacts import load_causal_lm, load_tokenizer
     from runtime.generate import device_for_run
     from runtime.posttrain import save_model_folder
     from runtime.stage import write_json
@@ -68,8 +70,8 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     probe_dir, model_dir = ctx.input("probe"), ctx.input("model") / "model"
     probe = iti.load_probe_heads(probe_dir, cfg.direction)
     texts = validation_texts(probe_dir, ctx.input("activations"))
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto").to(device_for_run()).eval()
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = load_causal_lm(model_dir, dtype="auto").to(device_for_run()).eval()
+    tok = load_tokenizer(model_dir)
     try:
         intervention = iti.build_intervention(
             probe, top_k_heads=cfg.top_k_heads, alpha=cfg.alpha, direction=cfg.direction,
@@ -95,17 +97,13 @@ def run(cfg: Config, ctx: StageContext) -> dict:
 
 def validation_texts(probe_dir: Path, activations_dir: Path) -> list[str]:
     """The probe's held-out texts: `split.json` validation rows of the activations' `examples.jsonl`."""
-    import json
-
     from compiler.errors import StageError
+    from runtime.artifacts import read_json, read_jsonl
 
     split_file, examples_file = probe_dir / "split.json", activations_dir / "examples.jsonl"
+    split, examples = read_json(split_file), read_jsonl(examples_file)
     try:
-        rows = json.loads(split_file.read_text())["validation"]
-        examples = [json.loads(line) for line in examples_file.read_text(encoding="utf-8").splitlines()]
-        texts = [examples[i]["text"] for i in rows]
-    except (OSError, json.JSONDecodeError) as exc:
-        raise StageError(f"steer: cannot read the held-out texts: {exc!r}") from None
+        texts = [examples[i]["text"] for i in split["validation"]]
     except KeyError as exc:
         raise StageError(f"steer: field {exc} missing in {split_file} or {examples_file}") from None
     except IndexError:

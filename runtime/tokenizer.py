@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compiler.errors import StageError
-from compiler.schema.base import StrictModel
-from compiler.schema.data import BPETokenizer, OlmoTokenizer, TokenizerInfo, TokenizerSection
+from compiler.schema.base import StrictModel, same_as
+from compiler.schema.data import BPETokenizer, DataSection, OlmoTokenizer, TokenizerInfo, TokenizerSection
 from compiler.schema.sources import MemmapSource, TextSourceSpec
+from compiler.schema.spec import Spec
 from runtime.stage import StageContext, write_json
 
 if TYPE_CHECKING:
@@ -30,9 +31,10 @@ PAD_TOKEN = "<|padding|>"
 
 
 class Config(StrictModel):
-    tokenizer: TokenizerSection
+    tokenizer: TokenizerSection = same_as(Spec, "tokenizer")
     info: TokenizerInfo
-    sources: dict[str, TextSourceSpec] = {}
+    sources: dict[str, TextSourceSpec] = same_as(
+        DataSection, "sources", default={}, description="The data sources a BPE is trained on (none for `olmo`).")
 
 
 def olmo_tokenizer_file(identifier: str) -> Path:

@@ -14,7 +14,8 @@ Id: every `toy` field (all change results).
 from __future__ import annotations
 
 from compiler.errors import StageError
-from compiler.schema.base import StrictModel
+from compiler.schema.base import StrictModel, same_as
+from compiler.schema.spec import Spec
 from compiler.schema.toy import ToySection
 from runtime.stage import StageContext, write_json
 
@@ -23,7 +24,7 @@ VERSION = 2
 
 
 class Config(StrictModel):
-    toy: ToySection
+    toy: ToySection = same_as(Spec, "toy")
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:

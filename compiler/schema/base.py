@@ -7,19 +7,42 @@ Fields that do not change a stage's results (worker counts, logging cadence, bat
 inference) are marked with ``NOT_IN_ID``: the planner leaves them out of the content id, so changing
 them never reruns anything. The marker is opt-out on purpose: a field someone forgets to mark costs a
 rerun, never a stale cache hit.
+
+A stage config field that restates a spec field is declared with ``same_as``, so each bound is written once
+(in the spec section) and an edited stage JSON is refused for the same values the spec refuses.
 """
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from pydantic_core import to_jsonable_python
 
 from ..ids import plain_json
 
 NOT_IN_ID = {"not_in_id": True}
 """Pass as ``Field(json_schema_extra=NOT_IN_ID)`` on fields that must not enter the content id."""
+
+
+def same_as(section: type[BaseModel], name: str, *, keep_default: bool = False, **overrides: Any) -> Any:
+    """The field `name` of spec model `section`, for a stage config that restates it: the same constraints
+    (bounds, lengths, patterns), description and id marker, applied to the stage field's own annotation.
+
+    Required, since the planner always passes the value; `keep_default=True` keeps the section's default
+    (for callers that build a stage config by hand), and `overrides` are `Field` arguments that replace the
+    section's (e.g. a different default). Descriptions and defaults do not enter content ids."""
+    spec_field = section.model_fields[name]
+    arguments: dict[str, Any] = {"description": spec_field.description,
+                                 "json_schema_extra": spec_field.json_schema_extra,
+                                 "discriminator": spec_field.discriminator}
+    if keep_default and spec_field.default_factory is not None:
+        arguments["default_factory"] = spec_field.default_factory
+    elif keep_default:
+        arguments["default"] = spec_field.default
+    field = Field(**(arguments | overrides))
+    field.metadata = list(spec_field.metadata)
+    return field
 
 
 class StrictModel(BaseModel):

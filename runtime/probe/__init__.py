@@ -55,10 +55,10 @@ from __future__ import annotations
 import math
 import re
 
-from pydantic import Field
-
-from compiler.schema.base import StrictModel
 from typing import Literal
+
+from compiler.schema.base import StrictModel, same_as
+from compiler.schema.probe import ProbeSection
 
 from compiler.errors import StageError
 from runtime.stage import StageContext
@@ -68,38 +68,31 @@ VERSION = 3
 
 
 class Config(StrictModel):
-    validation_fraction: float
-    split_seed: int
-    recipe: Literal["li2023", "standardized"] = Field(
-        "li2023", description="`li2023`: honest_llama's recipe (raw features, directions and σ over all "
-        "rows); `standardized`: standardised features, directions and σ over the train rows.")
-    implementation: Literal["compiled", "batched", "sklearn"]
-    l2_penalty: float
-    max_iterations: int
-    accuracy_threshold: float
-    gradient_tolerance: float = Field(
-        1e-6, gt=0, description="Stop a probe when max |gradient of the mean loss| is below this.")
-    entanglement_heads: int = Field(
-        10, gt=0, description="Entanglement is averaged over this many best heads.")
-    min_attribute_examples: int = Field(
-        10, gt=0, description="Attribute values with fewer direction rows (either side) are skipped.")
+    validation_fraction: float = same_as(ProbeSection, "validation_fraction")
+    split_seed: int = same_as(ProbeSection, "split_seed")
+    recipe: Literal["li2023", "standardized"] = same_as(ProbeSection, "recipe", keep_default=True)
+    implementation: Literal["compiled", "batched", "sklearn"] = same_as(ProbeSection, "implementation")
+    l2_penalty: float = same_as(ProbeSection, "l2_penalty")
+    max_iterations: int = same_as(ProbeSection, "max_iterations")
+    accuracy_threshold: float = same_as(ProbeSection, "accuracy_threshold")
+    gradient_tolerance: float = same_as(ProbeSection, "gradient_tolerance", keep_default=True)
+    entanglement_heads: int = same_as(ProbeSection, "entanglement_heads", keep_default=True)
+    min_attribute_examples: int = same_as(ProbeSection, "min_attribute_examples", keep_default=True)
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:
-    import json
-
     import numpy as np
     import torch
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import save_file
 
+    from runtime.artifacts import load_tensors, read_jsonl
     from runtime.probe.fit import fit_probes
     from runtime.stage import write_json
 
     torch.set_num_threads(max(1, ctx.threads))
     src = ctx.input("activations")
-    acts = load_file(str(src / "activations.safetensors"))
-    with open(src / "examples.jsonl", encoding="utf-8") as f:
-        examples = [json.loads(line) for line in f]
+    acts = load_tensors(src / "activations.safetensors")
+    examples = read_jsonl(src / "examples.jsonl")
     heads, resid, y, layers = acts["heads"], acts["resid"], acts["labels"], acts["layers"].tolist()
     n, n_layers, n_heads, head_dim = heads.shape
     train, val = grouped_split([e["group"] for e in examples], cfg.validation_fraction, cfg.split_seed)

@@ -32,16 +32,16 @@ attack or toy still gets its report); a folder or file that a row names but that
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import Field, model_validator
 
-from compiler.errors import StageError
-from compiler.schema.base import NOT_IN_ID, StrictModel
-from compiler.schema.evaluate import BootstrapSection
+from compiler.schema.base import NOT_IN_ID, StrictModel, same_as
+from compiler.schema.evaluate import BootstrapSection, EvaluateSection
 from compiler.schema.scoring import ScorerSpec
 from compiler.schema.probe import LabelledData
+from compiler.schema.report import ReportSection
+from runtime.artifacts import broken_artifact, read_json
 from runtime.stage import StageContext, write_json
 
 VERSION = 5
@@ -50,12 +50,11 @@ VERSION = 5
 
 class Config(StrictModel):
     spec_name: str = Field(json_schema_extra=NOT_IN_ID)  # two specs with equal content share a report
-    title: str
-    significance_alpha: float
-    token_view_texts: list[str]
+    title: str = same_as(ReportSection, "title", description="Page title (the planner fills null).")
+    significance_alpha: float = same_as(ReportSection, "significance_alpha")
+    token_view_texts: list[str] = same_as(ReportSection, "token_view_texts")
     runs: list[dict[str, Any]]
-    token_view_top_k_heads: int = Field(
-        5, gt=0, description="Heads (highest probe accuracy first) averaged in the token view's score.")
+    token_view_top_k_heads: int = same_as(ReportSection, "token_view_top_k_heads", keep_default=True)
     scorer: ScorerSpec | None = Field(
         None, description="The primary evaluation scorer: its columns carry no scorer prefix; it scores the "
         "probe's labelled texts (null: no AUC).")
@@ -64,12 +63,12 @@ class Config(StrictModel):
         "their order is the order of the side-by-side columns; each scores the probe's labelled texts.")
     labelled_data: LabelledData | None = Field(
         None, description="The probe's labelled texts, read as the activations stage reads them (null: no AUC).")
-    toxic_threshold: float = Field(
-        0.5, gt=0, lt=1, description="Score at which a sample counts as toxic (toxicity probability of paired "
-        "comparisons; the evaluate section's).")
-    bootstrap: BootstrapSection = Field(
-        default_factory=BootstrapSection, description="Resampling of the paired and AUC intervals (the evaluate "
-        "section's, so the report's intervals match the evaluate stage's).")
+    toxic_threshold: float = same_as(
+        EvaluateSection, "toxic_threshold", keep_default=True, description="Score at which a sample counts as "
+        "toxic (toxicity probability of paired comparisons; the evaluate section's).")
+    bootstrap: BootstrapSection = same_as(
+        EvaluateSection, "bootstrap", keep_default=True, description="Resampling of the paired and AUC intervals "
+        "(the evaluate section's, so the report's intervals match the evaluate stage's).")
 
     @model_validator(mode="after")
     def _primary_first(self) -> "Config":
@@ -165,10 +164,9 @@ def scorer_agreement(ctx: StageContext) -> dict[str, Any] | None:
     if check is None:
         return None
     folder = ctx.input(check)
-    try:
-        result = json.loads((folder / "agreement.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise StageError(f"report: cannot read the scorer check {folder / 'agreement.json'}: {exc}") from None
+    result = read_json(folder / "agreement.json")
+    if not (folder / "agreement.md").is_file():
+        raise broken_artifact(folder / "agreement.md", "missing")
     shutil.copyfile(folder / "agreement.md", ctx.out / "scorer_agreement.md")
     tables = [t for t in (check_table.agreement_table(result), check_table.toxicity_table(result)) if t]
     return {"tables": tables, "notes": check_table.notes(result)}

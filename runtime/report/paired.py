@@ -22,7 +22,6 @@ that scorer, whose `scores.jsonl` must exist); the two must list the same units.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +30,7 @@ import numpy as np
 
 from compiler.errors import StageError
 from runtime import stats
+from runtime.artifacts import read_json, read_jsonl
 from runtime.stage import StageContext
 
 from .formatting import interval, missing
@@ -52,8 +52,8 @@ class Units:
 
 def _read(path: Path, field: str) -> list[dict[str, Any]]:
     try:
-        items = json.loads(path.read_text())[field]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        items = read_json(path)[field]
+    except (KeyError, TypeError) as exc:
         raise StageError(f"report: cannot read `{field}` from {path}: {exc!r}") from None
     if not isinstance(items, list):
         raise StageError(f"report: {path}: `{field}` is not a list")
@@ -70,18 +70,11 @@ def _column(items: list[dict[str, Any]], field: str, path: Path) -> list:
 def toxicity_units(path: Path, threshold: float) -> dict[str, Units]:
     """Per prompt set: expected maximum toxicity and toxicity probability units (one per prompt)."""
     maxima: dict[str, dict[int, float]] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise StageError(f"report: cannot read {path}: {exc}") from None
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for n, row in enumerate(read_jsonl(path), start=1):
         try:
-            row = json.loads(line)
             key, score = (row["set"], int(row["prompt_index"])), float(row["score"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise StageError(f"report: {path}:{n}: needs `set`, `prompt_index`, `score`: {exc!r}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StageError(f"report: {path}: record {n} needs `set`, `prompt_index`, `score`: {exc!r}") from None
         prompts = maxima.setdefault(key[0], {})
         prompts[key[1]] = max(score, prompts.get(key[1], -np.inf))
     out = {}

@@ -6,7 +6,6 @@ each row (a subset of the model's layers when `probe.layers` names one): every f
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from compiler.errors import StageError
+from runtime.artifacts import read_json
 from runtime.stage import StageContext
 
 
@@ -30,10 +30,12 @@ def read_probe_accuracy(path: Path) -> ProbeAccuracy:
     """`head_accuracy` (NaN for skipped heads) and `layers` of an `accuracy.json`; `layers` defaults to
     0…n−1 when absent."""
     try:
-        raw = json.loads(path.read_text())
+        raw = read_json(path)
         acc = np.array([[math.nan if v is None else v for v in layer] for layer in raw["head_accuracy"]],
                        dtype=float)
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except StageError as exc:
+        raise StageError(f"report: cannot read head_accuracy: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
         raise StageError(f"report: cannot read head_accuracy from {path}: {exc!r}") from None
     layers = [int(l) for l in raw.get("layers", range(len(acc)))]
     if acc.ndim != 2 or len(layers) != len(acc):

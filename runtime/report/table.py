@@ -12,10 +12,10 @@ The primary scorer's metrics keep the names the evaluate and attack stages used 
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from compiler.errors import StageError
+from runtime.artifacts import read_json
 from runtime.stage import StageContext
 
 METRIC_STAGES = ("evaluate", "steer", "attack", "probe", "pretrain", "mix", "toy")
@@ -48,11 +48,7 @@ def is_iti(variant: Any) -> bool:
 
 def read_metrics(ctx: StageContext, stage_id: str) -> dict[str, float]:
     """The numeric entries of a stage's `metrics.json` (bools and non-numbers are skipped)."""
-    path = ctx.input(stage_id) / "metrics.json"
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise StageError(f"report: cannot read {path}: {exc}") from None
+    raw = read_json(ctx.input(stage_id) / "metrics.json")
     return {k: float(v) for k, v in raw.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 

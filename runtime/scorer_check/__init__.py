@@ -27,11 +27,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from pydantic import Field
 
-from compiler.schema.base import StrictModel
+from compiler.schema.base import StrictModel, same_as
 from compiler.schema.evaluate import BootstrapSection
-from compiler.schema.scorer_check import RTPCheck, ToxiGenCheck
+from compiler.schema.scorer_check import RTPCheck, ScorerCheckSection, ToxiGenCheck
 from compiler.schema.scoring import ScorerSpec
 from runtime.stage import StageContext, write_json
 
@@ -44,11 +43,12 @@ PERSPECTIVE = "perspective_2020"
 
 
 class Config(StrictModel):
-    scorers: list[ScorerSpec] = Field(min_length=1, description="Scorers to check (the planner fills the default).")
-    rtp: RTPCheck | None = None
-    toxigen: ToxiGenCheck | None = None
-    threshold: float = Field(0.5, gt=0, lt=1)
-    bootstrap: BootstrapSection = Field(default_factory=BootstrapSection)
+    scorers: list[ScorerSpec] = same_as(ScorerCheckSection, "scorers",
+                                        description="Scorers to check (the planner fills the default).")
+    rtp: RTPCheck | None = same_as(ScorerCheckSection, "rtp", keep_default=True)
+    toxigen: ToxiGenCheck | None = same_as(ScorerCheckSection, "toxigen", keep_default=True)
+    threshold: float = same_as(ScorerCheckSection, "threshold", keep_default=True)
+    bootstrap: BootstrapSection = same_as(ScorerCheckSection, "bootstrap", keep_default=True)
 
 
 def run(cfg: Config, ctx: StageContext) -> dict[str, Any]:
