@@ -118,10 +118,10 @@ def _share_key(data: DataSection) -> tuple[str, str]:
 def mixture_shortfalls(data: DataSection, root: Path | None = None) -> list[Finding]:
     """Compile-time feasibility of one sweep point's mixture against what its sources declare.
 
-    The mix stage reads `clean_tokens + heldout_clean_tokens` from the clean source (never repeated)
-    and `toxic_tokens = clean_tokens × share / (1 − share)` from the toxic source, repeating toxic
-    documents only with `allow_repetition`. Without this check a share the toxic corpus cannot supply
-    fails only after the mix stage has streamed the whole clean corpus."""
+    The mix selects `clean_tokens + heldout_clean_tokens` from the clean source (never repeated) and
+    `toxic_tokens = clean_tokens × share / (1 − share)` from the toxic source, repeating toxic documents
+    only with `allow_repetition`. Without this check a share the toxic corpus cannot supply fails only
+    after the tokenize stages have streamed both corpora."""
     out: list[Finding] = []
     available = available_tokens(data.sources[data.toxic_source], root)
     if available is not None and data.toxic_tokens > available and not data.allow_repetition:

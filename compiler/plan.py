@@ -2,9 +2,9 @@
 
 Per run the planner instantiates each stage whose section is present, wiring inputs by id:
 
-    tokenizer → mix → pretrain ─┬─ activations → probe → steer ─┐
-                                ├─ posttrain (sft, dpo) ─────────┼─ evaluate / attack per model variant
-                                └────────────────────────────────┘        └─ score per scorer
+    tokenizer → tokenize → mix → pretrain ─┬─ activations → probe → steer ─┐
+                                           ├─ posttrain (sft, dpo) ─────────┼─ evaluate / attack per model variant
+                                           └────────────────────────────────┘        └─ score per scorer
     toy (independent)                     report ← every evaluate, score, probe, attack, toy
 
 Scoring is its own stage: one `score` instance per (evaluate or attack instance, scorer), so the scorers
@@ -14,7 +14,9 @@ Model variants: `base` (pretrained), `prompting` (base + instruction prefix, a p
 evaluate instance with `prefix`), `iti`, its seeded controls `iti_random_direction/<n>` and
 `iti_random_heads/<n>` (evaluated, never attacked), `sft`, `dpo`. Instances are keyed by id, so runs
 that share a config share the instance: a sweep over `steer.alpha` has one pretraining per toxic share
-and seed.
+and seed, and a sweep over shares and seeds tokenizes each source once (`tokenize`: one instance per
+source, tokenizer and shard size, reading as far as the plan's largest budget needs) and has one mix per
+share.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from .ids import stage_id
 from .plan_scorer_check import plan_scorer_check
 from .schema import Spec
 from .schema.base import StrictModel
-from .schema.data import TokenizerInfo
+from .schema.data import DataSection, TokenizerInfo
 from .schema.resources import StageResources
 
 
@@ -143,10 +145,11 @@ def build_plan(spec_name: str, runs: list[tuple[Any, Spec]], root: Path | None =
     """`runs` are (resolve.Run, Spec) pairs from `compiler.validate`. With `root`, the content of every
     local file a stage reads enters its id (`compiler.fingerprint`)."""
     b = _Builder(root)
+    fills = tokenize_fills([spec.data for _, spec in runs if spec.data is not None])
     run_plans = []
     for run, spec in runs:
         rp = RunPlan(run.name, dict(run.axes), spec)
-        rp.roles = _plan_run(b, spec)
+        rp.roles = _plan_run(b, spec, fills)
         run_plans.append(rp)
     report_runs = [_report_row(rp, b.instances) for rp in run_plans]
     inputs = sorted({i for rp in run_plans for role, i in rp.roles.items()
@@ -169,7 +172,53 @@ def build_plan(spec_name: str, runs: list[tuple[Any, Spec]], root: Path | None =
     return Plan(spec_name, b.instances, run_plans, sources)
 
 
-def _plan_run(b: _Builder, spec: Spec) -> dict[str, str]:
+FillsKey = tuple[str, str, int, int | None]
+"""A source as one `tokenize` instance reads it: (role, source JSON, shard size, held-out budget for clean)."""
+
+
+def _fills_key(data: DataSection, role: str) -> FillsKey:
+    name = data.clean_source if role == "clean" else data.toxic_source
+    return (role, data.sources[name].id_json(), data.tokens_per_file,
+            data.heldout_clean_tokens if role == "clean" else None)
+
+
+def tokenize_fills(sections: list[DataSection]) -> dict[FillsKey, list[int] | None]:
+    """How far each source must be tokenized for every mixture of the plan (`tokenize.Config.fills`):
+    clean: the held-out budget, then the largest clean budget; toxic: the largest toxic budget. A source
+    that declares no more tokens than that (`declared_tokens`) is read whole (`None`), so the toxic
+    source's instance, and every mix reading it, keeps its id when a larger share joins the sweep."""
+    largest: dict[FillsKey, tuple[DataSection, int]] = {}
+    for data in {id(d): d for d in sections}.values():
+        for role, budget in (("clean", data.clean_tokens), ("toxic", data.toxic_tokens)):
+            key = _fills_key(data, role)
+            if budget and (key not in largest or budget > largest[key][1]):
+                largest[key] = (data, budget)
+    out: dict[FillsKey, list[int] | None] = {}
+    for key, (data, budget) in largest.items():
+        role = key[0]
+        fills = [f for f in ((data.heldout_clean_tokens, budget) if role == "clean" else (budget,)) if f]
+        declared = data.sources[data.clean_source if role == "clean" else data.toxic_source].declared_tokens
+        out[key] = None if declared is not None and declared <= sum(fills) else fills
+    return out
+
+
+def _plan_data(b: _Builder, spec: Spec, info: TokenizerInfo, fills: dict[FillsKey, list[int] | None],
+               roles: dict[str, str]) -> str:
+    """The `tokenize` instance of each source the mixture reads (roles `tokenize/clean`, `tokenize/toxic`)
+    and the mix over them; returns the mix id."""
+    data = spec.data
+    inputs = {}
+    for role, name, budget in (("clean", data.clean_source, data.clean_tokens),
+                               ("toxic", data.toxic_source, data.toxic_tokens)):
+        if budget:
+            inputs[role] = roles[f"tokenize/{role}"] = b.add("tokenize", dict(
+                source=data.sources[name], tokenizer=info, fills=fills[_fills_key(data, role)],
+                tokens_per_file=data.tokens_per_file, tokenize_workers=data.tokenize_workers,
+            ), {"tokenizer": roles["tokenizer"]}, spec)
+    return b.add("mix", dict(data=data, tokenizer=info), inputs, spec)
+
+
+def _plan_run(b: _Builder, spec: Spec, fills: dict[FillsKey, list[int] | None]) -> dict[str, str]:
     roles: dict[str, str] = {}
     if spec.toy.enabled:
         roles["toy"] = b.add("toy", dict(toy=spec.toy), {}, spec)
@@ -179,7 +228,7 @@ def _plan_run(b: _Builder, spec: Spec) -> dict[str, str]:
     info = b.tokenizer_info(spec.tokenizer)
     tok_sources = spec.data.sources if spec.tokenizer.kind == "bpe" else {}
     roles["tokenizer"] = b.add("tokenizer", dict(tokenizer=spec.tokenizer, info=info, sources=tok_sources), {}, spec)
-    roles["mix"] = b.add("mix", dict(data=spec.data, tokenizer=info, seed=spec.seed), {"tokenizer": roles["tokenizer"]}, spec)
+    roles["mix"] = _plan_data(b, spec, info, fills, roles)
     roles["pretrain"] = b.add("pretrain", dict(
         model=spec.model, vocab=info, train=spec.pretrain, max_steps=pretrain_steps(spec), seed=spec.seed,
     ), {"mix": roles["mix"], "tokenizer": roles["tokenizer"]}, spec)

@@ -24,7 +24,7 @@ from .schema.resources import StageResources
 from .render import RULE_VALUES, render_rules, write_build, write_if_changed, write_stage_files
 from .validate import load_spec
 
-KIND_ORDER = ["tokenizer", "mix", "pretrain", "activations", "probe", "steer", "posttrain",
+KIND_ORDER = ["tokenizer", "tokenize", "mix", "pretrain", "activations", "probe", "steer", "posttrain",
               "evaluate", "attack", "score", "toy", "scorer_check", "report"]
 
 

@@ -219,7 +219,7 @@ def source_documents(texts: Iterable[str], tok: PreTrainedTokenizerBase, documen
                      what: str) -> list[np.ndarray]:
     """The first `documents` texts of ≥ 2 tokens, each tokenized with the model's tokenizer and cut to its
     first `tokens_per_document` tokens (ITI's protocol on an OpenWebText sample: 100 documents × 128
-    tokens). No special tokens are added, as the mix stage adds none before a document, so a document
+    tokens). No special tokens are added, as the tokenize stage adds none before a document, so a document
     here is scored like a held-out one. The cut is made here, not by the tokenizer, whose truncation
     side generation sets to the left."""
     out = []

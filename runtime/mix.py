@@ -1,24 +1,28 @@
-"""`mix` stage: tokenize the clean and toxic sources into OLMo memmap token files.
+"""`mix` stage: select the pretraining mixture from the token shards its sources were tokenized into once.
 
-Reads: the `data` section, the tokenizer artifact. Writes: `tokens/part-XXXXX.npy` (raw uint16 memmaps,
-uint32 above 65,535 tokens; EOS after each document; documents shuffled across sources by `seed`),
-`heldout/clean.npy` (the first clean documents, never trained on), `manifest.json`.
+Reads: the `data` section; the `tokenize` artifact of the clean source (input `clean`) and, when the
+mixture has toxic tokens, of the toxic source (input `toxic`). Writes: `manifest.json`, `heldout/clean.npy`
+(the first clean documents, never trained on) and `tokens/<source>-XXXXX.npy` (only the parts of shards
+that a budget cuts).
 
-Text sources are read through the source's reader (`runtime.sources`: dotted fields, explode, cleaning,
-filters, sampling); its counts are the metrics `source_clean_<count>` and `source_toxic_<count>` and the
-manifest's `source_counts` (memmap sources have none). They count what was read: the clean source up to
-its budgets, the toxic source over every pass when repeated, and a few batches tokenized ahead of a met
-budget.
+The selection is the exact-budget rule of `runtime.mix_tokens.take`: held-out = the first clean documents
+up to `heldout_clean_tokens`, the last one cut and closed with EOS; training clean = the documents after
+it up to `clean_tokens`; toxic = the first toxic documents up to `toxic_tokens`, starting over while
+`allow_repetition` holds. Nothing shared is copied: the manifest's `token_files` (relative to this folder,
+in the published layout `results/<kind>/<id>`) list each shard a budget takes whole by reference
+(`../../tokenize/<id>/shards/shard-XXXXX.npy`), so only the partial shards at the cuts are written here.
+A file holds one source's documents: OLMo's loader chunks every file apart and shuffles the sequences
+with the pretraining seed, so a training sequence never mixes clean and toxic documents (mix VERSION 2
+shuffled documents across sources within its files, with a `seed` that is no longer in the config).
 
-Budgets are exact: each source's last document is cut (and closed with EOS) so the clean, toxic and
-held-out token counts are exactly the spec's. It streams: documents are tokenized in batches by
-`tokenize_workers` processes into per-source scratch files under `ctx.work`; only document lengths
-and the shuffle permutation (8 bytes per document) live in memory.
+Source counts (`source_clean_<count>`, `source_toxic_<count>`, the manifest's `source_counts`) are the
+tokenize stages': what was read to cover every mix of the plan (zeros for a toxic source this mix does
+not read; none for a memmap source).
 """
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compiler.errors import StageError
@@ -30,98 +34,171 @@ from runtime.stage import StageContext, write_json
 if TYPE_CHECKING:
     import numpy as np
 
-VERSION = 2
+    from runtime.mix_tokens import Cut
+    from runtime.token_shards import ShardStore
+
+VERSION = 3
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 
 class Config(StrictModel):
     data: DataSection
     tokenizer: TokenizerInfo
-    seed: int
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:
-    from tokenizers import Tokenizer
-    from tqdm import tqdm
+    from runtime.mix_tokens import take
+    from runtime.sources import SourceCounts
 
-    from runtime.mix_tokens import (Encoder, PartWriter, TokenFile, fill, fill_repeating, shuffled_write,
-                                    token_dtype)
-    from runtime.sources import SourceCounts, iter_memmap_documents, iter_texts
-
-    started = time.perf_counter()
     data, info = cfg.data, cfg.tokenizer
-    tokenizer_file = ctx.input("tokenizer") / "tokenizer.json"
-    if Tokenizer.from_file(str(tokenizer_file)).get_vocab_size() != info.vocab_size:
-        raise StageError(f"{tokenizer_file} does not have the spec's {info.vocab_size} tokens")
-    dtype, eos = token_dtype(info.vocab_size), info.eos_token_id
-    encoder = Encoder(tokenizer_file, eos, dtype, data.tokenize_workers)
-
     clean_name, toxic_name = data.clean_source, data.toxic_source
-    counts = {clean_name: SourceCounts(), toxic_name: SourceCounts()}
+    clean = _store(ctx, "clean", info)
+    heldout = take(clean.doc_ends, 0, data.heldout_clean_tokens)
+    training = take(clean.doc_ends, heldout.next, data.clean_tokens)
+    if heldout.missing or training.missing:
+        _require_exhausted(clean)
+        raise StageError(f"clean source {clean_name!r} is too small: it gave {clean.total_tokens} tokens but the "
+                         f"mixture needs {data.heldout_clean_tokens} held out + {data.clean_tokens} for training")
 
-    def open_docs(name: str) -> Iterator[np.ndarray]:
-        spec = data.sources[name]
-        if isinstance(spec, MemmapSource):
-            if spec.tokenizer != info.identifier:
-                raise StageError(f"source {name!r} ({spec.path}) was tokenized with {spec.tokenizer!r}, "
-                                 f"but this spec uses {info.identifier!r}")
-            return iter_memmap_documents(spec, ctx.root, eos)
-        return encoder.documents(iter_texts(spec, ctx.root, counts[name]))
+    heldout_tokens = _write(ctx.out / "heldout" / "clean.npy", _copies(clean, heldout))
+    files = TrainingFiles(ctx.out, ctx.root / "results" / ctx.kind / ctx.stage_id)   # where it is published
+    clean_tokens = files.add(clean, [training], clean_name)
+    stores = {"clean": clean}
+    toxic_cuts: list[Cut] = []
+    toxic_tokens = 0
+    if data.toxic_tokens:
+        stores["toxic"] = toxic = _store(ctx, "toxic", info)
+        toxic_cuts = _repeated_fill(toxic, data.toxic_tokens, toxic_name, data.allow_repetition)
+        toxic_tokens = files.add(toxic, toxic_cuts, toxic_name)
+    repeated = sum(c.documents for c in toxic_cuts[1:])
 
-    heldout = TokenFile(ctx.out / "heldout" / "clean.npy", dtype)
-    clean = TokenFile(ctx.work / f"scratch-{clean_name}.bin", dtype)
-    toxic = TokenFile(ctx.work / f"scratch-{toxic_name}.bin", dtype)
-    total = data.heldout_clean_tokens + data.clean_tokens + data.toxic_tokens
-    try:
-        with tqdm(total=total, desc="mix: tokenize", unit="tok", unit_scale=True) as bar:
-            clean_docs = open_docs(clean_name)
-            for sink, budget in ((heldout, data.heldout_clean_tokens), (clean, data.clean_tokens)):
-                missing = fill(clean_docs, budget, sink, eos, bar)
-                if missing:
-                    raise StageError(
-                        f"clean source {clean_name!r} is too small: it gave "
-                        f"{heldout.tokens + clean.tokens} tokens but the mixture needs "
-                        f"{data.heldout_clean_tokens} held out + {data.clean_tokens} for training"
-                    )
-            repeated = fill_repeating(
-                lambda: open_docs(toxic_name), data.toxic_tokens, toxic, eos, bar,
-                name=toxic_name, allow_repetition=data.allow_repetition,
-            ) if data.toxic_tokens else 0
-    finally:
-        encoder.close()
-        for f in (heldout, clean, toxic):
-            f.close()
-
-    writer = PartWriter(ctx.out / "tokens", dtype, data.tokens_per_file)
-    n_docs = len(clean.lengths) + len(toxic.lengths)
-    with tqdm(total=n_docs, desc="mix: shuffle + write", unit="doc") as bar:
-        shuffled_write([clean, toxic], writer, cfg.seed, bar)
-    paths = writer.close()
-
-    clean_tokens, toxic_tokens = clean.tokens, toxic.tokens
-    read = {role: counts[name] for role, name in (("clean", clean_name), ("toxic", toxic_name))
-            if not isinstance(data.sources[name], MemmapSource)}   # a memmap has no records to count
-    seconds = time.perf_counter() - started
-    metrics = {
-        "clean_tokens": clean_tokens, "toxic_tokens": toxic_tokens, "heldout_tokens": heldout.tokens,
-        "toxic_share_realized": toxic_tokens / (clean_tokens + toxic_tokens),
-        "toxic_to_clean_ratio_realized": toxic_tokens / clean_tokens,
-        f"documents_{clean_name}": len(clean.lengths), f"documents_{toxic_name}": len(toxic.lengths),
-        "documents_heldout": len(heldout.lengths),
-        f"repetitions_{toxic_name}": repeated,
-        "tokens_per_second": (clean_tokens + toxic_tokens + heldout.tokens) / seconds,
-        **{k: v for role, c in read.items() for k, v in c.metrics(role).items()},
-    }
+    counts = {role: stores[role].manifest["source_counts"] if role in stores else SourceCounts().as_dict()
+              for role, name in (("clean", clean_name), ("toxic", toxic_name))
+              if not isinstance(data.sources[name], MemmapSource)}   # a memmap has no records to count
+    documents = {clean_name: training.documents, toxic_name: sum(c.documents for c in toxic_cuts),
+                 "heldout": heldout.documents}
+    shares = {"toxic_share_realized": toxic_tokens / (clean_tokens + toxic_tokens),
+              "toxic_to_clean_ratio_realized": toxic_tokens / clean_tokens}
     write_json(ctx.out / "manifest.json", {
-        "token_files": [str(p.relative_to(ctx.out)) for p in paths],
-        "heldout_file": "heldout/clean.npy", "dtype": dtype.name, "eos_token_id": eos,
-        "tokenizer": info.identifier, "seed": cfg.seed,
-        "clean_tokens": clean_tokens, "toxic_tokens": toxic_tokens, "heldout_tokens": heldout.tokens,
-        "toxic_share_realized": metrics["toxic_share_realized"],
-        "toxic_to_clean_ratio_realized": metrics["toxic_to_clean_ratio_realized"],
-        "documents": {clean_name: len(clean.lengths), toxic_name: len(toxic.lengths),
-                      "heldout": len(heldout.lengths)},
-        "repetitions": {toxic_name: repeated},
-        "source_counts": {role: c.as_dict() for role, c in read.items()},
+        "token_files": files.paths, "heldout_file": "heldout/clean.npy", "dtype": clean.dtype.name,
+        "eos_token_id": info.eos_token_id, "tokenizer": info.identifier,
+        "clean_tokens": clean_tokens, "toxic_tokens": toxic_tokens, "heldout_tokens": heldout_tokens, **shares,
+        "documents": documents, "repetitions": {toxic_name: repeated}, "source_counts": counts,
+        "copied_tokens": files.copied, "referenced_tokens": files.referenced,
+        "tokenize": {role: store.folder.name for role, store in stores.items()},
     })
-    return metrics
+    return {
+        "clean_tokens": clean_tokens, "toxic_tokens": toxic_tokens, "heldout_tokens": heldout_tokens, **shares,
+        **{f"documents_{name}": n for name, n in documents.items()},
+        f"repetitions_{toxic_name}": repeated,
+        "copied_tokens": files.copied, "referenced_tokens": files.referenced,
+        **{f"source_{role}_{k}": v for role, c in counts.items() for k, v in c.items()},
+    }
+
+
+def _store(ctx: StageContext, role: str, info: TokenizerInfo) -> ShardStore:
+    """The tokenize artifact of one source, checked against this spec's tokenizer."""
+    from runtime.mix_tokens import token_dtype
+    from runtime.token_shards import ShardStore
+
+    folder = ctx.input(role)
+    store = ShardStore.open(folder)
+    if (store.manifest["tokenizer"], store.eos, store.dtype) != (
+            info.identifier, info.eos_token_id, token_dtype(info.vocab_size)):
+        raise StageError(f"{folder}/manifest.json: tokens of {store.manifest['tokenizer']!r} (EOS {store.eos}, "
+                         f"{store.dtype}), but this spec uses {info.identifier!r}")
+    return store
+
+
+def _require_exhausted(store: ShardStore) -> None:
+    """A budget the shards do not cover is the source's end, never a tokenize stage sized too small."""
+    if not store.exhausted:
+        raise StageError(f"{store.folder} stopped at {store.total_tokens} tokens (fills "
+                         f"{store.manifest.get('fills')}) before this mix's budget: it was planned for "
+                         f"other budgets; recompile the spec")
+
+
+def _repeated_fill(store: ShardStore, budget: int, name: str, allow_repetition: bool) -> list[Cut]:
+    """The toxic fill: passes over the source's documents, each starting over at the first one."""
+    from runtime.mix_tokens import take
+
+    cuts: list[Cut] = []
+    missing = budget
+    while missing:
+        cut = take(store.doc_ends, 0, missing)
+        if cut.missing:
+            _require_exhausted(store)
+            if not cut.documents:
+                raise StageError(f"source {name!r} gave no documents on pass {len(cuts) + 1}")
+            if not allow_repetition:
+                raise StageError(
+                    f"source {name!r} is too small: it gave {budget - cut.missing} of the {budget} tokens the "
+                    f"mixture needs; lower the toxic share or set data.allow_repetition: true")
+        cuts.append(cut)
+        missing = cut.missing
+    return cuts
+
+
+def _pieces(store: ShardStore, cut: Cut) -> list[tuple[int, int, int] | np.ndarray]:
+    """A fill as token pieces, in order: shards it takes whole as (shard, 0, tokens), everything else
+    as tokens (the cut document's head closed with EOS last)."""
+    import numpy as np
+
+    start = store.doc_start(cut.stop)
+    out: list = [p if store.is_whole(p) else store.tokens(p)
+                 for p in store.pieces(store.doc_start(cut.first), start)]
+    if cut.partial:
+        head = [store.tokens(p) for p in store.pieces(start, start + cut.partial - 1)]
+        out.append(np.concatenate([*head, np.array([store.eos], dtype=store.dtype)]))
+    return out
+
+
+def _copies(store: ShardStore, cut: Cut) -> list[np.ndarray]:
+    """A fill as tokens only (nothing by reference)."""
+    return [store.tokens(p) if isinstance(p, tuple) else p for p in _pieces(store, cut)]
+
+
+def _write(path: Path, pieces: list[np.ndarray]) -> int:
+    """Copy token pieces into one raw memmap file; returns its tokens."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        for piece in pieces:
+            piece.tofile(f)
+    return sum(len(p) for p in pieces)
+
+
+class TrainingFiles:
+    """The mix's training files, in order: shards a fill takes whole by reference (relative to the
+    published mix folder), runs of everything else copied into one file each under `tokens/`."""
+
+    def __init__(self, out: Path, published: Path):
+        self.out, self.published = out, published
+        self.paths: list[str] = []
+        self.copied = self.referenced = 0
+        self._written: dict[str, int] = {}
+
+    def add(self, store: ShardStore, cuts: list[Cut], name: str) -> int:
+        """Append the fills of one source; returns their tokens."""
+        tokens, pending = 0, []
+        for piece in (p for cut in cuts for p in _pieces(store, cut)):
+            if isinstance(piece, tuple):
+                tokens += self._copy(pending, name)
+                pending = []
+                shard, first, end = piece
+                self.paths.append(os.path.relpath(store.shards[shard], self.published))
+                self.referenced += end - first
+                tokens += end - first
+            else:
+                pending.append(piece)
+        return tokens + self._copy(pending, name)
+
+    def _copy(self, pieces: list[np.ndarray], name: str) -> int:
+        if not any(len(p) for p in pieces):
+            return 0
+        n = self._written.get(name, 0)
+        self._written[name] = n + 1
+        path = self.out / "tokens" / f"{name}-{n:05d}.npy"
+        tokens = _write(path, pieces)
+        self.paths.append(str(path.relative_to(self.out)))
+        self.copied += tokens
+        return tokens

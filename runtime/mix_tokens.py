@@ -1,19 +1,18 @@
-"""The `mix` stage's machinery: batched (multi-process) tokenization, exact-budget filling of
-scratch token files, and the seeded shuffle into OLMo memmap parts. Kept apart from `runtime.mix` so
-that planning a spec (which reads only `mix.Config` and `mix.VERSION`) does not import numpy."""
+"""Tokens for the mixture: batched (multi-process) tokenization (the `tokenize` stage) and the one
+exact-budget rule both the `tokenize` stage (how far to read) and the `mix` stage (what to select) apply.
+Kept apart from the stage modules so that planning a spec (which reads only their `Config` and `VERSION`)
+does not import numpy."""
 from __future__ import annotations
 
 import os
-from array import array
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
-
-from compiler.errors import StageError
 
 BATCH_DOCUMENTS = 64
 """Documents per tokenization task: enough to amortise inter-process transfer, few enough that the
@@ -96,106 +95,68 @@ class Encoder:
 
 
 # --- budgets ------------------------------------------------------------------------------------
+#
+# A fill takes documents, in order, until exactly `budget` tokens: the document that reaches the budget
+# ends the fill, cut to its first `budget - taken - 1` tokens and closed with EOS when it overshoots (its
+# remaining tokens are never used). The mix fills the held-out and then the training clean tokens from
+# the clean source, and the toxic tokens from the toxic one (starting over while repetition is allowed).
 
-class TokenFile:
-    """Append-only raw token file that remembers its document lengths."""
 
-    def __init__(self, path: Path, dtype: np.dtype):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path, self.dtype = path, dtype
-        self.file: BinaryIO = open(path, "wb")
-        self.lengths = array("q")
+@dataclass(frozen=True)
+class Cut:
+    """One fill over a document sequence: documents [first, stop) whole, then, when `partial` > 0, the
+    first `partial - 1` tokens of document `stop` and an EOS. `missing` > 0: the documents ran out first."""
 
-    def add(self, doc: np.ndarray) -> None:
-        self.file.write(doc.astype(self.dtype, copy=False).tobytes())
-        self.lengths.append(len(doc))
-
-    def close(self) -> None:
-        self.file.close()
+    first: int
+    stop: int
+    partial: int
+    missing: int
 
     @property
-    def tokens(self) -> int:
-        return sum(self.lengths)
+    def next(self) -> int:
+        """The first document after this fill (a cut document is used up)."""
+        return self.stop + (1 if self.partial else 0)
+
+    @property
+    def documents(self) -> int:
+        return self.next - self.first
 
 
-def fill(docs: Iterator[np.ndarray], budget: int, sink: TokenFile, eos: int, progress: Any) -> int:
-    """Move documents into `sink` until exactly `budget` tokens; the last one is cut and closed
-    with EOS. Returns the tokens still missing when `docs` ran out (0 = budget met)."""
-    missing = budget
-    while missing > 0:
-        doc = next(docs, None)
-        if doc is None:
-            return missing
-        if len(doc) > missing:
-            doc = np.append(doc[:missing - 1], np.array([eos], dtype=doc.dtype))
-        sink.add(doc)
-        missing -= len(doc)
-        progress.update(len(doc))
-    return 0
+def take(doc_ends: np.ndarray, first: int, budget: int) -> Cut:
+    """The fill of `budget` tokens starting at document `first`; `doc_ends` are cumulative document ends."""
+    if budget == 0:
+        return Cut(first, first, 0, 0)
+    base = int(doc_ends[first - 1]) if first else 0
+    target = base + budget
+    k = int(np.searchsorted(doc_ends, target, side="left"))
+    if k == len(doc_ends):
+        return Cut(first, k, 0, target - (int(doc_ends[-1]) if k else 0))
+    if doc_ends[k] == target:
+        return Cut(first, k + 1, 0, 0)
+    return Cut(first, k, target - (int(doc_ends[k - 1]) if k else 0), 0)
 
 
-def fill_repeating(open_docs: Callable[[], Iterator[np.ndarray]], budget: int, sink: TokenFile,
-                   eos: int, progress: Any, *, name: str, allow_repetition: bool) -> int:
-    """`fill` from a source, starting it over while repetition is allowed; returns documents repeated."""
-    passes, missing, repeated = 0, budget, 0
-    while missing > 0:
-        before = len(sink.lengths)
-        missing = fill(open_docs(), missing, sink, eos, progress)
-        if passes:
-            repeated += len(sink.lengths) - before
-        if missing and len(sink.lengths) == before:
-            raise StageError(f"source {name!r} gave no documents on pass {passes + 1}")
-        if missing and not allow_repetition:
-            raise StageError(
-                f"source {name!r} is too small: it gave {budget - missing} of the {budget} tokens the "
-                f"mixture needs; lower the toxic share or set data.allow_repetition: true"
-            )
-        passes += 1
-    return repeated
+class FillProgress:
+    """Consecutive fills fed one document length at a time (what `take` computes over a whole index):
+    tells the `tokenize` stage when the documents written cover every fill a mix will make."""
 
+    def __init__(self, fills: list[int] | None):
+        self.pending = list(fills) if fills is not None else None
+        self.missing = self.pending.pop(0) if self.pending else 0
 
-# --- shuffle and write --------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        """Every fill ended (never, for `fills=None`: the whole source is wanted)."""
+        return self.pending is not None and self.missing == 0 and not self.pending
 
-class PartWriter:
-    """Writes one token stream as `part-XXXXX.npy` raw memmap files of `tokens_per_file` tokens."""
+    def ends_fill(self, length: int) -> bool:
+        """A document of `length` tokens, fed next, would end a fill."""
+        return self.pending is not None and not self.done and length >= self.missing
 
-    def __init__(self, folder: Path, dtype: np.dtype, tokens_per_file: int):
-        folder.mkdir(parents=True, exist_ok=True)
-        self.folder, self.dtype, self.cap = folder, dtype, tokens_per_file
-        self.paths: list[Path] = []
-        self.file: BinaryIO | None = None
-        self.room = 0
-
-    def write(self, tokens: np.ndarray) -> None:
-        while len(tokens):
-            if self.room == 0:
-                self._next_file()
-            head, tokens = tokens[:self.room], tokens[self.room:]
-            self.file.write(head.astype(self.dtype, copy=False).tobytes())
-            self.room -= len(head)
-
-    def _next_file(self) -> None:
-        if self.file:
-            self.file.close()
-        self.paths.append(self.folder / f"part-{len(self.paths):05d}.npy")
-        self.file = open(self.paths[-1], "wb")
-        self.room = self.cap
-
-    def close(self) -> list[Path]:
-        if self.file:
-            self.file.close()
-        return self.paths
-
-
-def shuffled_write(scratch: list[TokenFile], writer: PartWriter, seed: int, progress: Any) -> None:
-    """Write every scratch document once, in one seeded random order across all sources."""
-    maps = [np.memmap(s.path, dtype=s.dtype, mode="r") if s.tokens else None for s in scratch]
-    lengths = [np.frombuffer(s.lengths, dtype=np.int64) for s in scratch]
-    starts = [np.cumsum(ln) - ln for ln in lengths]
-    which = np.concatenate([np.full(len(ln), i, dtype=np.int64) for i, ln in enumerate(lengths)])
-    index = np.concatenate([np.arange(len(ln), dtype=np.int64) for ln in lengths])
-    order = np.random.default_rng(seed).permutation(len(which))
-    for src, doc in zip(which[order], index[order]):
-        start, length = starts[src][doc], lengths[src][doc]
-        writer.write(maps[src][start:start + length])
-        progress.update(1)
+    def feed(self, length: int) -> None:
+        if self.done or self.pending is None:
+            return
+        if length >= self.missing:
+            self.missing = self.pending.pop(0) if self.pending else 0
+        else:
+            self.missing -= length

@@ -6,6 +6,7 @@ from types import ModuleType
 
 STAGES: dict[str, str] = {
     "tokenizer": "runtime.tokenizer",
+    "tokenize": "runtime.tokenize",
     "mix": "runtime.mix",
     "pretrain": "runtime.pretrain",
     "activations": "runtime.activations",

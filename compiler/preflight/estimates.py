@@ -2,8 +2,13 @@
 
 Rough by design: enough to know before a run whether a file system or an allocation holds it.
 
-    mix          (clean + held-out + toxic tokens) × 2 bytes (uint16 token files; 4 when the vocabulary
-                 exceeds 65,536)
+    tokenize     tokens it reads × 2 bytes (uint16 token shards; 4 when the vocabulary exceeds 65,536):
+                 the sum of its fills (held-out + clean, or the largest toxic budget), or for a whole
+                 source its `declared_tokens`; once per source, shared by every mix
+    mix          (held-out + each budget smaller than its tokenize instance's fill: min(budget, 1 shard))
+                 tokens × 2 bytes: a mix lists the shards it takes whole by reference and copies the
+                 held-out tokens and the partial shard at a cut (`data.tokens_per_file` tokens a shard);
+                 at its tokenize instance's own budget a cut falls between shards and copies one document
     pretrain     parameters × 8 bytes kept (ai2-olmo `model.pt` + the HF export, both fp32); while it
                  runs, 2 resumable checkpoints × parameters × 12 bytes (fp32 weights + AdamW's two moments:
                  the next one is written before the last is deleted)
@@ -94,10 +99,16 @@ def estimate(inst: StageInstance, instances: dict[str, StageInstance]) -> Estima
 
 def _disk(inst: StageInstance, instances: dict[str, StageInstance]) -> tuple[int, int]:
     cfg = inst.config
+    if inst.kind == "tokenize":
+        tokens = sum(cfg.fills) if cfg.fills is not None else cfg.source.declared_tokens or 0
+        return tokens * token_bytes(cfg.tokenizer.vocab_size), 0
     if inst.kind == "mix":
         data = cfg.data
-        tokens = data.clean_tokens + data.heldout_clean_tokens + data.toxic_tokens
-        return tokens * (2 if cfg.tokenizer.vocab_size <= 65536 else 4), 0
+        budgets = (("clean", data.clean_tokens), ("toxic", data.toxic_tokens))
+        tokens = data.heldout_clean_tokens + sum(
+            min(budget, data.tokens_per_file) for role, budget in budgets
+            if role in inst.inputs and _cut_inside_shard(instances[inst.inputs[role]].config, budget))
+        return tokens * token_bytes(cfg.tokenizer.vocab_size), 0
     if inst.kind == "pretrain":
         params = parameters(cfg)
         return params * 8, 2 * params * CHECKPOINT_BYTES_PER_PARAMETER
@@ -114,6 +125,18 @@ def _disk(inst: StageInstance, instances: dict[str, StageInstance]) -> tuple[int
         prompts = sum(count(s.source, s.max_prompts) for s in cfg.prompt_sets)
         return SMALL_STAGE_BYTES + prompts * cfg.generation.samples_per_prompt * BYTES_PER_GENERATION, 0
     return SMALL_STAGE_BYTES, 0
+
+
+def _cut_inside_shard(tokenize_config: Any, budget: int) -> bool:
+    """A mix's budget ends inside a shard (a partial shard to copy) unless it is the tokenize instance's
+    last fill, where a document of its own ends the shards."""
+    fills = tokenize_config.fills
+    return fills is None or fills[-1] != budget
+
+
+def token_bytes(vocab_size: int) -> int:
+    """Bytes a token takes on disk (`runtime.mix_tokens.token_dtype`: uint16 while every id fits)."""
+    return 2 if vocab_size <= 65536 else 4
 
 
 def parameters(pretrain_config: Any) -> int:

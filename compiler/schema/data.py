@@ -95,8 +95,8 @@ class DataSection(StrictModel):
     )
     tokens_per_file: int = Field(
         1 << 28, gt=0,
-        description="Training tokens per `tokens/part-XXXXX.npy` file (2^28 uint16 tokens = 512 MiB); "
-        "the last file holds the rest.",
+        description="Tokens per `tokenize` shard (`shards/shard-XXXXX.npy`, 2^28 uint16 tokens = 512 MiB); "
+        "a mix lists whole shards by reference and copies only those it cuts.",
     )
 
     @model_validator(mode="after")

@@ -10,12 +10,12 @@ from pydantic import Field
 from .base import StrictModel
 
 STAGE_KINDS = (
-    "tokenizer", "mix", "pretrain", "activations", "probe", "steer", "posttrain",
+    "tokenizer", "tokenize", "mix", "pretrain", "activations", "probe", "steer", "posttrain",
     "evaluate", "attack", "score", "toy", "scorer_check", "report",
 )
-NO_GPU_KINDS = ("score", "scorer_check")
-"""Kinds whose unset section means `default` without GPUs (scoring: an API client or a classifier that
-runs on CPU; a spec whose classifier wants a GPU says so in `resources.score`)."""
+NO_GPU_KINDS = ("tokenize", "score", "scorer_check")
+"""Kinds whose unset section means `default` without GPUs (tokenizing is CPU work; scoring: an API client
+or a classifier that runs on CPU; a spec whose classifier wants a GPU says so in `resources.score`)."""
 
 
 class StageResources(StrictModel):
@@ -44,6 +44,9 @@ class ResourcesSection(StrictModel):
 
     default: StageResources = Field(default_factory=StageResources)
     tokenizer: StageResources | None = None
+    tokenize: StageResources | None = Field(
+        None, description="Tokenizing one source into shared shards (`data.tokenize_workers` processes); unset = "
+        "`mix`'s, which did this work before, else `default` with `gpus: 0`.")
     mix: StageResources | None = None
     pretrain: StageResources | None = None
     activations: StageResources | None = None
@@ -61,6 +64,8 @@ class ResourcesSection(StrictModel):
 
     def of(self, kind: str) -> StageResources:
         own = getattr(self, kind, None)  # a kind without its own field (yet) gets the default
+        if own is None and kind == "tokenize":
+            own = self.mix
         if own is not None:
             return own
         if kind in NO_GPU_KINDS:

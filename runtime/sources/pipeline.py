@@ -34,7 +34,7 @@ def iter_records(spec: Any, root: Path, counts: SourceCounts | None = None, *,
     the stream is consumed) tells how many records were read, skipped and kept.
     """
     if isinstance(spec, MemmapSource):
-        raise StageError(f"{describe(spec)} holds tokens, not records; it can only feed the mix stage")
+        raise StageError(f"{describe(spec)} holds tokens, not records; it can only feed the tokenize stage")
     counts = SourceCounts() if counts is None else counts
     where, cursor = describe(spec), Cursor()
     stream: Iterator[Positioned] = _numbered(_read(spec, Path(root), where, cursor), counts)

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = "specs/paper_smoke.yaml"
-SOURCE_READERS = ("mix", "activations", "posttrain", "evaluate", "attack")
+SOURCE_READERS = ("tokenize", "mix", "activations", "posttrain", "evaluate", "attack")
 """Stage kinds that read a data source (pretraining mixture, probe texts, SFT/DPO data, prompts)."""
 
 

@@ -64,7 +64,7 @@ def test_alpha_ablation_reruns_no_pretraining(tmp_path):
     base = (ROOT / "specs" / "demo.yaml").read_text()
     (tmp_path / "base.yaml").write_text(base)
     (tmp_path / "ablation.yaml").write_text("extends: base.yaml\nsweep:\n  grid:\n    steer.alpha: [8.0]\n")  # not the controls' alpha: no control draws
-    upstream = ("tokenizer", "mix", "pretrain", "activations", "probe", "posttrain")
+    upstream = ("tokenizer", "tokenize", "mix", "pretrain", "activations", "probe", "posttrain")
     _fake_outputs(tmp_path, "base.yaml", upstream)
     r = snakemake("-n", "--config", "spec=ablation.yaml", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -38,6 +38,32 @@ rule tokenizer:
     shell:
         "{params.launcher} -m runtime tokenizer --config build/stages/{wildcards.id}.json > {log} 2>&1"
 
+rule tokenize:
+    input:
+        MIXSTEER.inputs_of,
+    output:
+        stage="results/tokenize/{id}/stage.json",
+    log:
+        "logs/tokenize/{id}.log",
+    params:
+        launcher=lambda wc: MIXSTEER.launcher(wc.id),
+    threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
+    resources:
+        mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
+        runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
+        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        tasks_per_gpu=0,
+        cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
+        slurm_partition=slurm_partition(config, lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
+    wildcard_constraints:
+        id="tokenize-[0-9a-f]{12}",
+    conda:
+        "../../envs/mixsteer.yaml"
+    shell:
+        "{params.launcher} -m runtime tokenize --config build/stages/{wildcards.id}.json > {log} 2>&1"
+
 rule mix:
     input:
         MIXSTEER.inputs_of,

@@ -180,7 +180,9 @@ def test_estimates_follow_their_formulas(project):
     by_kind = {i.kind: (i, estimate(i, plan.instances)) for i in plan.instances.values()}
     mix, e = by_kind["mix"]
     data = mix.config.data
-    assert e.disk_bytes == 2 * (data.clean_tokens + data.heldout_clean_tokens + data.toxic_tokens)
+    assert e.disk_bytes == 2 * data.heldout_clean_tokens  # every training token is a shared shard's
+    tokenized = sorted(estimate(i, plan.instances).disk_bytes for i in plan.instances.values() if i.kind == "tokenize")
+    assert tokenized == sorted([2 * (data.heldout_clean_tokens + data.clean_tokens), 2 * data.toxic_tokens])
     pretrain, e = by_kind["pretrain"]
     model, vocab = pretrain.config.model, pretrain.config.vocab
     n = model.n_params_estimate + vocab.embedding_size * model.d_model  # tied embeddings
