@@ -199,14 +199,15 @@ class Workflow:
 
     # lookups used by the generated rules -------------------------------------------------------
     def launcher(self, sid: str) -> str:
-        """`python` or `torchrun …` (only integers from the resources section reach it)."""
+        """`python -m runtime.launch --nodes N --procs-per-node P --` for pretraining (one process,
+        torchrun, or one torchrun per node; under SLURM in a step of its own; it owns the stop signals),
+        `python` for the rest. Only integers from the resources section reach the shell."""
         inst = self.instances[sid]
-        procs = inst.resources.processes if inst.kind == "pretrain" else 1
-        if procs == 1 and inst.resources.nodes == 1:
+        if inst.kind != "pretrain":
             return shlex.quote(sys.executable)
-        torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}"]
-        torchrun += ["--standalone"] if inst.resources.nodes == 1 else [f"--nnodes={inst.resources.nodes}"]
-        return shlex.join(torchrun)
+        procs, nodes = int(inst.resources.processes), int(inst.resources.nodes)
+        return shlex.join([sys.executable, "-m", "runtime.launch", f"--nodes={nodes}", f"--procs-per-node={procs}",
+                           "--"])
 
     def kind_launcher(self, kind: str) -> str:
         """The launcher shared by every instance of a kind (the renderer checked it is shared)."""

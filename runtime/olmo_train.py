@@ -11,6 +11,9 @@ chosen at run time (NCCL on GPUs, gloo on CPU). Wrapping follows `distributed_st
 (1 process), DDP, or FSDP (`device_id=torch.device("cpu")` on CPU). Checkpoints (model, optimizer, step,
 RNG states of every rank) are full, unsharded state dicts written atomically into the work folder;
 `train` resumes from the newest one, and the data loader restarts at the checkpoint's batch.
+
+Preemption (`runtime.preempt`): SIGTERM/SIGUSR1 make every rank finish its current step, save that
+step's checkpoint and raise `Preempted` (exit 75); the rerun resumes from it bit-identically.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ from torch.distributed.checkpoint.state_dict import (
 from tqdm import tqdm
 
 from compiler.errors import StageError
+from runtime.preempt import StopSignals, resumed
 
 CHECKPOINT_GLOB = "step-*.pt"
 
@@ -268,11 +272,23 @@ def batches(cfg: TrainConfig, start_step: int, max_steps: int) -> Iterator[dict[
 
 # --- the loop -------------------------------------------------------------------------------------
 
-def _read_log(path: Path, up_to_step: int) -> list[dict[str, Any]]:
+def is_logged(step: int, log_every: int, max_steps: int) -> bool:
+    """The steps metrics.jsonl keeps: the first, every `log_every`-th and the last."""
+    return step == 1 or step % log_every == 0 or step == max_steps
+
+
+def _read_log(path: Path, up_to_step: int, log_every: int, max_steps: int) -> list[dict[str, Any]]:
+    """The logged rows up to the checkpoint's step; the extra row a preempted run wrote for its last
+    step is dropped unless that step is on the schedule, so a resumed log equals an uninterrupted one."""
     if not path.exists():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r["step"] <= up_to_step]
+    return [r for r in rows if r["step"] <= up_to_step and is_logged(r["step"], log_every, max_steps)]
+
+
+def _append_row(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 def train(cfg: TrainConfig, rt: Runtime, *, max_steps: int, work: Path, log_path: Path,
@@ -280,18 +296,28 @@ def train(cfg: TrainConfig, rt: Runtime, *, max_steps: int, work: Path, log_path
     """Train `max_steps` optimizer steps, resuming from the newest checkpoint in `work`.
 
     `log_path` (a JSON-lines file, one row per logged step) lives in `work` so it survives a crash.
+    A stop signal (SIGTERM, SIGUSR1) ends the run after the current step with that step saved and
+    `Preempted` raised; no signal changes any result.
     """
+    with StopSignals("pretrain") as stop:
+        return _train(cfg, rt, stop, max_steps=max_steps, work=work, log_path=log_path, log_fn=log_fn)
+
+
+def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignals, *, max_steps: int, work: Path, log_path: Path,
+           log_fn: Callable[[dict[str, Any]], None] | None) -> TrainResult:
     n_params, dist_model = build_model(cfg, rt)
     optim = build_optimizer(cfg, dist_model)
     scheduler = build_scheduler(cfg)
+    interval, log_every = cfg.save_interval_unsharded, cfg.console_log_interval
     start_step = 0
     if (ckpt := latest_checkpoint(work)) is not None:
         start_step = load_checkpoint(ckpt, dist_model, optim, rt)
-    rows = _read_log(log_path, start_step)
+        if rt.is_main:
+            resumed("pretrain", f"{ckpt} (step {start_step} of {max_steps})")
+    rows = _read_log(log_path, start_step, log_every, max_steps)
     if rt.is_main:
         log_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tokens_per_step = cfg.global_train_batch_size * cfg.model.max_sequence_length
-    interval, log_every = cfg.save_interval_unsharded, cfg.console_log_interval
 
     dist_model.train()
     bar = tqdm(total=max_steps, initial=start_step, desc="pretrain", unit="step", disable=not rt.is_main)
@@ -303,23 +329,31 @@ def train(cfg: TrainConfig, rt: Runtime, *, max_steps: int, work: Path, log_path
         seconds += time.perf_counter() - tic
         tokens_s = (step - start_step) * tokens_per_step / seconds
         row = {"step": step, **metrics, "tokens_per_second": tokens_s, "tokens": step * tokens_per_step}
-        if rt.is_main and (step == 1 or step % log_every == 0 or step == max_steps):
-            with log_path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+        logged = is_logged(step, log_every, max_steps)
+        if rt.is_main and logged:
+            _append_row(log_path, row)
             rows.append(row)
             if log_fn is not None:
                 log_fn(row)
         bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{tokens_s:,.0f}", refresh=False)
         bar.update()
-        if step % interval == 0 and step < max_steps:
+        saved = step % interval == 0 and step < max_steps
+        if saved:
             save_checkpoint(work, step, dist_model, optim, rt)
+        if step < max_steps and stop.agreed():  # a collective: every rank, after every step but the last
+            if rt.is_main and not logged:
+                _append_row(log_path, row)  # where it stopped, for whoever reads the log; resume drops it
+            if not saved:
+                save_checkpoint(work, step, dist_model, optim, rt)
+            bar.close()
+            stop.stop(f"the checkpoint of step {step} of {max_steps} in {work}")
         tic = time.perf_counter()
     bar.close()
     if step != max_steps:
         raise StageError(f"pretrain: data ran out at step {step} of {max_steps}")
 
     model_sd = get_model_state_dict(dist_model, options=full_state_options(rt))
-    rows = _read_log(log_path, max_steps) if rt.is_main else rows
+    rows = _read_log(log_path, max_steps, log_every, max_steps) if rt.is_main else rows
     return TrainResult(
         state_dict=model_sd if rt.is_main else None,
         initial_loss=rows[0]["loss"] if rows else float("nan"),

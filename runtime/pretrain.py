@@ -1,9 +1,10 @@
 """`pretrain` stage: train an OLMo model with ai2-olmo on the `mix` tokens; export to HF.
 
-Reads: model, pretrain sections, the mix (`manifest.json` → `tokens/part-*.npy`) and tokenizer
-(`tokenizer.json`, `info.json`) artifacts. Writes: `olmo/config.yaml` (the ai2-olmo `TrainConfig` that
-built everything: it is saved, then loaded back and only the loaded copy is used), `olmo/model.pt`
-(OLMo state dict), `model/` (HF `OlmoForCausalLM` + tokenizer), `metrics.jsonl`.
+Reads: model, pretrain sections, the mix (`manifest.json` → its `token_files`: shared `tokenize` shards
+and the mix's own cut copies) and tokenizer (`tokenizer.json`, `info.json`) artifacts. Writes:
+`olmo/config.yaml` (the ai2-olmo `TrainConfig` that built everything: it is saved, then loaded back and
+only the loaded copy is used), `olmo/model.pt` (OLMo state dict), `model/` (HF `OlmoForCausalLM` +
+tokenizer), `metrics.jsonl`.
 
 One code path for 1 process (`python -m runtime pretrain`) and `torchrun` (gloo on CPU, NCCL + FSDP
 + bf16 on GPUs): every rank calls `run`; only rank 0 (`is_rank_zero`) writes outputs. Checkpoints go to

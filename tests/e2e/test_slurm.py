@@ -58,13 +58,27 @@ def test_toy_spec_runs_as_slurm_jobs_on_the_cpu_partition(workdir):
     assert {j["Partition"] for j in jobs.values()} == {"cpu"}
 
 
-def test_demo_pretraining_asks_for_its_gpus_on_the_gpu_partition(workdir):
-    """The demo's pretraining given one (fake) GPU per run; resources never change stage ids or results."""
+GPU_KINDS = ("pretrain", "activations", "steer", "posttrain", "evaluate", "attack")
+"""The demo's stages that would want a GPU on a cluster (the demo itself asks for none)."""
+
+
+def test_demo_runs_to_the_end_as_slurm_jobs_gpu_stages_asking_for_gpus(workdir):
+    """The whole demo through `profiles/slurm`, its model stages given one (fake) GPU each: every job a
+    SLURM job that ends COMPLETED, GPU stages on the `gpu` partition asking for their GPU as gres, the
+    rest on `cpu`; resources never enter a stage id, so the report is the demo's own."""
     spec = yaml.safe_load((workdir / "specs/demo.yaml").read_text())
-    spec["resources"]["pretrain"].update(gpus=1, processes_per_node=1)
+    for kind in GPU_KINDS:
+        spec["resources"][kind] = {**spec["resources"]["default"], **spec["resources"].get(kind, {}), "gpus": 1}
     (workdir / "specs/demo_gpu.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    jobs = _jobs(_run(workdir, "--config", "spec=specs/demo_gpu.yaml", "--until", "pretrain"))
-    assert {j["JobState"] for j in jobs.values()} == {"COMPLETED"}
-    gpu_jobs = [j for j in jobs.values() if re.search(r"gres[:/]gpu", j.get("TresPerJob", "") + j.get("TresPerNode", ""))]
-    assert gpu_jobs and {j["Partition"] for j in gpu_jobs} == {"gpu"}
-    assert {j["Partition"] for j in jobs.values() if j not in gpu_jobs} == {"cpu"}
+    log = _run(workdir, "--config", "spec=specs/demo_gpu.yaml")
+    jobs = _jobs(log)
+    assert {j["JobState"] for j in jobs.values()} == {"COMPLETED"}, {i: j["JobState"] for i, j in jobs.items()}
+    by_rule = {i: re.match(r"rule_(.+?)(?:_wildcards_|$)", j.get("Comment", "")) for i, j in jobs.items()}
+    assert all(by_rule.values()), {i: j.get("Comment") for i, j in jobs.items()}
+    for i, job in jobs.items():
+        asks_gpu = bool(re.search(r"gres[:/]gpu", job.get("TresPerJob", "") + job.get("TresPerNode", "")))
+        assert asks_gpu == (by_rule[i].group(1) in GPU_KINDS), (by_rule[i].group(1), job.get("TresPerJob"))
+        assert job["Partition"] == ("gpu" if asks_gpu else "cpu")
+    submitted = {m.group(1) for m in by_rule.values()}
+    assert set(GPU_KINDS) <= submitted and "report" in submitted
+    assert list((workdir / "results" / "report").glob("*/stage.json"))

@@ -2,7 +2,7 @@
 # Bring up a single-node SLURM (Debian's slurm-wlm packages) for tests/e2e/test_slurm.py. Run as root.
 # Partitions: `gpu` (GPUS fake gres GPUs backed by placeholder device files; jobs run on the CPU) and `cpu`.
 # No slurmdbd: final states go to /var/log/slurm/jobcomp.log (jobcomp/filetxt); pass
-# `--slurm-status-command squeue` to the executor plugin (MinJobAge keeps finished jobs visible to squeue).
+# `--slurm-status-command squeue` to the executor plugin (MinJobAge keeps finished jobs visible to squeue and `scontrol show job` for an hour: the test reads them after a whole demo).
 set -euo pipefail
 GPUS=${GPUS:-4}
 if ! command -v slurmctld >/dev/null; then
@@ -46,7 +46,7 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/filetxt
 JobCompLoc=/var/log/slurm/jobcomp.log
-MinJobAge=300
+MinJobAge=3600
 DefMemPerCPU=1000
 $NODE Gres=gpu:$GPUS State=UNKNOWN
 PartitionName=gpu Nodes=$HOST Default=YES MaxTime=INFINITE State=UP

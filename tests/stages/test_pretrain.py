@@ -161,7 +161,7 @@ def test_unexportable_architecture_is_refused_before_training(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_process_torchrun_matches_one_process(uninterrupted, strategy, tmp_path):
-    """`torchrun --nproc_per_node 2` over gloo follows the 1-process loss curve.
+    """`torchrun --standalone --nproc-per-node=2` (via runtime.launch) over gloo follows the 1-process curve.
 
     Both runs see the same global batches (rank r reads indices r::2 of each batch), start from the same
     CPU init and average gradients over ranks, so they agree up to float summation order: each step's
@@ -174,8 +174,8 @@ def test_two_process_torchrun_matches_one_process(uninterrupted, strategy, tmp_p
     config = root / f"{strategy}.json"
     config.write_text(json.dumps(env))
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "runtime", "pretrain", "--config", str(config)],
+        [sys.executable, "-m", "runtime.launch", "--nodes=1", "--procs-per-node=2",  # the rules' launcher
+         "--", "-m", "runtime", "pretrain", "--config", str(config)],
         cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
