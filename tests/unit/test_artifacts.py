@@ -68,21 +68,18 @@ PROBE = probe.Config(validation_fraction=0.3, split_seed=0, implementation="skle
                      max_iterations=50, accuracy_threshold=0.6)
 
 
-@pytest.mark.parametrize("keep", [0.5, 0.999, 0.0])
-def test_a_truncated_safetensors_file_names_the_file_and_the_folder_to_delete(project, tmp_path, keep):
+@pytest.mark.parametrize("name, keep, problem", [
+    ("activations.safetensors", 0.5, "truncated or corrupt"),
+    ("activations.safetensors", 0.999, "truncated or corrupt"),
+    ("activations.safetensors", 0.0, "truncated or corrupt"),
+    ("examples.jsonl", 0.5, "line [0-9]+ is not JSON"),
+])
+def test_a_truncated_activations_file_names_the_file_and_the_folder_to_delete(project, tmp_path, name, keep, problem):
     acts = damaged_copy(project, tmp_path, "activations")
-    truncate(acts / "activations.safetensors", keep)
-    with pytest.raises(StageError, match="truncated or corrupt") as exc:
+    truncate(acts / name, keep)
+    with pytest.raises(StageError, match=problem) as exc:
         probe.run(PROBE, probe_context(tmp_path, acts))
-    assert_names_file_and_folder(exc, acts / "activations.safetensors", acts)
-
-
-def test_a_truncated_jsonl_file_names_the_file_and_the_folder_to_delete(project, tmp_path):
-    acts = damaged_copy(project, tmp_path, "activations")
-    truncate(acts / "examples.jsonl", 0.5)
-    with pytest.raises(StageError, match="line [0-9]+ is not JSON") as exc:
-        probe.run(PROBE, probe_context(tmp_path, acts))
-    assert_names_file_and_folder(exc, acts / "examples.jsonl", acts)
+    assert_names_file_and_folder(exc, acts / name, acts)
 
 
 def test_a_truncated_metrics_json_names_the_file_and_the_folder_to_delete(project, tmp_path):
