@@ -83,7 +83,9 @@ def run(cfg: Config, ctx: StageContext) -> dict[str, Any]:
 def _check_rtp(rtp: Any, scores: dict[str, np.ndarray], cfg: Config, result: dict[str, Any]) -> list[dict]:
     """RTP's part of `result` (counts, agreement and toxicity rows); returns its `scores.jsonl` rows.
     `scores[label]` holds the prompts' scores, then the continuations'."""
-    from .agreement import agreement, toxicity_vs_reference
+    from runtime.agreement import agreement
+
+    from .agreement import toxicity_vs_reference
 
     n = len(rtp.index)
     reference = np.stack([rtp.prompt_toxicity, rtp.continuation_toxicity], axis=1)  # [record, part]
@@ -103,7 +105,7 @@ def _check_rtp(rtp: Any, scores: dict[str, np.ndarray], cfg: Config, result: dic
 
 def _check_toxigen(toxigen: Any, scores: dict[str, np.ndarray], cfg: Config, result: dict[str, Any]) -> list[dict]:
     """ToxiGen's part of `result`; returns its `scores.jsonl` rows."""
-    from .agreement import agreement
+    from runtime.agreement import agreement
 
     threshold = cfg.toxigen.label_threshold
     result["toxigen"] = {**toxigen.counts(), "label_threshold": threshold}

@@ -17,7 +17,7 @@ from compiler.schema.evaluate import BootstrapSection
 from compiler.schema.scorer_check import RecordSelection, RTPCheck, ScorerCheckSection, ToxiGenCheck
 from compiler.schema.sources import JsonlSource, ParquetSource
 from runtime.scorer_check import Config, run
-from runtime.scorer_check.agreement import RankMeasures, agreement
+from runtime.agreement import RankMeasures, agreement
 from runtime.scorer_check.references import read_rtp, read_toxigen
 from runtime.stage import StageContext
 from runtime.stats import bootstrap_ci
