@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from dataclasses import replace
@@ -23,6 +24,7 @@ EPILOG = """\
 examples:
   mixsteer validate specs/*.yaml          check every spec (exit 2 on problems)
   mixsteer check specs/demo.yaml          open every source, check credentials, GPUs and disk (exit 2 on problems)
+  mixsteer lock specs/paper.yaml          resolve floating Hub references to commits (specs/paper.lock.json)
   mixsteer show specs/demo.yaml           the fully resolved spec (defaults, extends, one run)
   mixsteer plan specs/demo.yaml           stage instances, their ids and which outputs exist
   mixsteer diff specs/a.yaml specs/b.yaml what B changes vs A and which stages must rerun
@@ -79,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="jobs are submitted to a scheduler: GPUs need not be visible on this machine")
     p.add_argument("--json", action="store_true", help="machine-readable reports")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("lock", help="resolve every floating Hub reference (a branch, a tag, no revision) to a "
+                       "commit and write <spec>.lock.json beside the spec (online)", description=LOCK_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("specs", nargs="+", type=Path, metavar="SPEC")
+    p.add_argument("--upgrade", action="store_true",
+                   help="ask the Hub again for references already locked, and show which stages a moved one reruns")
+    p.set_defaults(func=cmd_lock)
 
     p = sub.add_parser("plan", help="list stage instances with ids, status (done/resumable/new) and cost",
                        description=_plan_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -203,6 +213,52 @@ def cmd_check(args: argparse.Namespace, root: Path) -> int:
         for r in reports:
             _print_report(r)
     return 0 if all(r.ok for r in reports) else 2
+
+
+LOCK_HELP = """\
+A Hub dataset (`kind: hf` with `name:`) or a Hub classifier (`kind: classifier` with `model:`) named by a
+branch or tag (`revision: main`, `revision: refs/convert/parquet`) or by no revision at all floats: the Hub
+may serve other bytes under it tomorrow. `mixsteer lock SPEC` asks the Hub once which commit each floating
+reference points to and writes them to SPEC's lock file (specs/x.yaml -> specs/x.lock.json); commit it
+beside the spec. From then on every command reads the spec with those commits in place of the branches:
+stage ids, `mixsteer show` and `mixsteer diff` all see the commit, and the same spec and lock give the same
+ids on any machine. A run refuses to start while a floating reference is not locked (opt out with
+`snakemake --config unlocked=true`: each stage then records the commit it read).
+
+A spec that `extends` others reads their lock files too (its own wins): an ablation keeps its base's
+commits and reuses its stage instances. Without --upgrade, references already locked are kept; with it,
+they are resolved again, and the stage instances a moved commit invalidates are listed.
+Needs the Hub (HF_HUB_OFFLINE unset; HF_TOKEN for gated datasets).
+"""
+
+
+def cmd_lock(args: argparse.Namespace, root: Path) -> int:
+    from huggingface_hub import constants
+
+    from .diff import diff_plans, format_diff
+    from .lock import floating_refs, lock_path, lock_spec
+    from .preflight.hub import HfHub
+    from .resolve import load_document
+    from .workflow import compile_spec
+
+    if constants.HF_HUB_OFFLINE:
+        raise MixsteerError("`mixsteer lock` asks the Hub, and HF_HUB_OFFLINE is set: run it where there is network")
+    hub = HfHub()
+    for spec in args.specs:
+        file = _rel(spec, root)
+        before = compile_spec(file, root)                     # also validates the spec
+        doc = load_document(file, str(spec))
+        refs = sorted({ref for _, ref in floating_refs(doc.data)})
+        changes = lock_spec(file, doc.sources, refs, hub, upgrade=args.upgrade)
+        where = os.path.relpath(lock_path(file), Path.cwd())
+        print(f"{spec}: {len(refs)} floating reference(s); {where}: "
+              f"{'unchanged' if not changes else f'{len(changes)} change(s)'}")
+        for c in changes:
+            old = c.old[:12] if c.old else "new"
+            print(f"  {c.ref}: {old} -> {c.new[:12] if c.new else 'removed (no longer in the spec)'}")
+        if changes and args.upgrade and any(c.old for c in changes):
+            print(format_diff(diff_plans(before, compile_spec(file, root)), f"{spec} (old lock)", f"{spec}"))
+    return 0
 
 
 def _print_report(r: Any) -> None:
@@ -354,7 +410,6 @@ def cmd_scorer_check(args: argparse.Namespace, root: Path) -> int:
     from runtime.registry import load_stage
     from runtime.stage import execute
 
-    from .ids import canonical_json
     from .render import envelope_json
     from .workflow import compile_spec
 
@@ -366,7 +421,7 @@ def cmd_scorer_check(args: argparse.Namespace, root: Path) -> int:
         out = root / inst.output
         if not (out / "stage.json").exists():
             with contextlib.redirect_stdout(sys.stderr):  # stage progress stays off the table
-                execute(json.loads(envelope_json(inst, canonical_json(str(root)))), load_stage(inst.kind))
+                execute(json.loads(envelope_json(inst)), load_stage(inst.kind), root=root)
         print(f"{inst.output}", file=sys.stderr)
         print((out / ("agreement.json" if args.json else "agreement.md")).read_text(), end="")
     return 0

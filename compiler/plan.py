@@ -32,6 +32,7 @@ from runtime.registry import load_stage
 from .checks import local_paths, pretrain_steps
 from .fingerprint import fingerprint, local_exists
 from .ids import stage_id
+from .lock import LockState
 from .plan_scorer_check import plan_scorer_check
 from .schema import Spec
 from .schema.base import StrictModel
@@ -71,7 +72,8 @@ class Plan:
     spec_name: str
     instances: dict[str, StageInstance]
     runs: list[RunPlan]
-    sources: tuple[str, ...] = ()  # spec files read (the spec and its extends chain)
+    sources: tuple[str, ...] = ()  # files read: the spec, its extends chain and their lock files
+    lock: LockState = field(default_factory=LockState)
 
     @property
     def report_id(self) -> str | None:
@@ -168,8 +170,9 @@ def build_plan(spec_name: str, runs: list[tuple[Any, Spec]], root: Path | None =
         ), {i: i for i in inputs}, first)
         for rp in run_plans:
             rp.roles["report"] = rid
-    sources = tuple(sorted({s for run, _ in runs for s in run.document.sources}))
-    return Plan(spec_name, b.instances, run_plans, sources)
+    lock = runs[0][0].document.lock or LockState()
+    sources = tuple(sorted({s for run, _ in runs for s in run.document.sources} | set(lock.lock_files)))
+    return Plan(spec_name, b.instances, run_plans, sources, lock)
 
 
 FillsKey = tuple[str, str, int, int | None]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections import ChainMap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +29,7 @@ class Document:
     positions: dict[PathKey, Position]
     file: str
     sources: tuple[str, ...] = ()  # every spec file read (the file and its `extends` chain)
+    lock: Any = None               # compiler.lock.LockState once the lock files were applied
 
     def position(self, path: PathKey) -> Position:
         """Position of `path`, or of its closest ancestor that has one."""
@@ -192,7 +193,7 @@ def expand_sweep(doc: Document, check_path: Callable[[PathKey], str | None]) -> 
                 positions = {k: v for k, v in base_positions.items()
                              if not any(k[: len(p)] == p for p in overlay)} | overlay
             name = ",".join(f"{short[k]}={_fmt(v)}" for k, v in chosen.items()) or "run"
-            runs.append(Run(name, chosen, Document(data, positions, doc.file, doc.sources)))
+            runs.append(Run(name, chosen, replace(doc, data=data, positions=positions)))
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         where = doc.position(("sweep",))

@@ -22,6 +22,7 @@ def spec_files(config: dict[str, Any]) -> list[str]:
 def load_workflow(config: dict[str, Any], basedir: str) -> Workflow:
     try:
         workflow = Workflow.load(spec_files(config), Path(basedir))
+        workflow.allow_unlocked = str(config.get("unlocked", "")).lower() in ("1", "true", "yes")
     except MixsteerError as exc:
         print(f"mixsteer: cannot compile the workflow:\n{exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -7,6 +7,7 @@ missing key points at its parent mapping); unknown keys get a "did you mean". Do
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from .checks import domain_problems, spec_warnings
 from .errors import Problem, SpecError
 from .fields import check_path, did_you_mean, field_names_at
 from .load import PathKey, dotted
+from .lock import apply_locks, unlocked_warnings
 from .resolve import Document, Run, expand_sweep, load_document
 from .schema import Spec
 
@@ -76,7 +78,7 @@ def validate_runs(doc: Document, default_name: str, root: Path | None = None) ->
     except SpecError as exc:  # still validate the rest, as one run without the sweep
         problems.extend(exc.problems)
         data = {k: v for k, v in doc.data.items() if k != "sweep"}
-        runs = [Run("run", {}, Document(data, doc.positions, doc.file, doc.sources))]
+        runs = [Run("run", {}, replace(doc, data=data))]
     validated: list[tuple[Run, Spec]] = []
     sections: dict[tuple[str, int], Any] = {}
     for run in runs:
@@ -116,6 +118,9 @@ def warnings_of(runs: list[tuple[Run, Spec]], root: Path | None = None) -> list[
         for path, message in spec_warnings(spec, checked, root):
             p = run.document.position(path)
             found.append(Problem(p.file, p.line, p.column, dotted(path), message))
+    if runs and runs[0][0].document.lock is not None:
+        doc = runs[0][0].document
+        found.extend(unlocked_warnings(doc.lock, doc.position))
     return _unique(found)
 
 
@@ -132,5 +137,7 @@ def load_spec(file: Path, root: Path | None = None, display: str | None = None) 
     """File → validated runs. The spec's default name is the file stem; local paths are checked
     against `root` when given."""
     doc = load_document(Path(file), display)
+    data, lock = apply_locks(doc.data, doc.sources)
+    doc = replace(doc, data=data, lock=lock)
     stem = re.sub(r"[^a-z0-9_-]+", "-", Path(file).stem.lower()).strip("-_") or "spec"
     return validate_runs(doc, stem, root)

@@ -11,7 +11,7 @@ from compiler.plan import build_plan
 from compiler.preflight.check import Machine, local_source_problems, preflight
 from compiler.preflight.estimates import estimate, parameters
 from compiler.preflight.hub import TOKEN_ENV, HubAccess, HubAnswer
-from compiler.validate import load_spec
+from compiler.validate import load_spec, warnings_of
 from compiler.workflow import Workflow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,8 +21,9 @@ PROBE_SOURCE = "source: {kind: jsonl, path: probe.jsonl}"
 class FakeHub:
     """The Hub as a table: repo → answer; everything it was asked is recorded."""
 
-    def __init__(self, answers=None, cached=()):
+    def __init__(self, answers=None, cached=(), configs=None):
         self.answers, self.cached_repos, self.asked = answers or {}, set(cached), []
+        self.configs = configs or {}
 
     def info(self, repo, repo_type, revision):
         self.asked.append((repo, repo_type, revision))
@@ -30,6 +31,9 @@ class FakeHub:
 
     def cached(self, repo, revision):
         return repo in self.cached_repos
+
+    def config(self, repo, revision):
+        return self.configs.get(repo)
 
 
 def machine(*, offline=True, token=False, hub=None, gpus=0, free=1 << 50, env=None, local=True):
@@ -40,7 +44,7 @@ def machine(*, offline=True, token=False, hub=None, gpus=0, free=1 << 50, env=No
 def check(project, text, m=None, name="s.yaml"):
     runs = load_spec(project(name, text), None, name)
     plan = build_plan(runs[0][1].name, runs, project.root)
-    return preflight(runs, plan, project.root, m or machine(), done=set())
+    return preflight(runs, plan, project.root, m or machine(), done=set(), warnings=warnings_of(runs))
 
 
 def line_of(project, name, needle):
@@ -114,8 +118,9 @@ def test_offline_every_hub_source_says_how_to_mirror_it_and_a_gated_one_needs_a_
     assert any("path: data/hub/toxigen/toxigen-data" in m for m in by_path["probe.data.source.name"])
     assert any("gated" in m and TOKEN_ENV in m for m in by_path["probe.data.source.name"])
     assert not any("gated" in m for m in by_path["evaluate.prompt_sets[0].source.name"])
-    (w,) = report.warnings  # the pinned RTP is not warned about
-    assert w.path == "probe.data.source.name" and "revision" in w.message
+    floating = {w.path: w.message for w in report.warnings}   # neither names a commit: both float
+    assert set(floating) == {"probe.data.source", "evaluate.prompt_sets[0].source"}
+    assert all("mixsteer lock s.yaml" in m for m in floating.values())
     with_token = check(project, text, machine(token=True)).problems
     assert with_token == [p for p in report.problems if "gated" not in p.message]
 
