@@ -16,7 +16,6 @@ opts in (`snakemake --config unlocked=true`), and then the runtime records the c
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,16 +23,10 @@ from typing import Any, Iterator, Protocol
 
 from .errors import MixsteerError, Problem
 from .load import PathKey, dotted
-
-COMMIT = re.compile(r"[0-9a-f]{40}")
-"""A Hub commit id: the only revision that never floats."""
+from .schema.base import is_commit
 
 LOCK_VERSION = 1
 LOCK_SUFFIX = ".lock.json"
-
-
-def is_commit(revision: str | None) -> bool:
-    return revision is not None and COMMIT.fullmatch(revision) is not None
 
 
 @dataclass(frozen=True, order=True)

@@ -14,12 +14,21 @@ A stage config field that restates a spec field is declared with ``same_as``, so
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from pydantic_core import to_jsonable_python
 
 from ..ids import plain_json
+
+HUB_COMMIT = re.compile(r"[0-9a-f]{40}")
+"""A Hub commit id: the only revision that never floats (`compiler.lock` resolves the others)."""
+
+
+def is_commit(revision: str | None) -> bool:
+    return revision is not None and HUB_COMMIT.fullmatch(revision) is not None
+
 
 NOT_IN_ID = {"not_in_id": True}
 """Pass as ``Field(json_schema_extra=NOT_IN_ID)`` on fields that must not enter the content id."""

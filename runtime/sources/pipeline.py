@@ -37,7 +37,7 @@ def iter_records(spec: Any, root: Path, counts: SourceCounts | None = None, *,
         raise StageError(f"{describe(spec)} holds tokens, not records; it can only feed the tokenize stage")
     counts = SourceCounts() if counts is None else counts
     where, cursor = describe(spec), Cursor()
-    stream: Iterator[Positioned] = _numbered(_read(spec, Path(root), where, cursor), counts)
+    stream: Iterator[Positioned] = _numbered(_read(spec, Path(root), where, cursor, counts), counts)
     missing: list[MissingField] = []
     if spec.explode:
         stream = explode(stream, spec.explode, counts, where, missing)
@@ -105,10 +105,10 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _read(spec: Any, root: Path, where: str, cursor: Cursor) -> Iterator[dict[str, Any]]:
+def _read(spec: Any, root: Path, where: str, cursor: Cursor, counts: SourceCounts) -> Iterator[dict[str, Any]]:
     if isinstance(spec, HFSource):
         cursor.file = spec.path or spec.name or "?"
-        return iter_hf(spec, root, where)
+        return iter_hf(spec, root, where, counts)
     if isinstance(spec, BuiltinSource):
         cursor.file = f"builtin:{spec.name}"
         return _builtin(spec, where)

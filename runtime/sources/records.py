@@ -39,6 +39,7 @@ class SourceCounts:
     list elements) dropped because a text field, or the exploded list, is absent / null / empty after
     cleaning; `filtered_out`: records the filters rejected; `sampled_out`: records the sample left out;
     `kept`: records handed to the stage (`max_documents` stops reading, so what lies beyond it is not counted).
+    `hub_commit`: the commit a Hub dataset named by a branch was read at (an unlocked run records it).
     """
 
     read: int = 0
@@ -49,13 +50,15 @@ class SourceCounts:
     filtered_out: int = 0
     sampled_out: int = 0
     kept: int = 0
+    hub_commit: str = ""
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
-    def metrics(self, role: str) -> dict[str, int]:
+    def metrics(self, role: str) -> dict[str, int | str]:
         """The counts as stage metrics, `source_<role>_<count>` (the manifest records them)."""
-        return {f"source_{role}_{name}": value for name, value in asdict(self).items()}
+        return {f"source_{role}_{name}": value for name, value in asdict(self).items()
+                if name != "hub_commit" or value}
 
 
 def position_text(position: Position, explode: str | None = None) -> str:

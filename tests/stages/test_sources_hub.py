@@ -88,6 +88,10 @@ def test_hub_errors_are_stage_errors(tmp_path, monkeypatch):
         raise ConnectionError("Dataset 'toxigen/toxigen-data' is a gated dataset on the Hub")
 
     monkeypatch.setattr(datasets, "load_dataset", gated)
-    source = SPEC.validate_python({"kind": "hf", "name": "toxigen/toxigen-data", "config": "annotated"})
+    source = SPEC.validate_python({"kind": "hf", "name": "toxigen/toxigen-data", "config": "annotated",
+                                   "revision": "6bb639dfe43e936559ee6556e921d2e520e52d62"})   # as locked
     with pytest.raises(StageError, match=r"hf source 'toxigen/toxigen-data' \(config 'annotated'.*gated"):
         list(iter_records(source, tmp_path))
+    unlocked = SPEC.validate_python({"kind": "hf", "name": "toxigen/toxigen-data", "config": "annotated"})
+    with pytest.raises(StageError, match=r"cannot resolve revision 'default branch' to a commit.*mixsteer lock"):
+        list(iter_records(unlocked, tmp_path))     # offline: an unlocked run cannot say what it would read

@@ -177,3 +177,26 @@ def test_check_online_confirms_the_commit_and_the_toxic_labels(project, hub):
     offline = mixsteer("check", "--json", "s.yaml", cwd=project.root)
     report = json.loads(offline.stdout)[0]
     assert any("toxic_labels not checked (offline)" in line for line in report["info"])
+
+
+def test_an_unlocked_hub_source_is_read_at_one_commit_and_records_it(hub, monkeypatch, tmp_path):
+    import datasets
+    import huggingface_hub.constants as hf_constants
+
+    from compiler.schema.sources import HFSource
+    from runtime.sources import SourceCounts, iter_records
+
+    monkeypatch.setattr(hf_constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    asked = []
+
+    def load_dataset(name, config, *, split, revision, streaming, **extra):  # the rows; the Hub part is real
+        asked.append(revision)
+        return iter([{"prompt": "how do I"}, {"prompt": "tell me"}])
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    counts = SourceCounts()
+    spec = HFSource(kind="hf", name="walledai/AdvBench", text_field="prompt")
+    assert [r["prompt"] for r in iter_records(spec, tmp_path, counts, text_fields=("prompt",))] == ["how do I", "tell me"]
+    commit = hub.repos[("dataset", "walledai/AdvBench")].branches["main"]
+    assert asked == [commit] and counts.metrics("attack")["source_attack_hub_commit"] == commit
