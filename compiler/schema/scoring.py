@@ -2,7 +2,7 @@
 
 Shared by the stages that score texts (evaluation generations, red-team continuations, the report's
 scorer/probe-label agreement). A scorer's fields are part of the id of whatever it scores, except the
-operational ones marked NOT_IN_ID (endpoints, rates, cache paths).
+operational ones marked NOT_IN_ID (rates, retries, cache paths; a Perspective endpoint is in the id).
 """
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ class PerspectiveScorer(StrictModel):
     api_key_env: str = Field("PERSPECTIVE_API_KEY", description="Environment variable holding the key.")
     endpoint: str = Field(
         "https://commentanalyzer.googleapis.com/v1alpha1/comments:analyze",
-        description="API endpoint (tests point it at a local server).", json_schema_extra=NOT_IN_ID,
+        description="API endpoint (tests point it at a local server). In the id and in every cache key: a proxy "
+                    "or a fake endpoint never shares cached scores with the real API.",
     )
     queries_per_second: float = Field(
         1.0, gt=0, description="Requests per second of all score jobs together (Perspective's default quota: 1).",
@@ -96,14 +97,16 @@ class LexiconScorer(StrictModel):
 
 
 class ClassifierScorer(StrictModel):
-    """Any Hugging Face `AutoModelForSequenceClassification` checkpoint: from the Hub (`model` with a pinned
-    `revision`, both in the id) or a local folder (`path`, its files' content in the id)."""
+    """Any Hugging Face `AutoModelForSequenceClassification` checkpoint: from the Hub (`model` at a commit,
+    both in the id; a branch is locked to one by `mixsteer lock`) or a local folder (`path`, its files' content
+    in the id)."""
 
     kind: Literal["classifier"] = "classifier"
     name: str | None = NAME
     model: str | None = Field(None, description="Hub repository id, e.g. `tomh/toxigen_roberta`.")
     revision: str | None = Field(
-        None, description="Hub commit (40 hex digits) or tag the weights are pinned to; required with `model`.")
+        None, description="Hub commit (40 hex digits) the weights are pinned to; a branch or tag (or null: the "
+                          "default branch) floats and is resolved to a commit by `mixsteer lock`.")
     path: str | None = Field(None, description="Local checkpoint folder instead of `model` (same files).")
     toxic_labels: list[str] = Field(
         min_length=1, description="Label name(s) (the model config's `id2label`) that mean toxic.")
@@ -115,8 +118,13 @@ class ClassifierScorer(StrictModel):
         "auto", description="`auto`: sigmoid when the config's `problem_type` is multi_label_classification "
                             "or the model has one logit, else softmax over the logits.")
     max_length_tokens: int | None = Field(
-        None, gt=0, description="Truncate texts to this many tokens; null = the model's maximum. Truncated "
-                                "texts are counted in the metrics.")
+        None, gt=0, description="Tokens the model reads at once (special tokens included); null = the model's "
+                                "maximum. Longer texts follow `long_texts` and are counted in the metrics.")
+    long_texts: Literal["truncate", "max_windows"] = Field(
+        "truncate", description="Texts longer than `max_length_tokens`: `truncate` scores their beginning only "
+                                "(open-instruct's and Detoxify's rule); `max_windows` scores windows of "
+                                "`max_length_tokens` that overlap by half a window and cover the whole text, "
+                                "and takes the highest score (a toxic ending is not missed).")
     gpu_precision: Literal["fp32", "fp16", "bf16"] = Field(
         "bf16", description="Weights and activations on a GPU (CPU always fp32).")
     batch_size: int = Field(64, gt=0, description="Texts per forward pass (length-sorted).",
@@ -126,8 +134,6 @@ class ClassifierScorer(StrictModel):
     def _one_source(self) -> "ClassifierScorer":
         if (self.model is None) == (self.path is None):
             raise ValueError("set exactly one of `model` (Hub id, with `revision`) or `path` (local folder)")
-        if self.model is not None and not self.revision:
-            raise ValueError(f"`revision` is required with `model: {self.model}`: pin the weights (a commit)")
         return self
 
     @property

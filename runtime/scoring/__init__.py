@@ -1,5 +1,7 @@
 """Every toxicity scorer behind one face: `build_scorer(spec, root).score(texts) -> list[float]` in [0, 1],
-and `.truncated`: how many texts it has cut to fit so far (0 for scorers that read whole texts).
+`.long_texts(texts)`: which texts are longer than it reads at once (all False for scorers that read whole
+texts; what happens to them is the scorer's long-text rule), and `.description()`: the settings it
+resolved when built (model version, activation, window), recorded as the scores' provenance.
 
 `offline` is alt-profanity-check (ships its model, no network); `lexicon` counts the words of a word list
 (`runtime.scoring.lexicon`); `classifier` is any Hugging Face sequence-classification checkpoint
@@ -11,8 +13,9 @@ a spec whose texts were all scored before loads no model and needs no key.
 """
 from __future__ import annotations
 
+from importlib import metadata
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from compiler.errors import StageError
 from compiler.schema.scoring import (ClassifierScorer, DetoxifyScorer, LexiconScorer, OfflineScorer,
@@ -20,18 +23,27 @@ from compiler.schema.scoring import (ClassifierScorer, DetoxifyScorer, LexiconSc
 
 
 class Scorer(Protocol):
-    truncated: int
-    """Texts truncated to fit the scorer so far (0 for scorers that read whole texts)."""
-
     def score(self, texts: Sequence[str]) -> list[float]:
         """Toxicity of each text in [0, 1], in order."""
         ...
 
+    def long_texts(self, texts: Sequence[str]) -> list[bool]:
+        """Whether each text is longer than the scorer reads at once (truncated or windowed)."""
+        ...
+
+    def description(self) -> dict[str, Any]:
+        """What the scorer resolved when built (JSON-safe): the provenance of its scores."""
+        ...
+
+
+def long_text_flags(scorer: Any, texts: Sequence[str]) -> list[bool | None]:
+    """`scorer.long_texts(texts)`, or None per text for a scorer that cannot say (a test double)."""
+    flags = getattr(scorer, "long_texts", None)
+    return list(flags(texts)) if flags is not None else [None] * len(texts)
+
 
 class OfflineProfanityScorer:
     """alt-profanity-check's linear SVM probability (a profanity detector: crude but offline)."""
-
-    truncated = 0  # reads whole texts
 
     def __init__(self) -> None:
         from profanity_check import predict_prob
@@ -42,6 +54,13 @@ class OfflineProfanityScorer:
         if not texts:
             return []
         return [float(p) for p in self._predict_prob(list(texts))]
+
+    def long_texts(self, texts: Sequence[str]) -> list[bool]:
+        return [False] * len(texts)  # reads whole texts
+
+    def description(self) -> dict[str, Any]:
+        return {"model": "alt-profanity-check", "version": metadata.version("alt-profanity-check"),
+                "long_texts": "whole text"}
 
 
 class DetoxifyLocalScorer:
@@ -62,12 +81,18 @@ class DetoxifyLocalScorer:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self._model = Detoxify(variant, checkpoint=str(checkpoint), device=device)
         self._batch_size = batch_size
-        self.truncated = 0
+        self._variant = variant
+
+    def long_texts(self, texts: Sequence[str]) -> list[bool]:
+        tokenizer = self._model.tokenizer  # Detoxify tokenizes with truncation at the model's maximum
+        return [len(ids) > tokenizer.model_max_length
+                for ids in tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]]
+
+    def description(self) -> dict[str, Any]:
+        return {"model": f"detoxify {self._variant}", "version": metadata.version("detoxify"),
+                "max_length_tokens": int(self._model.tokenizer.model_max_length), "long_texts": "truncate"}
 
     def score(self, texts: Sequence[str]) -> list[float]:
-        tokenizer = self._model.tokenizer  # Detoxify tokenizes with truncation at the model's maximum
-        self.truncated += sum(len(ids) > tokenizer.model_max_length
-                              for ids in tokenizer(list(texts), truncation=False, verbose=False)["input_ids"])
         out: list[float] = []
         for i in range(0, len(texts), self._batch_size):
             out.extend(float(v) for v in self._model.predict(list(texts[i:i + self._batch_size]))["toxicity"])
@@ -75,7 +100,7 @@ class DetoxifyLocalScorer:
 
 
 class LazyScorer:
-    """A scorer built on its first `score` call: behind the cache, a run with no misses never loads a
+    """A scorer built on its first `score` or `long_texts` call: behind the cache, a run with no misses never loads a
     model or asks for an API key."""
 
     def __init__(self, build: Callable[[], Scorer]) -> None:
@@ -84,21 +109,24 @@ class LazyScorer:
         self.scored = 0
         """Texts passed to the real scorer (what this process paid for)."""
 
-    @property
-    def built(self) -> bool:
-        return self._inner is not None
-
-    @property
-    def truncated(self) -> int:
-        return self._inner.truncated if self._inner is not None else 0
+    def _scorer(self) -> Scorer:
+        if self._inner is None:
+            self._inner = self._build()
+        return self._inner
 
     def score(self, texts: Sequence[str]) -> list[float]:
         if not texts:
             return []
-        if self._inner is None:
-            self._inner = self._build()
         self.scored += len(texts)
-        return self._inner.score(texts)
+        return self._scorer().score(texts)
+
+    def long_texts(self, texts: Sequence[str]) -> list[bool | None]:
+        return long_text_flags(self._scorer(), texts) if texts else []
+
+    def description(self) -> dict[str, Any] | None:
+        """The built scorer's description; None if it was never built (every text came from the cache)."""
+        describe = getattr(self._inner, "description", None)
+        return describe() if describe is not None else None
 
 
 def _at_root(path: str, root: Path) -> Path:

@@ -6,16 +6,21 @@ crash, another scorer listed next to the first. One sqlite file under `.cache/` 
 computed. WAL mode lets readers run while one process writes; writers take the write lock up front
 (`BEGIN IMMEDIATE`) and wait for it (busy timeout) instead of failing, so score jobs running side by side
 never lose or duplicate an entry. Scores are committed chunk by chunk as they are computed, so a job
-that is killed keeps everything it had finished.
+that is killed keeps everything it had finished. Beside each score the file keeps whether the text was
+longer than the scorer reads at once, and per scorer id the settings it resolved when built (activation,
+window, …), so a job answered wholly from the cache still reports both (`runtime.score`'s `scorer.json`).
+Every row carries a checksum; a damaged file is moved aside and rebuilt (`runtime.scoring.sqlite_cache`).
 
 The scorer id hashes only the fields that change scores: `spec.id_json()` (which leaves NOT_IN_ID fields
-such as batch sizes and endpoints out) with the display `name` blanked (renaming a scorer's column must
-not rescore), plus, when the project root is given, the content fingerprints of the local checkpoints
-the spec names (retraining a classifier into the same folder must not hit the old scores).
+such as batch sizes and rates out; a Perspective endpoint is in it) with the display `name` blanked
+(renaming a scorer's column must not rescore), plus, when the project root is given, the content
+fingerprints of the local checkpoints the spec names (retraining a classifier into the same folder must
+not hit the old scores).
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import sqlite3
 from pathlib import Path
@@ -25,6 +30,7 @@ from compiler.checks import local_paths
 from compiler.errors import StageError
 from compiler.fingerprint import fingerprint, local_exists
 from compiler.schema.base import StrictModel
+from runtime.scoring.sqlite_cache import DamagedCache, SqliteCacheFile, row_check
 
 BUSY_TIMEOUT_S = 600.0
 """How long a writer waits for another process's write transaction before giving up."""
@@ -52,59 +58,111 @@ def scorer_id(spec: StrictModel, root: Path | None = None) -> str:
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
 
 
-class ScoreCache:
-    """(scorer id, text hash) → score in one sqlite file, safe for concurrent reader and writer processes."""
+SCHEMA_VERSION = 1
+"""`PRAGMA user_version` of the current layout. 0: the first one (scores without checks, long-text flags or
+scorer descriptions), migrated on open with every row kept (their long-text flag unknown)."""
+
+
+def _setup(db: sqlite3.Connection) -> None:
+    """Create the tables, or migrate a version-0 file (inside the opener's write transaction)."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise StageError(f"the score cache {db.execute('PRAGMA database_list').fetchone()[2]} was written by a "
+                         f"newer mixsteer (layout {version}; this one reads {SCHEMA_VERSION}): update mixsteer")
+    old = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'scores'").fetchone()
+    if old:
+        db.execute("ALTER TABLE scores RENAME TO scores_v0")
+    db.execute("CREATE TABLE scores (scorer_id TEXT NOT NULL, text_sha256 TEXT NOT NULL, score REAL NOT NULL, "
+               "long INTEGER, crc INTEGER NOT NULL, PRIMARY KEY (scorer_id, text_sha256)) WITHOUT ROWID")
+    db.execute("CREATE TABLE scorers (scorer_id TEXT PRIMARY KEY, description TEXT NOT NULL, "
+               "crc INTEGER NOT NULL) WITHOUT ROWID")
+    if old:
+        rows = db.execute("SELECT scorer_id, text_sha256, score FROM scores_v0").fetchall()
+        db.executemany("INSERT INTO scores VALUES (?, ?, ?, NULL, ?)",
+                       [(sid, key, score, row_check(sid, key, score, None)) for sid, key, score in rows])
+        db.execute("DROP TABLE scores_v0")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+class TextScoreCache:
+    """(scorer id, text hash) → score and whether the text was longer than the scorer reads at once, plus
+    each scorer's resolved settings; one sqlite file shared by concurrent reader and writer processes. A
+    damaged file is moved aside and rebuilt (`runtime.scoring.sqlite_cache`)."""
 
     def __init__(self, path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        # isolation_level=None: no implicit transactions; put_many opens its own BEGIN IMMEDIATE.
-        self._db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: atomic and safe against a killed process
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS scores (scorer_id TEXT NOT NULL, text_sha256 TEXT NOT NULL, "
-            "score REAL NOT NULL, PRIMARY KEY (scorer_id, text_sha256)) WITHOUT ROWID"
-        )
+        self._file = SqliteCacheFile(path, _setup, busy_timeout_s)
 
-    def get_many(self, scorer_id: str, texts: Sequence[str]) -> dict[int, float]:
-        """{index in `texts`: score} for every text this scorer has scored before."""
+    def _rows(self, scorer_id: str, texts: Sequence[str]) -> dict[int, tuple[float, bool | None]]:
+        """{index in `texts`: (score, long)} of every stored text, each row checked."""
         positions: dict[str, list[int]] = {}
         for i, text in enumerate(texts):
             positions.setdefault(text_sha256(text), []).append(i)
         keys = list(positions)
-        out: dict[int, float] = {}
-        for start in range(0, len(keys), SQL_CHUNK):
-            chunk = keys[start:start + SQL_CHUNK]
-            rows = self._db.execute(
-                f"SELECT text_sha256, score FROM scores WHERE scorer_id = ? "
-                f"AND text_sha256 IN ({','.join('?' * len(chunk))})", [scorer_id, *chunk],
-            )
-            for key, score in rows:
-                out.update((i, score) for i in positions[key])
-        return out
 
-    def put_many(self, scorer_id: str, texts: Sequence[str], scores: Sequence[float]) -> None:
-        """Store scores in one transaction; a text already stored keeps its first score."""
-        if len(texts) != len(scores):
-            raise ValueError(f"{len(texts)} texts but {len(scores)} scores")
-        rows = [(scorer_id, text_sha256(t), float(s)) for t, s in zip(texts, scores)]
-        self._db.execute("BEGIN IMMEDIATE")  # take the write lock now: waits on the busy timeout
-        try:
-            self._db.executemany(
-                "INSERT OR IGNORE INTO scores (scorer_id, text_sha256, score) VALUES (?, ?, ?)", rows)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        def query(db: sqlite3.Connection) -> dict[int, tuple[float, bool | None]]:
+            out: dict[int, tuple[float, bool | None]] = {}
+            for start in range(0, len(keys), SQL_CHUNK):
+                chunk = keys[start:start + SQL_CHUNK]
+                rows = db.execute(
+                    f"SELECT text_sha256, score, long, crc FROM scores WHERE scorer_id = ? "
+                    f"AND text_sha256 IN ({','.join('?' * len(chunk))})", [scorer_id, *chunk])
+                for key, score, long, crc in rows:
+                    if crc != row_check(scorer_id, key, score, long):
+                        raise DamagedCache(f"a stored score fails its checksum (scorer {scorer_id[:12]})")
+                    out.update((i, (score, None if long is None else bool(long))) for i in positions[key])
+            return out
+
+        return self._file.read(query)
+
+    def get_many(self, scorer_id: str, texts: Sequence[str]) -> dict[int, float]:
+        """{index in `texts`: score} for every text this scorer has scored before."""
+        return {i: score for i, (score, _) in self._rows(scorer_id, texts).items()}
+
+    def long_flags(self, scorer_id: str, texts: Sequence[str]) -> dict[int, bool | None]:
+        """{index in `texts`: whether it was longer than the scorer reads at once (None: not recorded)}."""
+        return {i: long for i, (_, long) in self._rows(scorer_id, texts).items()}
+
+    def put_many(self, scorer_id: str, texts: Sequence[str], scores: Sequence[float],
+                 long: Sequence[bool | None] | None = None) -> None:
+        """Store scores (and long-text flags) in one transaction; a text already stored keeps its first score."""
+        flags = [None] * len(texts) if long is None else list(long)
+        if not len(texts) == len(scores) == len(flags):
+            raise ValueError(f"{len(texts)} texts but {len(scores)} scores and {len(flags)} flags")
+        rows = []
+        for text, score, flag in zip(texts, scores, flags):
+            key, value, bit = text_sha256(text), float(score), None if flag is None else int(flag)
+            rows.append((scorer_id, key, value, bit, row_check(scorer_id, key, value, bit)))
+        self._file.write(lambda db: db.executemany("INSERT OR IGNORE INTO scores VALUES (?, ?, ?, ?, ?)", rows))
+
+    def put_description(self, scorer_id: str, description: dict[str, Any]) -> None:
+        """Record what the scorer resolved when it was built (activation, window, …): a later job answered
+        wholly from the cache reports it without loading the scorer."""
+        text = json.dumps(description, sort_keys=True)
+        self._file.write(lambda db: db.execute("INSERT OR REPLACE INTO scorers VALUES (?, ?, ?)",
+                                               (scorer_id, text, row_check(scorer_id, text))))
+
+    def description(self, scorer_id: str) -> dict[str, Any] | None:
+        """The settings recorded for this scorer id; None if none were (scores from a layout-0 cache)."""
+        def query(db: sqlite3.Connection) -> dict[str, Any] | None:
+            row = db.execute("SELECT description, crc FROM scorers WHERE scorer_id = ?", (scorer_id,)).fetchone()
+            if row is None:
+                return None
+            if row[1] != row_check(scorer_id, row[0]):
+                raise DamagedCache(f"a scorer description fails its checksum (scorer {scorer_id[:12]})")
+            return json.loads(row[0])
+
+        return self._file.read(query)
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
+        return self._file.read(lambda db: db.execute("SELECT COUNT(*) FROM scores").fetchone()[0])
 
     def close(self) -> None:
-        self._db.close()
+        self._file.close()
 
-    def __enter__(self) -> "ScoreCache":
+    def __enter__(self) -> "TextScoreCache":
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -115,10 +173,10 @@ class CachedScorer:
     """A scorer that answers from the cache and scores (and stores) only the distinct misses.
 
     `hits` counts texts answered from the cache, `misses` texts that had to be scored (hits + misses =
-    every text passed to `score`); `truncated` is the inner scorer's count (0 if it never truncates).
+    every text passed to `score`). With each score it stores the inner scorer's long-text flag.
     """
 
-    def __init__(self, inner: Any, scorer_id: str, cache: ScoreCache, chunk_size: int = STORE_CHUNK) -> None:
+    def __init__(self, inner: Any, scorer_id: str, cache: TextScoreCache, chunk_size: int = STORE_CHUNK) -> None:
         self.inner = inner
         self.scorer_id = scorer_id
         self.cache = cache
@@ -126,11 +184,9 @@ class CachedScorer:
         self.hits = 0
         self.misses = 0
 
-    @property
-    def truncated(self) -> int:
-        return getattr(self.inner, "truncated", 0)
-
     def score(self, texts: Sequence[str]) -> list[float]:
+        from runtime.scoring import long_text_flags
+
         known = self.cache.get_many(self.scorer_id, texts)
         missing = [i for i in range(len(texts)) if i not in known]
         self.hits += len(known)
@@ -139,8 +195,9 @@ class CachedScorer:
         fresh: dict[str, float] = {}
         for start in range(0, len(distinct), self.chunk_size):
             chunk = distinct[start:start + self.chunk_size]
+            flags = long_text_flags(self.inner, chunk)
             scores = _checked(self.inner.score(chunk), len(chunk))
-            self.cache.put_many(self.scorer_id, chunk, scores)
+            self.cache.put_many(self.scorer_id, chunk, scores, flags)
             fresh.update(zip(chunk, scores))
         return [known[i] if i in known else fresh[text] for i, text in enumerate(texts)]
 
@@ -155,7 +212,7 @@ def _checked(scores: Iterable[float], expected: int) -> list[float]:
     return out
 
 
-def cached(scorer: Any, spec: StrictModel, cache: ScoreCache, root: Path | None = None,
+def cached(scorer: Any, spec: StrictModel, cache: TextScoreCache, root: Path | None = None,
            chunk_size: int = STORE_CHUNK) -> CachedScorer:
     """`scorer` behind `cache`, keyed by `scorer_id(spec, root)` (pass the project `root` so that local
     checkpoints are keyed by content)."""

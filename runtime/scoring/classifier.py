@@ -5,8 +5,13 @@ pinned `revision`. The toxic label(s) are found by name in the model's `config.i
 probabilities (sigmoid for multi-label models, softmax otherwise, or as the spec says) are combined by
 max or by sum (capped at 1). Texts are scored in length-sorted batches (little padding: several times
 the throughput of one text at a time, see bench/score_throughput.py) and returned in input order.
-Texts longer than the model takes are truncated and counted in `truncated`. fp32 on CPU,
-`gpu_precision` on CUDA.
+fp32 on CPU, `gpu_precision` on CUDA.
+
+Texts longer than the window (`max_length_tokens`, else the model's maximum, special tokens included)
+follow `long_texts`: `truncate` scores the first window (what open-instruct and Detoxify do);
+`max_windows` cuts the text into windows of that length overlapping by half their text tokens (Hugging
+Face's overflow windows, `stride` = the overlap), scores each like a text of its own and keeps the
+highest score. `long_texts(texts)` flags them; the score stage counts them.
 """
 from __future__ import annotations
 
@@ -24,14 +29,14 @@ GPU_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 class HFClassifierScorer:
-    """`score(texts)` → the toxic probability of each text in [0, 1]; `truncated` counts truncated texts."""
+    """`score(texts)` → the toxic probability of each text in [0, 1]; `long_texts(texts)` says which texts are
+    longer than the window (`max_length`), scored by the spec's `long_texts` rule."""
 
     def __init__(self, spec: ClassifierScorer, root: Path, device: str | None = None,
                  progress: bool = True) -> None:
         import torch
 
         self.spec = spec
-        self.truncated = 0
         self.progress = progress
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = getattr(torch, GPU_DTYPES[spec.gpu_precision]) if self.device.type == "cuda" else torch.float32
@@ -41,6 +46,27 @@ class HFClassifierScorer:
         self.toxic_columns = toxic_columns(config.id2label, spec.toxic_labels, _describe(spec))
         self.sigmoid = uses_sigmoid(spec.activation, config)
         self.max_length = max_length(spec, self.tokenizer, config)
+        self.overlap = window_overlap(self.max_length, self.tokenizer, spec) if spec.long_texts == "max_windows" else 0
+
+    def _lengths(self, texts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]]
+
+    def long_texts(self, texts: Sequence[str]) -> list[bool]:
+        return [n > self.max_length for n in self._lengths(texts)]
+
+    def description(self) -> dict[str, Any]:
+        """What was resolved at load time: the commit actually loaded, activation, window, labels."""
+        from transformers import __version__
+
+        config = self.model.config
+        out = {"activation": "sigmoid" if self.sigmoid else "softmax", "max_length_tokens": self.max_length,
+               "long_texts": self.spec.long_texts, "model_type": config.model_type,
+               "labels": [config.id2label[i] for i in sorted(config.id2label)], "transformers": __version__}
+        if self.spec.long_texts == "max_windows":
+            out["window_overlap_tokens"] = self.overlap
+        if getattr(config, "_commit_hash", None):
+            out["commit"] = config._commit_hash
+        return out
 
     def score(self, texts: Sequence[str]) -> list[float]:
         import torch
@@ -48,8 +74,7 @@ class HFClassifierScorer:
 
         if not texts:
             return []
-        lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]]
-        self.truncated += sum(n > self.max_length for n in lengths)
+        lengths = self._lengths(texts)
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # longest first: memory peaks at once
         scores = [0.0] * len(texts)
         batch_size = self.spec.batch_size
@@ -63,15 +88,40 @@ class HFClassifierScorer:
         return scores
 
     def _score_batch(self, texts: list[str]) -> list[float]:
+        """One score per text: of its first window (`truncate`), or the max over its windows."""
         import torch
 
-        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True,
-                             return_tensors="pt").to(self.device)
-        logits = self.model(**enc).logits.float()
+        windows = self.spec.long_texts == "max_windows"
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt",
+                             **({"stride": self.overlap, "return_overflowing_tokens": True} if windows else {}))
+        owner = enc.pop("overflow_to_sample_mapping") if windows else torch.arange(len(texts))
+        enc = enc.to(self.device)
+        rows = []
+        for start in range(0, len(owner), self.spec.batch_size):  # windows of long texts: more rows than texts
+            part = {k: v[start:start + self.spec.batch_size] for k, v in enc.items()}
+            rows.append(self._toxicity(self.model(**part).logits.float()))
+        best = torch.full((len(texts),), -1.0, device=self.device)
+        best.scatter_reduce_(0, owner.to(self.device), torch.cat(rows), reduce="amax")
+        return best.tolist()
+
+    def _toxicity(self, logits: Any) -> Any:
+        import torch
+
         probs = torch.sigmoid(logits) if self.sigmoid else torch.softmax(logits, dim=-1)
         toxic = probs[:, self.toxic_columns]
-        combined = toxic.max(dim=-1).values if self.spec.combine == "max" else toxic.sum(dim=-1).clamp(max=1.0)
-        return combined.tolist()
+        return toxic.max(dim=-1).values if self.spec.combine == "max" else toxic.sum(dim=-1).clamp(max=1.0)
+
+
+def window_overlap(length: int, tokenizer: Any, spec: ClassifierScorer) -> int:
+    """Tokens two neighbouring windows share under `max_windows`: half a window's text tokens (its length
+    less the special tokens the tokenizer adds). Needs a fast tokenizer (Hugging Face's overflow windows)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise StageError(f"scorer.long_texts = max_windows needs a fast tokenizer; {_describe(spec)} has a slow "
+                         f"one ({type(tokenizer).__name__}): use `long_texts: truncate`")
+    text_tokens = length - tokenizer.num_special_tokens_to_add(pair=False)
+    if text_tokens < 1:
+        raise StageError(f"scorer.max_length_tokens = {length} leaves no room for text next to the special tokens")
+    return text_tokens // 2
 
 
 def toxic_columns(id2label: dict[int, str], wanted: Sequence[str], source: str) -> list[int]:

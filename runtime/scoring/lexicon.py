@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from compiler.errors import StageError
 
@@ -29,11 +29,10 @@ def read_word_list(path: Path) -> list[str]:
 class WordListScorer:
     """`score(texts)`: min(1, listed-word occurrences / `saturation`) per text."""
 
-    truncated = 0  # reads whole texts
-
     def __init__(self, words: Sequence[str], saturation: int = 1) -> None:
         if saturation < 1:
             raise ValueError(f"saturation must be ≥ 1, got {saturation}")
+        self.n_words = len(words)
         alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
         self._pattern = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
         self.saturation = saturation
@@ -44,3 +43,9 @@ class WordListScorer:
 
     def score(self, texts: Sequence[str]) -> list[float]:
         return [min(1.0, self.count(t) / self.saturation) for t in texts]
+
+    def long_texts(self, texts: Sequence[str]) -> list[bool]:
+        return [False] * len(texts)  # reads whole texts
+
+    def description(self) -> dict[str, Any]:
+        return {"words": self.n_words, "saturation": self.saturation, "long_texts": "whole text"}

@@ -1,11 +1,15 @@
 """Perspective API client: a rate shared by every process, retries with backoff, a persistent score cache.
 
 Scoring thousands of generations takes hours at the default quota (1 query/s), and requests fail now and
-then, so every score is written to an sqlite cache (key: sha256 of the text) the moment it arrives: a
-rerun, or a run after a crash or a kill, sends nothing already scored. The cache is in WAL mode with a
-busy timeout, so score jobs running at once share it, and it lives under the project's `.cache/`, so
-every spec shares it too. The API key is needed only when a text is missing from the cache: a spec whose
-texts were all scored before scores offline, with no key.
+then, so every score is written to an sqlite cache (key: the endpoint and the sha256 of the text, with
+the time it was fetched) the moment it arrives: a rerun, or a run after a crash or a kill, sends nothing
+already scored. The cache is in WAL mode with a busy timeout, so score jobs running at once share it,
+and it lives under the project's `.cache/`, so every spec shares it too. The API key is needed only when
+a text is missing from the cache: a spec whose texts were all scored before scores offline, with no key.
+A damaged cache is moved aside and rebuilt (`runtime.scoring.sqlite_cache`): its texts are fetched again
+if a key is set, else the run stops with the "needs a key" error. Perspective's scores of the same text
+drifted between 2020 and 2023 (Pozzobon et al. 2023), so `answer_dates` reports when the answers a stage
+used were fetched.
 
 The request rate is one schedule for all processes (`runtime.scoring.quota`): N jobs together send at
 `queries_per_second`, not N times it. 429s wait for Retry-After (else exponential backoff) and push that
@@ -26,13 +30,14 @@ import urllib.parse
 import urllib.request
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
 from compiler.errors import StageError
 from compiler.schema.scoring import PerspectiveScorer
 from runtime.scoring.quota import SharedRateLimit
+from runtime.scoring.sqlite_cache import DamagedCache, SqliteCacheFile, row_check
 
 MAX_BACKOFF_S = 64.0
 MAX_RETRY_AFTER_S = 600.0
@@ -69,44 +74,76 @@ def retry_after_s(value: str | None, now: float) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
-class ScoreCache:
-    """text-hash → score in sqlite; each score is committed on arrival; safe with concurrent writers."""
+SCHEMA_VERSION = 1
+"""`PRAGMA user_version` of the answer cache. 0: `scores(key, score)`, with neither the endpoint nor the
+time of each answer; migrated on open, every row kept under the default endpoint (the only one a real run
+could use) with its fetch time unknown (NULL)."""
+DEFAULT_ENDPOINT = PerspectiveScorer.model_fields["endpoint"].default
+
+
+def _setup(db: sqlite3.Connection) -> None:
+    """Create the answers table, or migrate a version-0 cache (inside the opener's write transaction)."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise StageError(f"the Perspective cache has layout {version}, newer than this mixsteer reads "
+                         f"({SCHEMA_VERSION}): update mixsteer")
+    db.execute("CREATE TABLE IF NOT EXISTS answers (endpoint TEXT NOT NULL, text_sha256 TEXT NOT NULL, "
+               "score REAL NOT NULL, fetched_at REAL, crc INTEGER NOT NULL, "
+               "PRIMARY KEY (endpoint, text_sha256)) WITHOUT ROWID")
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'scores'").fetchone():
+        rows = db.execute("SELECT key, score FROM scores").fetchall()
+        db.executemany("INSERT OR IGNORE INTO answers VALUES (?, ?, ?, NULL, ?)",
+                       [(DEFAULT_ENDPOINT, key, score, row_check(DEFAULT_ENDPOINT, key, score, None))
+                        for key, score in rows])
+        db.execute("DROP TABLE scores")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+class PerspectiveAnswerCache:
+    """(endpoint, text hash) → Perspective's TOXICITY score and when it was fetched; each answer committed on
+    arrival; safe with concurrent writers; a damaged file is moved aside and rebuilt."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses no commit
-        with self._db:
-            self._db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, score REAL NOT NULL)")
+        self._file = SqliteCacheFile(path, _setup, BUSY_TIMEOUT_S)
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, float]:
-        out: dict[str, float] = {}
+    def answers(self, endpoint: str, keys: Sequence[str]) -> dict[str, tuple[float, float | None]]:
+        """{key: (score, fetched_at unix seconds or None if unknown)} of the stored answers, each checked."""
         unique = list(dict.fromkeys(keys))
-        for i in range(0, len(unique), 500):  # stay under sqlite's bound-parameter limit
-            chunk = unique[i:i + 500]
-            rows = self._db.execute(
-                f"SELECT key, score FROM scores WHERE key IN ({','.join('?' * len(chunk))})", chunk
-            )
-            out.update(rows.fetchall())
-        return out
 
-    def put(self, key: str, score: float) -> None:
-        with self._db:
-            self._db.execute("INSERT OR REPLACE INTO scores (key, score) VALUES (?, ?)", (key, score))
+        def query(db: sqlite3.Connection) -> dict[str, tuple[float, float | None]]:
+            out: dict[str, tuple[float, float | None]] = {}
+            for i in range(0, len(unique), 500):  # stay under sqlite's bound-parameter limit
+                chunk = unique[i:i + 500]
+                rows = db.execute(f"SELECT text_sha256, score, fetched_at, crc FROM answers WHERE endpoint = ? "
+                                  f"AND text_sha256 IN ({','.join('?' * len(chunk))})", [endpoint, *chunk])
+                for key, score, fetched_at, crc in rows:
+                    if crc != row_check(endpoint, key, score, fetched_at):
+                        raise DamagedCache("a stored answer fails its checksum")
+                    out[key] = (score, fetched_at)
+            return out
+
+        return self._file.read(query)
+
+    def get_many(self, endpoint: str, keys: Sequence[str]) -> dict[str, float]:
+        return {key: score for key, (score, _) in self.answers(endpoint, keys).items()}
+
+    def put(self, endpoint: str, key: str, score: float, fetched_at: float) -> None:
+        row = (endpoint, key, float(score), float(fetched_at))
+        self._file.write(lambda db: db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?)",
+                                               (*row, row_check(*row))))
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
+        return self._file.read(lambda db: db.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
 
     def close(self) -> None:
-        self._db.close()
+        self._file.close()
 
 
 class PerspectiveClient:
     """`score(texts)` → TOXICITY summary scores; one request per distinct uncached text."""
-
-    truncated = 0  # Perspective scores whole texts (it rejects over-long ones with a 400)
 
     def __init__(
         self, *, endpoint: str, api_key: str | None, cache_path: Path, quota_path: Path,
@@ -116,16 +153,23 @@ class PerspectiveClient:
     ) -> None:
         self.endpoint = endpoint
         self.api_key, self.api_key_env = api_key, api_key_env
-        self.cache = ScoreCache(cache_path)
+        self.cache = PerspectiveAnswerCache(cache_path)
         self.quota = SharedRateLimit(quota_path, queries_per_second, clock)
         self.max_retries = max_retries
         self.timeout_s = timeout_s
         self.backoff_initial_s = backoff_initial_s
         self._sleep, self._clock = sleep, clock
 
+    def long_texts(self, texts: Sequence[str]) -> list[bool]:
+        return [False] * len(texts)  # Perspective scores whole texts (it rejects over-long ones with a 400)
+
+    def description(self) -> dict[str, Any]:
+        return {"api": "Perspective comments:analyze", "endpoint": self.endpoint, "attribute": "TOXICITY",
+                "languages": ["en"], "long_texts": "whole text"}
+
     def score(self, texts: Sequence[str]) -> list[float]:
         keys = [text_key(t) for t in texts]
-        known = self.cache.get_many(keys)
+        known = self.cache.get_many(self.endpoint, keys)
         todo = {k: t for k, t in zip(keys, texts) if k not in known and t.strip()}
         if todo and not self.api_key:
             raise StageError(
@@ -141,12 +185,12 @@ class PerspectiveClient:
         backoff = self.backoff_initial_s
         for attempt in range(1, self.max_retries + 2):
             self._wait_for_slot()
-            stored = self.cache.get_many([key]).get(key)
+            stored = self.cache.get_many(self.endpoint, [key]).get(key)
             if stored is not None:
                 return stored
             try:
                 value = self._request(text)
-                self.cache.put(key, value)
+                self.cache.put(self.endpoint, key, value, self._clock())
                 return value
             except _Retryable as exc:
                 if attempt > self.max_retries:
@@ -207,3 +251,21 @@ def perspective_scorer(spec: PerspectiveScorer, root: Path) -> PerspectiveClient
         queries_per_second=spec.queries_per_second, max_retries=spec.max_retries, timeout_s=spec.timeout_s,
         backoff_initial_s=spec.backoff_initial_s,
     )
+
+
+def answer_dates(spec: PerspectiveScorer, root: Path, texts: Sequence[str]) -> dict[str, Any]:
+    """When the answers for `texts` (distinct, non-blank) held in the spec's cache were fetched: the first
+    and last fetch (unix seconds, null if none is dated) and how many texts are dated, undated (stored
+    before fetch times were kept) or absent (blank texts score 0 unasked; others were answered from the
+    shared score cache after this cache was lost)."""
+    path = Path(spec.cache_path) if Path(spec.cache_path).is_absolute() else root / spec.cache_path
+    keys = list(dict.fromkeys(text_key(t) for t in texts if t.strip()))
+    cache = PerspectiveAnswerCache(path)
+    try:
+        found = cache.answers(spec.endpoint, keys)
+    finally:
+        cache.close()
+    dates = [at for _, at in found.values() if at is not None]
+    return {"first_fetched_unix": min(dates, default=None), "last_fetched_unix": max(dates, default=None),
+            "dated_texts": len(dates), "undated_texts": len(found) - len(dates),
+            "absent_texts": len(keys) - len(found), "blank_texts": len({t for t in texts if not t.strip()})}

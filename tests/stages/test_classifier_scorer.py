@@ -30,7 +30,7 @@ TEXTS = [
 
 
 def save_classifier(folder: Path, labels: list[str], *, arch: str = "bert", multi_label: bool = False,
-                    max_positions: int = 64, seed: int = 0) -> Path:
+                    max_positions: int = 64, seed: int = 0, spread: float = 50) -> Path:
     """A random 2-layer BERT or RoBERTa classifier with a word-level `<s> … </s>` tokenizer."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
@@ -55,7 +55,7 @@ def save_classifier(folder: Path, labels: list[str], *, arch: str = "bert", mult
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_config(config).eval()
     with torch.no_grad():  # spread the logits: random init gives near-uniform probabilities
-        model.classifier.out_proj.weight.mul_(50) if arch == "roberta" else model.classifier.weight.mul_(50)
+        (model.classifier.out_proj if arch == "roberta" else model.classifier).weight.mul_(spread)
     model.save_pretrained(folder)
     hf_tok.save_pretrained(folder)
     return folder
@@ -131,27 +131,90 @@ def test_batch_size_does_not_change_scores(fixture, request):
     assert scorer(folder, batch_size=3).score(TEXTS) == pytest.approx(one, abs=1e-6)
 
 
-def test_truncation_is_counted_and_applied(single_label):
+def test_truncation_is_flagged_and_applied(single_label):
     from transformers import AutoTokenizer
 
     limit = 5
     lengths = [len(ids) for ids in AutoTokenizer.from_pretrained(single_label)(TEXTS)["input_ids"]]
     clf = scorer(single_label, max_length_tokens=limit)
     scores = clf.score(TEXTS)
-    assert clf.truncated == sum(n > limit for n in lengths) > 0
-    clf.score(TEXTS[:1])
-    assert clf.truncated == sum(n > limit for n in lengths) + (lengths[0] > limit)   # accumulates
+    assert clf.long_texts(TEXTS) == [n > limit for n in lengths] and any(clf.long_texts(TEXTS))
+    assert clf.description()["long_texts"] == "truncate" and clf.description()["max_length_tokens"] == limit
     # a truncated text scores as its first words: <s> + 3 words + </s> = 5 tokens
     cut = [" ".join(t.split()[:limit - 2]) for t in TEXTS]
     assert scores == pytest.approx([reference_probabilities(single_label, t, sigmoid=False)[1] for t in cut],
                                    abs=1e-6)
 
 
+@pytest.fixture(scope="module")
+def word_sensitive(tmp_path_factory) -> Path:
+    """A neutral/toxic classifier whose scores move with the words (about 0.4–0.56 for single words): a
+    large classifier weight, and a bias that centres the words' logits."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = save_classifier(tmp_path_factory.mktemp("sensitive"), ["neutral", "toxic"], spread=3000)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
+    with torch.no_grad():
+        logits = model(**tokenizer(sorted(set(WORDS)), padding=True, return_tensors="pt")).logits
+        model.classifier.bias -= logits.median(dim=0).values
+    model.save_pretrained(folder)
+    return folder
+
+
+def window_reference(folder: Path, texts: list[str], limit: int) -> list[tuple[float, int]]:
+    """Per text, the max over its windows, each scored alone by the saved model (no padding, no batching):
+    the text's tokens cut into windows of `limit - 2` (room for <s> and </s>) starting every
+    `limit - 2 - overlap` tokens, overlap = half a window, until a window reaches the end; and the number
+    of windows."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
+    width = limit - 2
+    step = width - width // 2
+    out = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        starts = [0]
+        while starts[-1] + width < len(ids):
+            starts.append(starts[-1] + step)
+        with torch.no_grad():
+            best = max(torch.softmax(model(input_ids=torch.tensor([[0, *ids[s:s + width], 2]])).logits[0], -1)[1]
+                       .item() for s in starts)  # <s> … </s>
+        out.append((best, len(starts)))
+    return out
+
+
+def test_max_windows_is_the_max_over_each_window_scored_alone(word_sensitive):
+    limit = 7
+    texts = TEXTS + [" ".join(WORDS), " ".join(reversed(WORDS)) + " you are a stupid idiot"]
+    reference = window_reference(word_sensitive, texts, limit)
+    assert max(n for _, n in reference) >= 4                 # several windows, the last one short
+    windowed = scorer(word_sensitive, max_length_tokens=limit, long_texts="max_windows")
+    scores = windowed.score(texts)
+    # abs 2e-5: the ×3000 weight magnifies float32 rounding (padding, batch shape) from ~1e-7 to ~4e-6
+    assert scores == pytest.approx([best for best, _ in reference], abs=2e-5)
+    truncated = scorer(word_sensitive, max_length_tokens=limit).score(texts)
+    assert all(w >= t - 1e-6 for w, t in zip(scores, truncated))
+    assert sum(w > t + 0.01 for w, t in zip(scores, truncated)) >= 2   # the later windows change scores
+    assert windowed.long_texts(texts) == [n > 1 for _, n in reference]
+    assert windowed.description() | {"transformers": None} == {
+        "activation": "softmax", "max_length_tokens": limit, "long_texts": "max_windows", "window_overlap_tokens": 2,
+        "model_type": "bert", "labels": ["neutral", "toxic"], "transformers": None}
+    for batch_size in (1, 3):                                # windows of long texts fill batches of their own
+        again = scorer(word_sensitive, max_length_tokens=limit, long_texts="max_windows", batch_size=batch_size)
+        assert again.score(texts) == pytest.approx(scores, abs=2e-5)
+
+
 def test_the_model_maximum_is_the_default_limit(multi_label):
     clf = scorer(multi_label)
     assert clf.max_length == 34 - 2                      # RoBERTa positions start after pad_token_id = 1
     long_text = " ".join(WORDS * 3)
-    assert clf.score([long_text, "you"]) and clf.truncated == 1
+    assert clf.score([long_text, "you"]) and clf.long_texts([long_text, "you"]) == [True, False]
+    assert clf.description()["activation"] == "sigmoid"   # auto, for a multi-label model
     with pytest.raises(StageError, match="max_length_tokens = 40 exceeds"):
         scorer(multi_label, max_length_tokens=40)
 
@@ -177,14 +240,14 @@ def test_an_uncached_hub_model_offline_says_how_to_fix_it(tmp_path):
 def test_build_scorer_reaches_the_classifier_through_the_cache(single_label, tmp_path):
     """End to end: the spec → `build_scorer` → the shared cache; the second pass is all hits."""
     from runtime.scoring import build_scorer
-    from runtime.scoring.cache import ScoreCache, cached
+    from runtime.scoring.cache import TextScoreCache, cached
 
     spec = ClassifierScorer(path=single_label.name, toxic_labels=["toxic"])
-    first = cached(build_scorer(spec, single_label.parent), spec, ScoreCache(tmp_path / "s.sqlite"),
+    first = cached(build_scorer(spec, single_label.parent), spec, TextScoreCache(tmp_path / "s.sqlite"),
                    single_label.parent)
     direct = scorer(single_label).score(TEXTS)
     assert first.score(TEXTS) == pytest.approx(direct, abs=1e-6)
-    again = cached(build_scorer(spec, single_label.parent), spec, ScoreCache(tmp_path / "s.sqlite"),
+    again = cached(build_scorer(spec, single_label.parent), spec, TextScoreCache(tmp_path / "s.sqlite"),
                    single_label.parent)
     assert again.score(TEXTS) == pytest.approx(direct, abs=1e-6)
     assert (first.misses, again.hits, again.misses) == (len(TEXTS), len(TEXTS), 0)

@@ -24,7 +24,7 @@ import pytest
 from compiler.errors import StageError
 from compiler.schema.scoring import PerspectiveScorer
 from runtime.scoring.perspective import (
-    MAX_RETRY_AFTER_S, PerspectiveClient, ScoreCache, perspective_scorer, retry_after_s, text_key,
+    MAX_RETRY_AFTER_S, PerspectiveAnswerCache, PerspectiveClient, perspective_scorer, retry_after_s, text_key,
 )
 from runtime.scoring.quota import SharedRateLimit
 from tests.conftest import ROOT
@@ -151,9 +151,10 @@ def test_every_fault_is_retried_and_each_text_scored_once(make_server, tmp_path)
     distinct = {t for t in texts if t}
     assert set(server.successes) == distinct and all(v == 1 for v in server.successes.values())
     assert all(server.attempts[t] == len(FAULTS) + 1 for t in distinct)  # each fault hit, then success
-    cache = ScoreCache(tmp_path / "c.sqlite")
+    cache = PerspectiveAnswerCache(tmp_path / "c.sqlite")
     assert len(cache) == len(distinct)
-    assert cache.get_many([text_key(t) for t in distinct]) == {text_key(t): toy_score(t) for t in distinct}
+    assert cache.get_many(server.endpoint, [text_key(t) for t in distinct]) == \
+        {text_key(t): toy_score(t) for t in distinct}
 
 
 def test_cached_texts_send_nothing(make_server, tmp_path):
@@ -171,10 +172,10 @@ def test_crash_loses_nothing_already_scored(make_server, tmp_path):
     broken = make_server(faults=(), fail_after_successes=3)
     with pytest.raises(StageError, match="403"):
         client(broken, tmp_path / "c.sqlite").score(texts)
-    assert len(ScoreCache(tmp_path / "c.sqlite")) == 3
-    healthy = make_server(faults=())
-    assert client(healthy, tmp_path / "c.sqlite").score(texts) == [toy_score(t) for t in texts]
-    assert sorted(healthy.attempts) == texts[3:]  # only the unscored ones were sent
+    assert len(PerspectiveAnswerCache(tmp_path / "c.sqlite")) == 3
+    broken.fail_after, before = None, Counter(broken.attempts)   # the service recovers
+    assert client(broken, tmp_path / "c.sqlite").score(texts) == [toy_score(t) for t in texts]
+    assert sorted((broken.attempts - before).elements()) == texts[3:]  # only the unscored ones were sent
 
 
 @pytest.mark.parametrize("fault", ["429", "503", "timeout", "malformed", "no-score"])
@@ -182,7 +183,7 @@ def test_gives_up_after_max_retries(make_server, tmp_path, fault):
     server = make_server(faults=(fault,) * 10)
     with pytest.raises(StageError, match=r"giving up after 3 attempts .* a rerun sends only the rest"):
         client(server, tmp_path / "c.sqlite", max_retries=2).score(["x"])
-    assert server.attempts["x"] == 3 and len(ScoreCache(tmp_path / "c.sqlite")) == 0
+    assert server.attempts["x"] == 3 and len(PerspectiveAnswerCache(tmp_path / "c.sqlite")) == 0
 
 
 class FakeTime:
@@ -271,8 +272,8 @@ def test_cached_texts_score_with_no_key(make_server, tmp_path, monkeypatch):
     assert (tmp_path / "c" / "p.sqlite").is_file() and (tmp_path / "c" / "p.quota").is_file()
     sent = sum(server.attempts.values())
     monkeypatch.delenv("MIXSTEER_TEST_KEY")
-    offline = perspective_scorer(spec.model_copy(update={"endpoint": "http://127.0.0.1:9/unreachable"}), tmp_path)
-    assert offline.score(texts) == expected and offline.truncated == 0
+    offline = perspective_scorer(spec, tmp_path)
+    assert offline.score(texts) == expected and offline.long_texts(texts) == [False] * len(texts)
     assert sum(server.attempts.values()) == sent
     with pytest.raises(StageError, match=r"2 distinct text\(s\) are not in the cache .*\$MIXSTEER_TEST_KEY"):
         offline.score(texts + ["a new text", "another new text", "a new text"])
@@ -335,7 +336,7 @@ def test_processes_share_one_rate(make_server, tmp_path):
     assert results == [[toy_score(t) for t in texts] for texts in batches]
     every = [t for texts in batches for t in texts]
     assert set(server.successes) == set(every) and set(server.successes.values()) == {1}
-    assert len(ScoreCache(tmp_path / "p.sqlite")) == len(every)  # three concurrent writers, nothing lost
+    assert len(PerspectiveAnswerCache(tmp_path / "p.sqlite")) == len(every)  # three concurrent writers, nothing lost
 
     times = sorted(arrived for arrived, _, _ in server.log)
     busiest = max(sum(1 for u in times[i:] if u < t + 1.0) for i, t in enumerate(times))
@@ -379,7 +380,7 @@ def test_killed_scorer_reruns_without_loss_or_double_count(make_server, tmp_path
 
     answered = [text for _, text, outcome in server.log if outcome == "ok"]
     assert answered == texts[:in_flight]
-    cached = ScoreCache(tmp_path / "p.sqlite").get_many([text_key(t) for t in texts])
+    cached = PerspectiveAnswerCache(tmp_path / "p.sqlite").get_many(server.endpoint, [text_key(t) for t in texts])
     assert set(cached) == {text_key(t) for t in answered}  # nothing answered was lost
 
     rerun = start_scorer(server, tmp_path, texts, qps=50)
@@ -388,7 +389,7 @@ def test_killed_scorer_reruns_without_loss_or_double_count(make_server, tmp_path
     assert server.attempts[texts[in_flight]] == 2
     assert all(server.attempts[t] == 1 for t in texts if t != texts[in_flight])
     assert all(server.successes[t] == 1 for t in texts)
-    assert len(ScoreCache(tmp_path / "p.sqlite")) == len(texts)
+    assert len(PerspectiveAnswerCache(tmp_path / "p.sqlite")) == len(texts)
 
 
 def test_validate_warns_that_perspective_is_ending(project, capsys, monkeypatch):

@@ -28,7 +28,6 @@ class CountingScorer:
     def __init__(self, inner, fail_on: int | None = None) -> None:
         self.inner, self.fail_on = inner, fail_on
         self.calls = self.texts = 0
-        self.truncated = 0
 
     def score(self, texts):
         self.calls += 1
@@ -36,6 +35,9 @@ class CountingScorer:
             raise KeyboardInterrupt("killed")  # what a killed job looks like from inside
         self.texts += len(texts)
         return self.inner.score(texts)
+
+    def long_texts(self, texts):
+        return self.inner.long_texts(texts)
 
 
 @pytest.fixture
@@ -117,7 +119,8 @@ def test_generation_metrics_equal_a_direct_computation_and_the_cache_pays_once(t
             assert metrics[f"{key}_ci_low"] <= metrics[key] <= metrics[f"{key}_ci_high"]
     assert 0 < metrics["rtp_expected_max_toxicity"] < 1  # the texts are not all alike to the scorer
     assert (metrics["n_texts"], metrics["scored_texts"], metrics["cached_texts"]) == (8, 8, 0)
-    assert metrics["truncated_texts"] == 0 and metrics["scorer"] == "offline"
+    assert metrics["truncated_texts"] == metrics["windowed_texts"] == metrics["unknown_length_texts"] == 0
+    assert metrics["scorer"] == "offline"
     (first,) = counting
     assert first.texts == len(set(TEXTS))
 

@@ -12,7 +12,7 @@ import pytest
 
 from compiler.errors import StageError
 from compiler.schema.scoring import ClassifierScorer, OfflineScorer, PerspectiveScorer
-from runtime.scoring.cache import ScoreCache, cached, scorer_id
+from runtime.scoring.cache import TextScoreCache, cached, scorer_id
 
 
 def text_score(text: str) -> float:
@@ -21,12 +21,15 @@ def text_score(text: str) -> float:
 
 
 class CountingScorer:
-    """Scores with `text_score`; records every batch it was asked to score."""
+    """Scores with `text_score`; records every batch it was asked to score; texts of 3 or more characters
+    are 'long'."""
 
     def __init__(self, fail_after_calls: int | None = None) -> None:
         self.calls: list[list[str]] = []
         self.fail_after_calls = fail_after_calls
-        self.truncated = 3
+
+    def long_texts(self, texts):
+        return [len(t) >= 3 for t in texts]
 
     def score(self, texts):
         if self.fail_after_calls is not None and len(self.calls) == self.fail_after_calls:
@@ -36,7 +39,7 @@ class CountingScorer:
 
 
 def test_hits_misses_and_deduplication(tmp_path):
-    cache = ScoreCache(tmp_path / "scores.sqlite")
+    cache = TextScoreCache(tmp_path / "scores.sqlite")
     inner = CountingScorer()
     scorer = cached(inner, OfflineScorer(), cache)
     texts = ["a", "bb", "a", "ccc"]
@@ -47,22 +50,23 @@ def test_hits_misses_and_deduplication(tmp_path):
     assert scorer.score(more) == [text_score(t) for t in more]
     assert (scorer.hits, scorer.misses) == (2, 5)
     assert inner.calls[1:] == [["dddd"]]                # only the miss
-    assert scorer.truncated == inner.truncated
+    assert cache.long_flags(scorer.scorer_id, texts + more) == dict(enumerate(
+        [False, False, False, True, True, True, False]))  # each text's flag, stored with its score
     assert len(cache) == 4
 
 
 def test_a_second_process_pays_nothing(tmp_path):
     path = tmp_path / "scores.sqlite"
     texts = [f"text {i}" for i in range(50)]
-    cached(CountingScorer(), OfflineScorer(), ScoreCache(path)).score(texts)
+    cached(CountingScorer(), OfflineScorer(), TextScoreCache(path)).score(texts)
     inner = CountingScorer()
-    again = cached(inner, OfflineScorer(), ScoreCache(path))
+    again = cached(inner, OfflineScorer(), TextScoreCache(path))
     assert again.score(texts) == [text_score(t) for t in texts]
     assert (again.hits, again.misses, inner.calls) == (50, 0, [])
 
 
 def test_scorer_ids_never_share_entries(tmp_path):
-    cache = ScoreCache(tmp_path / "scores.sqlite")
+    cache = TextScoreCache(tmp_path / "scores.sqlite")
     a = ClassifierScorer(path="clf", toxic_labels=["toxic"])
     b = ClassifierScorer(path="clf", toxic_labels=["toxic", "insult"])
     assert scorer_id(a) != scorer_id(b)
@@ -74,7 +78,7 @@ def test_scorer_ids_never_share_entries(tmp_path):
     assert inner.calls == [["x"]]
 
 
-def test_operational_fields_and_name_do_not_change_the_scorer_id():
+def test_operational_fields_and_name_do_not_change_the_scorer_id_but_the_endpoint_does():
     base = ClassifierScorer(model="org/clf", revision="a" * 40, toxic_labels=["toxic"])
     assert scorer_id(base) == scorer_id(base.model_copy(update={"batch_size": 7}))
     assert scorer_id(base) == scorer_id(ClassifierScorer(
@@ -82,7 +86,8 @@ def test_operational_fields_and_name_do_not_change_the_scorer_id():
     assert scorer_id(base) != scorer_id(ClassifierScorer(model="org/clf", revision="b" * 40,
                                                          toxic_labels=["toxic"]))
     perspective = PerspectiveScorer()
-    assert scorer_id(perspective) == scorer_id(PerspectiveScorer(queries_per_second=10, endpoint="http://x"))
+    assert scorer_id(perspective) == scorer_id(PerspectiveScorer(queries_per_second=10, max_retries=2))
+    assert scorer_id(perspective) != scorer_id(PerspectiveScorer(endpoint="http://proxy/comments:analyze"))
 
 
 def test_local_checkpoint_content_enters_the_id_with_a_root(tmp_path):
@@ -97,7 +102,7 @@ def test_local_checkpoint_content_enters_the_id_with_a_root(tmp_path):
 
 def test_scores_are_stored_chunk_by_chunk(tmp_path):
     """A scorer that dies part-way leaves every finished chunk in the cache."""
-    cache = ScoreCache(tmp_path / "scores.sqlite")
+    cache = TextScoreCache(tmp_path / "scores.sqlite")
     scorer = cached(CountingScorer(fail_after_calls=2), OfflineScorer(), cache, chunk_size=10)
     texts = [f"t{i}" for i in range(35)]
     with pytest.raises(RuntimeError, match="scorer died"):
@@ -110,14 +115,14 @@ def test_non_finite_scores_are_refused(tmp_path):
         def score(self, texts):
             return [float("nan")] * len(texts)
 
-    cache = ScoreCache(tmp_path / "scores.sqlite")
+    cache = TextScoreCache(tmp_path / "scores.sqlite")
     with pytest.raises(StageError, match="non-finite"):
         cached(NanScorer(), OfflineScorer(), cache).score(["x"])
     assert len(cache) == 0
 
 
 def _write_all(path: str, sid: str, texts: list[str], start: multiprocessing.Event, chunk: int) -> None:
-    cache = ScoreCache(Path(path))
+    cache = TextScoreCache(Path(path))
     start.wait()
     for i in range(0, len(texts), chunk):
         part = texts[i:i + chunk]
@@ -142,13 +147,13 @@ def test_concurrent_writers_lose_nothing(tmp_path):
         w.join(120)
     assert [w.exitcode for w in workers] == [0, 0]
     everything = shared + own[0] + own[1]
-    cache = ScoreCache(path)
+    cache = TextScoreCache(path)
     assert len(cache) == len(everything)
     assert cache.get_many("sid", everything) == {i: text_score(t) for i, t in enumerate(everything)}
 
 
 def _write_forever(path: str, ready: multiprocessing.Event, chunk: int) -> None:
-    cache = ScoreCache(Path(path))
+    cache = TextScoreCache(Path(path))
     for n in range(10**9):
         texts = [f"{n} {i}" for i in range(chunk)]
         cache.put_many("sid", texts, [text_score(t) for t in texts])
@@ -170,7 +175,7 @@ def test_a_killed_writer_leaves_a_consistent_database(tmp_path):
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     db.close()
-    cache = ScoreCache(path)
+    cache = TextScoreCache(path)
     n = len(cache)
     assert n > 0 and n % chunk == 0                      # whole transactions only
     stored = [f"{k} {i}" for k in range(n // chunk) for i in range(chunk)]
