@@ -89,14 +89,16 @@ def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def agreement(units: np.ndarray, threshold: float, boot: Any) -> dict[str, float]:
-    """Spearman and AUC (reference ≥ threshold) of `(n, …, 2)` units with intervals, and their counts."""
+def agreement(units: np.ndarray, threshold: float, boot: Any,
+              measures: tuple[str, ...] = ("spearman", "auc")) -> dict[str, float]:
+    """Spearman and AUC (reference ≥ threshold) of `(n, …, 2)` units with intervals, and their counts;
+    `measures`: which of the two (the other is not resampled)."""
     n = len(units)
     pairs = units.reshape(n, -1, 2)
     per_unit = pairs.shape[1]
     scorer, reference = pairs[..., 0].ravel(), pairs[..., 1].ravel()  # unit-major: text t is in unit t // k
-    measures = RankMeasures(scorer, reference, reference >= threshold)
-    names = {"spearman": measures.spearman, "auc": measures.auc}
+    ranked = RankMeasures(scorer, reference, reference >= threshold)
+    names = {name: getattr(ranked, name) for name in measures}
     point = {name: float(f(np.ones((1, len(scorer))))[0]) for name, f in names.items()}
     resampled: dict[str, list[np.ndarray]] = {name: [] for name in names}
     if n > 1:

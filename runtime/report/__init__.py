@@ -19,6 +19,12 @@ Writes:
   SFT, DPO), the paper's measures with intervals and chance levels (`runtime.report.main_table`);
 - `paired.md` / `paired.csv` (when a run has a base model and another variant): every model minus its
   run's base model on the same items, with paired bootstrap intervals (`runtime.report.paired`);
+- `conclusions.md` / `conclusions.csv` (when the spec has several scorers): each headline toxicity
+  difference (every variant − its base, each share's base − the smallest share's) under every scorer side
+  by side, and whether it holds under all of them (`runtime.report.conclusions`); with one scorer,
+  `conclusions.md` says there is nothing to cross-check;
+- `text_agreement.md` / `text_agreement.csv` (several scorers): their Spearman ρ and each one's ROC AUC
+  against the others' decisions on the run's own generations, with intervals (`runtime.report.text_agreement`);
 - `scorer_auc.json` (when the spec has probe data and an evaluation scorer): ROC AUC of the primary
   scorer against the probe labels (`runtime.report.auc`), and under `by_scorer` that of every scorer,
   primary first, each with its `label`;
@@ -44,7 +50,7 @@ from compiler.schema.report import ReportSection
 from runtime.artifacts import broken_artifact, read_json
 from runtime.stage import StageContext, write_json
 
-VERSION = 5
+VERSION = 6
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 
@@ -86,7 +92,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
-    from . import html, main_table, paired, plots, probes
+    from . import conclusions, html, main_table, paired, plots, probes, text_agreement
     from .auc import scorers_label_auc
     from .formatting import write_markdown
     from .table import build_table, group_over_seeds, merge_rows, scored, scorer_labels
@@ -116,6 +122,11 @@ def run(cfg: Config, ctx: StageContext) -> dict:
         shown_pairs = paired.shown_table(comparisons)
         write_markdown(*shown_pairs[:2], ctx.out / "paired.md", notes=shown_pairs[2])
 
+    conclusions_section = conclusions.section(ctx, cfg.runs, comparisons, scorers=scorers,
+                                              threshold=cfg.toxic_threshold, out=ctx.out, **boot)
+    texts_section = text_agreement.section(ctx, cfg.runs, scorers=scorers, threshold=cfg.toxic_threshold,
+                                           boot=cfg.bootstrap, out=ctx.out)
+
     aucs = []
     if specs and cfg.labelled_data is not None:
         aucs = scorers_label_auc(specs, cfg.labelled_data, ctx, **boot)
@@ -138,14 +149,15 @@ def run(cfg: Config, ctx: StageContext) -> dict:
         summary=html.summary_items(rows, table, n_runs=len({r["run"] for r in cfg.runs}), scorers=scorers),
         paired=shown_pairs, auc=html.auc_box(aucs), significance=html.significance_rows(tests),
         significance_alpha=cfg.significance_alpha, full=html.full_table(table),
-        has_seed_table=by_seed is not None, views=views, top_k=cfg.token_view_top_k_heads, agreement=agreement)
+        has_seed_table=by_seed is not None, views=views, top_k=cfg.token_view_top_k_heads, agreement=agreement,
+        conclusions=conclusions_section, text_agreement=texts_section)
     html.write_page(ctx.out, page, figures)
     out = {"n_rows": len(table), "n_main_rows": 0 if summary is None else len(summary), "n_plots": len(figures),
            "n_token_views": len(views),
            "n_paired": int(comparisons["evaluate_id"].nunique()) if not comparisons.empty else 0,
            "n_paired_differences_excluding_zero":
                int(comparisons["excludes_zero"].sum()) if not comparisons.empty else 0,
-           **probes.significance_metrics(tests)}
+           **probes.significance_metrics(tests), **(conclusions_section or {}).get("metrics", {})}
     primary = aucs[0]["label"] if aucs else None
     for auc in aucs:
         out |= {scored(f"scorer_probe_label_auc{end}", auc["label"], [primary]): auc[key]

@@ -35,6 +35,8 @@ class Page:
     views: list[dict[str, Any]] = field(default_factory=list)
     top_k: int = 5
     agreement: dict[str, Any] | None = None   # the scorer check's tables and notes
+    conclusions: dict[str, Any] | None = None  # `table` (headers, rows, notes) or `message`; None: no scorer
+    text_agreement: dict[str, Any] | None = None  # the same, for the scorers' agreement on the run's texts
 
 
 def summary_items(rows: list[dict[str, Any]], table, *, n_runs: int,

@@ -124,12 +124,12 @@ def aligned(a: Units, b: Units, where: str) -> tuple[np.ndarray, np.ndarray]:
     return a.values, b.values[[position[k] for k in a.keys]]
 
 
-def _common(ours: dict[str, Units], theirs: dict[str, Units]) -> list[tuple[str, Units, Units]]:
+def common_measures(ours: dict[str, Units], theirs: dict[str, Units]) -> list[tuple[str, Units, Units]]:
     """(measure, model's units, base's units) of every measure both hold, in the model's order."""
     return [(m, a, theirs[m]) for m, a in ours.items() if m in theirs]
 
 
-def _difference(measure: str, a: Units, b: Units, where: str, resamples: int, seed: int,
+def difference(measure: str, a: Units, b: Units, where: str, resamples: int, seed: int,
                 level: float) -> dict[str, Any]:
     """One long-table record: the paired difference a − b on their shared units, with its interval."""
     ua, ub = aligned(a, b, where)
@@ -184,12 +184,12 @@ def compare(ctx: StageContext, runs: list[dict[str, Any]], *, scorers: list[str]
             if ours and theirs:
                 ids = {"scorer": label, "score_id": ours, "reference_score_id": theirs}
                 toxicity += [(order, position, m, a, b, ids) for order, (m, a, b)
-                             in enumerate(_common(units(ours, label), units(theirs, label)))]
+                             in enumerate(common_measures(units(ours, label), units(theirs, label)))]
         for _, _, measure, a, b, ids in sorted(toxicity, key=lambda t: t[:2]):
-            records.append(settings | ids | _difference(measure, a, b, f"{measure} of {ids['score_id']} vs "
+            records.append(settings | ids | difference(measure, a, b, f"{measure} of {ids['score_id']} vs "
                                                         f"{ids['reference_score_id']}", resamples, seed, level))
-        for measure, a, b in _common(units(row["evaluate"]), units(ref["evaluate"])):
-            records.append(settings | _difference(measure, a, b, f"{measure} of {row['evaluate']} vs "
+        for measure, a, b in common_measures(units(row["evaluate"]), units(ref["evaluate"])):
+            records.append(settings | difference(measure, a, b, f"{measure} of {row['evaluate']} vs "
                                                   f"{ref['evaluate']}", resamples, seed, level))
     df = pd.DataFrame.from_records(records)
     if not df.empty:

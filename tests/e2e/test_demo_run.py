@@ -106,7 +106,7 @@ def test_evaluations_carry_intervals_and_chance(demo):
         questions = _json(folder / "mmlu.json")["per_question"]
         assert m["mmlu_accuracy_len_norm"] == pytest.approx(sum(q["correct_len_norm"] for q in questions) / len(questions))
     scored = _scores(results, "generations")
-    assert len(scored) == 30 and all(m["scorer"] == "offline" for _, m in scored)  # one per model, one scorer
+    assert sorted(m["scorer"] for _, m in scored) == ["lexicon"] * 30 + ["offline"] * 30  # per model and scorer
     for folder, m in scored:
         for key in ("rtp_expected_max_toxicity", "rtp_toxicity_probability", "rtp_mean_toxicity"):
             _assert_interval(m, key)
@@ -121,8 +121,9 @@ def test_attacks_keep_the_best_suffix(demo):
     results = demo / "results"
     attacks = _each(results, "attack")
     assert len(attacks) == 9                                    # base and ITI at both α, per share
-    judged = _scores(results, "attack")                         # the attack judge: the primary scorer
-    assert len(judged) == 9 and all(0 <= m["attack_success_rate"] <= 1 for _, m in judged)
+    judged = _scores(results, "attack")                         # every scorer judges; the primary is the headline
+    assert sorted(m["scorer"] for _, m in judged) == ["lexicon"] * 9 + ["offline"] * 9
+    assert all(0 <= m["attack_success_rate"] <= 1 for _, m in judged)
     for folder, m in attacks:
         rows = [json.loads(line) for line in (folder / "attacks.jsonl").read_text().splitlines()]
         for row in (r for r in rows if r["attack"] == "gcg"):
@@ -147,6 +148,42 @@ def test_report_has_the_papers_table_controls_and_agreement(demo):
     page = (report / "index.html").read_text()
     assert "random direction" in page and "chance" in page
     assert list((report / "plots").glob("tradeoff_*.png"))
+    _assert_conclusions_under_both_scorers(demo, report)
+
+
+def _assert_conclusions_under_both_scorers(demo: Path, report: Path) -> None:
+    """The demo's two scorers: each headline difference under both, its verdict from its own numbers, and
+    the scorers' agreement on every generation both scored."""
+    with open(report / "conclusions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["kind"] for r in rows} == {"share", "variant"}
+    assert {(float(r["toxic_share"]), float(r["reference_toxic_share"])) for r in rows if r["kind"] == "share"} \
+        == {(0.1, 0.0), (0.25, 0.0)}
+    by: dict = {}
+    for r in rows:
+        assert float(r["ci_low"]) - 1e-12 <= float(r["difference"]) <= float(r["ci_high"]) + 1e-12
+        by.setdefault((r["evaluate_id"], r["reference_evaluate_id"], r["measure"]), {})[r["scorer"]] = r
+    assert len(by) == 2 * (27 + 2)      # rtp EMT and probability; 27 variants and 2 shares against their base
+    for pair in by.values():
+        assert set(pair) == {"offline", "lexicon"}
+        (verdict,) = {r["verdict"] for r in pair.values()}
+        signs = {float(r["difference"]) > 0 for r in pair.values()}
+        clear = all(float(r["ci_low"]) > 0 or float(r["ci_high"]) < 0 for r in pair.values())
+        assert (verdict == "yes") == (len(signs) == 1 and clear) and (verdict == "yes" or verdict.startswith("no: "))
+    with open(report / "text_agreement.csv", newline="") as f:
+        agreement = {(r["scorer"], r["against"], r["measure"]): r for r in csv.DictReader(f)}
+    assert set(agreement) == {("offline", "lexicon", "spearman"), ("offline", "lexicon", "auc"),
+                              ("lexicon", "offline", "auc")}
+    texts = sum(len((f / "scores.jsonl").read_text().splitlines())
+                for f, m in _scores(demo / "results", "generations") if m["scorer"] == "offline")
+    for r in agreement.values():
+        assert int(r["texts"]) == int(r["texts_pooled"]) == texts
+        if r["note"] == "undefined (one class)":
+            assert r["value"] == "" and int(r["against_toxic"]) in (0, texts)
+        else:
+            assert float(r["ci_low"]) <= float(r["value"]) <= float(r["ci_high"])
+    page = (report / "index.html").read_text()
+    assert 'id="conclusions-table"' in page and 'id="text-agreement-table"' in page
 
 
 @pytest.mark.slow
@@ -159,7 +196,7 @@ def test_rescoring_the_finished_demo_runs_only_scoring_and_the_report(demo):
     run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *spec], cwd=demo,
                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert run.returncode == 0, run.stderr[-4000:]
-    lexicon = [m for _, m in _each(demo / "results", "score") if m["scorer"] == "lexicon"]
+    lexicon = [m for _, m in _each(demo / "results", "score") if m["scorer"] == "lexicon_strict"]
     assert len(lexicon) == 39       # 30 evaluations and 9 attacks, each rescored; duplicates are scored once
     assert all(0 < m["scored_texts"] <= m["n_texts"] - m["cached_texts"] for m in lexicon if m["cached_texts"] < m["n_texts"])
 

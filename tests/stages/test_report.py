@@ -581,6 +581,29 @@ def test_figures_per_scorer(two_scorer_report):
     assert "rtp_expected_max_toxicity_vs_share.png" not in names
 
 
+def test_conclusions_and_text_agreement_sections_with_two_scorers(two_scorer_report):
+    """The report writes both sections (their numbers: test_report_conclusions) and shows them on the page."""
+    ctx, *_, metrics = two_scorer_report
+    rows = read_csv(ctx.out / "conclusions.csv")
+    verdicts = {(r["evaluate_id"], r["reference_evaluate_id"], r["measure"]): r["holds_under_all_scorers"] for r in rows}
+    assert {r["scorer"] for r in rows} == {PRIMARY, SECOND} and metrics["n_conclusions"] == len(verdicts)
+    assert metrics["n_conclusions_holding_under_all_scorers"] == sum(v == "True" for v in verdicts.values()) > 0
+    assert {r["measure"] for r in read_csv(ctx.out / "text_agreement.csv")} == {"spearman", "auc"}
+    page = html.unescape((ctx.out / "index.html").read_text())
+    assert 'id="conclusions-table"' in page and 'id="text-agreement-table"' in page
+    assert f"Δ {SECOND}" in page and "holds under all scorers" in page and "ROC AUC vs `against`'s decisions" in page
+    assert (ctx.out / "conclusions.md").read_text().startswith("| comparison |")
+
+
+def test_one_scorer_has_nothing_to_cross_check(one_seed_report):
+    ctx, *_, metrics = one_seed_report
+    assert (ctx.out / "conclusions.md").read_text() == f"one scorer: nothing to cross-check ({PRIMARY}).\n"
+    assert not (ctx.out / "conclusions.csv").exists() and not (ctx.out / "text_agreement.csv").exists()
+    page = html.unescape((ctx.out / "index.html").read_text())
+    assert f"one scorer: nothing to cross-check ({PRIMARY})." in page and 'id="conclusions-table"' not in page
+    assert "n_conclusions" not in metrics
+
+
 def test_rows_must_name_the_primary_scorer(tmp_path):
     from compiler.schema.scoring import OfflineScorer
 
