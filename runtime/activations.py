@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 VERSION = 2
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
+RESTART = "one forward pass of the model over the probe texts"
+"""Why a stopped run starts over (`runtime.preempt.stage_stops` logs it on the rerun)."""
+
 
 class Config(StrictModel):
     data: LabelledData = same_as(ProbeSection, "data")

@@ -30,10 +30,21 @@ the documents CE needs are taken, so what lies beyond is not counted); every cap
 `m_ci_low` / `m_ci_high`: a seeded percentile bootstrap (`bootstrap`) over MMLU questions, detection examples or
 held-out documents (CE and KL as ratios of sums); `mmlu_chance` and `detection_chance` (0.5, balanced)
 give the floor to read them by.
+
+Stops (`runtime.preempt`): generation resumes per chunk of prompts. Each chunk is one batch of one prompt
+set; its rows are appended to `generations.jsonl` in the work folder and fsynced before the next
+(`runtime.row_log`). On SIGTERM / SIGUSR1 the chunk in flight is finished and saved and the stage exits 75;
+the rerun keeps the verified whole chunks (a torn or partial tail is dropped, rows that are not the prompts
+they claim stop the kept prefix; rows from another batch size, device or library version are discarded),
+logs `evaluate: resumed from <n> of <N> prompts` and generates the rest. Chunks are whole batches, and
+each row draws from its own seed (`row_seed`), so the resumed file is byte-identical to an uninterrupted
+run's. MMLU, cross-entropy and detection (one pass each) are not checkpointed: a stop during them exits 75
+at once and the rerun redoes them after the saved generations, and says so.
 """
 from __future__ import annotations
 
 import json
+import sys
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +57,7 @@ from compiler.schema.evaluate import (BootstrapSection, CrossEntropySection, Det
                                       GenerationSection, MMLUSection, PromptSet)
 from compiler.schema.probe import LabelledData
 from compiler.schema.spec import Spec
+from runtime.preempt import StopSignals, resumed
 from runtime.stage import StageContext, write_json
 
 if TYPE_CHECKING:
@@ -54,6 +66,9 @@ if TYPE_CHECKING:
 
 VERSION = 4
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
+
+CAPABILITY_RESTART = "MMLU, cross-entropy and detection are one pass each over at most a few thousand items"
+"""Why the measurements after generation are redone, not resumed, after a stop."""
 
 
 class Config(StrictModel):
@@ -112,30 +127,73 @@ def load_prompts(ps: PromptSet, root: Path, counts: SourceCounts | None = None) 
     return texts, (flags if ps.challenging_field else None)
 
 
-def _generations(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float]:
-    """Sample every prompt set and write `generations.jsonl`; returns the rows written per set."""
+def _generations(cfg: Config, ctx: StageContext, model, tok, stop: StopSignals) -> tuple[dict[str, float], bool]:
+    """Sample every prompt set into `generations.jsonl`, one batch a chunk through a `RowLog` in the work
+    folder; returns the rows written per set (and the reader's counts), and whether it resumed."""
+    import shutil
+
+    import torch
+    import transformers
+    from tqdm.auto import tqdm
+
     from runtime.generate import Sampling, row_seed, sample_continuations
+    from runtime.row_log import RowLog
     from runtime.sources import SourceCounts
 
     g = cfg.generation
     sampling = Sampling(g.samples_per_prompt, g.max_new_tokens, g.temperature, g.top_p, g.batch_size, cfg.seed)
     metrics: dict[str, float] = {}
-    with open(ctx.out / "generations.jsonl", "w", encoding="utf-8") as out:
-        for ps in cfg.prompt_sets:
-            counts = SourceCounts()
-            prompts, challenging = load_prompts(ps, ctx.root, counts)
-            keys = [f"{ps.name}/{i}" for i in range(len(prompts))]
-            conts = sample_continuations(model, tok, prompts, keys, sampling, prefix=cfg.prefix, desc=ps.name)
-            for i, (prompt, key, cs) in enumerate(zip(prompts, keys, conts)):
-                for j, c in enumerate(cs):
-                    row = {"set": ps.name, "prompt_index": i, "prompt": prompt, "prefix": cfg.prefix,
-                           "sample": j, "seed": row_seed(cfg.seed, key, j), "continuation": c}
-                    if challenging is not None:
-                        row["challenging"] = challenging[i]
-                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
-            metrics[f"{ps.name}_generations"] = float(sum(map(len, conts)))
-            metrics |= counts.metrics(f"prompts_{ps.name}")
-    return metrics
+    chunks: list[tuple[PromptSet, int, list[str]]] = []   # (set, first prompt index, prompts): one batch each
+    planned: list[list[dict[str, Any]]] = []
+    for ps in cfg.prompt_sets:
+        counts = SourceCounts()
+        prompts, challenging = load_prompts(ps, ctx.root, counts)
+        for start in range(0, len(prompts), g.batch_size):
+            chunks.append((ps, start, prompts[start:start + g.batch_size]))
+            planned.append([_planned_row(cfg, ps.name, i, prompts[i], j, row_seed(cfg.seed, f"{ps.name}/{i}", j),
+                                         challenging)
+                            for i in range(start, min(start + g.batch_size, len(prompts)))
+                            for j in range(g.samples_per_prompt)])
+        metrics[f"{ps.name}_generations"] = float(len(prompts) * g.samples_per_prompt)
+        metrics |= counts.metrics(f"prompts_{ps.name}")
+    device = next(model.parameters()).device
+    header = {"batch_size": g.batch_size, "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+              else device.type, "torch": torch.__version__, "transformers": transformers.__version__}
+    ctx.work.mkdir(parents=True, exist_ok=True)
+    log = RowLog(ctx.work / "generations.jsonl", planned, ("continuation",), header)
+    done, dropped = log.resume()
+    total = sum(len(c[2]) for c in chunks)
+    prompts_done = sum(len(c[2]) for c in chunks[:done])
+    if dropped:
+        print(f"evaluate: dropped from the saved generations: {dropped}", file=sys.stderr, flush=True)
+    if prompts_done:
+        resumed("evaluate", f"{prompts_done} of {total} prompts")
+    for (ps, start, prompts), rows in tqdm(list(zip(chunks, planned))[done:], desc="generate", unit="batch"):
+        if stop.requested():
+            stop.stop(f"the continuations of {prompts_done} of {total} prompts in {log.path}")
+        keys = [f"{ps.name}/{i}" for i in range(start, start + len(prompts))]
+        conts = sample_continuations(model, tok, prompts, keys, sampling, prefix=cfg.prefix, progress=False)
+        log.append([_with_continuation(row, c) for row, c in zip(rows, (c for cs in conts for c in cs))])
+        prompts_done += len(prompts)
+    if stop.requested():
+        stop.stop(f"the continuations of all {total} prompts in {log.path}")
+    shutil.copyfile(log.path, ctx.out / "generations.jsonl")
+    return metrics, done > 0
+
+
+def _planned_row(cfg: Config, name: str, i: int, prompt: str, sample: int, seed: int,
+                 challenging: list[bool] | None) -> dict[str, Any]:
+    """A `generations.jsonl` row without its continuation."""
+    row = {"set": name, "prompt_index": i, "prompt": prompt, "prefix": cfg.prefix, "sample": sample, "seed": seed}
+    if challenging is not None:
+        row["challenging"] = challenging[i]
+    return row
+
+
+def _with_continuation(row: dict[str, Any], continuation: str) -> dict[str, Any]:
+    """The row as written: its continuation after `seed`, `challenging` (when marked) last."""
+    out = {k: v for k, v in row.items() if k != "challenging"} | {"continuation": continuation}
+    return out | ({"challenging": row["challenging"]} if "challenging" in row else {})
 
 
 def _mmlu_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float]:
@@ -215,16 +273,21 @@ def run(cfg: Config, ctx: StageContext) -> dict:
 
     torch.set_num_threads(max(1, ctx.threads))
     torch.manual_seed(cfg.seed)
-    model, tok = load_model(ctx.input("model") / "model")
     has_documents = cfg.cross_entropy.source is not None or "mix" in ctx.inputs
     if cfg.cross_entropy.kl_to_base and "base" in ctx.inputs and not has_documents:
         raise StageError("kl_to_base needs documents: set evaluate.cross_entropy.source, or give this evaluate "
                          "the mix's held-out tokens (a `mix` input)")
-    metrics = _generations(cfg, ctx, model, tok)
-    if cfg.mmlu.enabled:
-        metrics |= _mmlu_metrics(cfg, ctx, model, tok)
-    if has_documents:
-        metrics |= _cross_entropy_metrics(cfg, ctx, model, tok)
-    if cfg.detection.enabled:
-        metrics |= _detection_metrics(cfg, ctx, model, tok)
+    with StopSignals("evaluate") as stop:
+        model, tok = load_model(ctx.input("model") / "model")
+        metrics, resuming = _generations(cfg, ctx, model, tok, stop)
+        with stop.interrupting(f"the generations are saved; {CAPABILITY_RESTART}"):
+            if resuming:
+                print("evaluate: restarted MMLU, cross-entropy and detection "
+                      f"(nothing to resume: {CAPABILITY_RESTART})", file=sys.stderr, flush=True)
+            if cfg.mmlu.enabled:
+                metrics |= _mmlu_metrics(cfg, ctx, model, tok)
+            if has_documents:
+                metrics |= _cross_entropy_metrics(cfg, ctx, model, tok)
+            if cfg.detection.enabled:
+                metrics |= _detection_metrics(cfg, ctx, model, tok)
     return metrics

@@ -5,7 +5,10 @@ it happened to share and on the batch size. Here each row owns a `torch.Generato
 (seed, prompt key, sample index); a `LogitsProcessor` applies temperature and top-p (HF's own warpers)
 and draws the row's token with that generator, then hands `generate` a one-hot score that greedy
 decoding picks. Batching, left padding and the KV cache stay `generate`'s; a rerun, or a different
-`batch_size`, gives the same continuations (up to float rounding of padded batches).
+`batch_size`, gives the same continuations up to float rounding of padded batches: a row's logits can
+differ in the last bits with the batch it shares (matrix kernels block by batch shape), and a draw near a
+boundary of the cumulative distribution can then pick another token. The evaluate stage therefore
+resumes only at batch boundaries (one batch is one saved chunk), so a resumed run is bit-identical.
 """
 from __future__ import annotations
 
@@ -88,11 +91,12 @@ class PerRowSampler(LogitsProcessor):
 @torch.inference_mode()
 def sample_continuations(
     model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: Sequence[str], keys: Sequence[str],
-    s: Sampling, *, prefix: str | None = None, desc: str = "generate",
+    s: Sampling, *, prefix: str | None = None, desc: str = "generate", progress: bool = True,
 ) -> list[list[str]]:
     """`samples_per_prompt` continuations for each prompt (`prefix` prepended to the model input only).
 
-    `keys` name the prompts for seeding (e.g. `<set>/<index>`), so a sample does not depend on its batch.
+    `keys` name the prompts for seeding (e.g. `<set>/<index>`), so a sample's random stream does not depend
+    on its batch; `progress=False` for a caller that shows its own progress.
     """
     if len(keys) != len(prompts):
         raise ValueError("one key per prompt")
@@ -107,7 +111,8 @@ def sample_continuations(
     )
     device = next(model.parameters()).device
     out: list[list[str]] = []
-    for start in tqdm(range(0, len(prompts), s.batch_size), desc=desc, unit="batch", leave=False):
+    for start in tqdm(range(0, len(prompts), s.batch_size), desc=desc, unit="batch", leave=False,
+                      disable=not progress):
         batch = [(prefix or "") + p for p in prompts[start:start + s.batch_size]]
         max_len = None if max_ctx is None else max_ctx - s.max_new_tokens
         enc = tok(batch, return_tensors="pt", padding=True, truncation=max_len is not None,

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 VERSION = 3
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
+RESTART = "a selection over the token shards that copies only the shards a budget cuts"
+"""Why a stopped run starts over (`runtime.preempt.stage_stops` logs it on the rerun)."""
+
 
 class Config(StrictModel):
     data: DataSection

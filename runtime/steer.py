@@ -37,6 +37,9 @@ from runtime.stage import StageContext
 VERSION = 2
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
+RESTART = "it reads the probe and writes one steered checkpoint, no training"
+"""Why a stopped run starts over (`runtime.preempt.stage_stops` logs it on the rerun)."""
+
 
 class Config(StrictModel):
     top_k_heads: int = same_as(SteerSection, "top_k_heads")

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 VERSION = 2
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
+RESTART = "a shipped tokenizer is copied; a BPE is trained on a few thousand documents"
+"""Why a stopped run starts over (`runtime.preempt.stage_stops` logs it on the rerun)."""
+
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|padding|>"
 

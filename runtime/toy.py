@@ -22,6 +22,9 @@ from runtime.stage import StageContext, write_json
 VERSION = 2
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
+RESTART = "a few tiny toy models on the CPU"
+"""Why a stopped run starts over (`runtime.preempt.stage_stops` logs it on the rerun)."""
+
 
 class Config(StrictModel):
     toy: ToySection = same_as(Spec, "toy")

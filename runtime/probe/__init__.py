@@ -66,6 +66,9 @@ from runtime.stage import StageContext
 VERSION = 3
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
+RESTART = "logistic probes on the saved activations, no model in memory"
+"""Why a stopped run starts over (`runtime.preempt.stage_stops` logs it on the rerun)."""
+
 
 class Config(StrictModel):
     validation_fraction: float = same_as(ProbeSection, "validation_fraction")

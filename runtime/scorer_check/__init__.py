@@ -38,6 +38,9 @@ from .table import markdown
 
 VERSION = 1
 
+RESTART = "scores already computed come back from the shared score cache"
+"""Why a stopped run starts over (`runtime.preempt.stage_stops` logs it on the rerun)."""
+
 PERSPECTIVE = "perspective_2020"
 """The label of the reference row: Perspective's scores as shipped in RTP (not a live scorer)."""
 
