@@ -199,15 +199,15 @@ class Workflow:
 
     # lookups used by the generated rules -------------------------------------------------------
     def launcher(self, sid: str) -> str:
-        """`python -m runtime.launch --nodes N --procs-per-node P --` for pretraining (one process,
-        torchrun, or one torchrun per node; under SLURM in a step of its own; it owns the stop signals),
-        `python` for the rest. Only integers from the resources section reach the shell."""
+        """`python -m runtime.launch --nodes N --procs-per-node P --stop-grace-s S --` for every kind:
+        pretraining on one process, torchrun, or one torchrun per node; every other kind on one process.
+        The launcher owns the stage's processes and stop signals, and under SLURM gives it a job step of
+        its own. Only integers from the resources section reach the shell."""
         inst = self.instances[sid]
-        if inst.kind != "pretrain":
-            return shlex.quote(sys.executable)
-        procs, nodes = int(inst.resources.processes), int(inst.resources.nodes)
+        res = inst.resources
+        procs, nodes = (int(res.processes), int(res.nodes)) if inst.kind == "pretrain" else (1, 1)
         return shlex.join([sys.executable, "-m", "runtime.launch", f"--nodes={nodes}", f"--procs-per-node={procs}",
-                           "--"])
+                           f"--stop-grace-s={int(res.stop_grace_s)}", "--"])
 
     def kind_launcher(self, kind: str) -> str:
         """The launcher shared by every instance of a kind (the renderer checked it is shared)."""

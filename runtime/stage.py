@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from compiler.errors import StageError
+from runtime.launch_worker import exit_if_orphaned
 
 TRACKED_PACKAGES = (
     "mixsteer", "torch", "ai2-olmo", "transformers", "trl", "datasets", "tokenizers",
@@ -191,4 +192,5 @@ def publish(tmp: Path, final: Path) -> None:
             raise StageError(f"{final} is already complete; refusing to overwrite a finished output")
         shutil.rmtree(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    exit_if_orphaned()  # a stage whose launcher was killed never publishes (runtime.launch_worker)
     os.replace(tmp, final)

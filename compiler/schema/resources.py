@@ -29,6 +29,9 @@ class StageResources(StrictModel):
         None, gt=0, description="torchrun processes per node (pretrain); null = gpus, or 1 without GPUs."
     )
     runtime_minutes: int = Field(60, gt=0, description="Wall-clock limit and cost estimate, minutes.")
+    stop_grace_s: int = Field(
+        120, gt=0, description="Seconds a stopped stage (SIGTERM/SIGUSR1) gets to save and exit before its launcher "
+        "kills it; size it for one checkpoint save (SLURM's KillWait, or `--signal=USR1@<s>`, should leave as much).")
 
     @property
     def processes(self) -> int:

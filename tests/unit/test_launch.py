@@ -38,7 +38,7 @@ def flags(argv: list[str]) -> dict[str, str]:
 
 
 def test_one_process_runs_the_command_itself():
-    assert planned(["--nodes=1", "--procs-per-node=1"], {}) == [sys.executable, *COMMAND]
+    assert planned(["--nodes=1", "--procs-per-node=1"], {}) == [sys.executable, *launch.WORKER, *COMMAND]
 
 
 def test_one_node_is_a_standalone_torchrun_that_leaves_stop_signals_to_the_workers():
@@ -58,10 +58,12 @@ def test_in_a_slurm_job_the_stage_gets_a_step_of_its_own_with_one_task_per_node(
     assert "--overlap" in argv                  # may run inside the jobstep executor's own step
     task = launch.parse_args(argv[argv.index("runtime.launch") + 1:])
     assert (task.nodes, task.procs_per_node, task.slurm_task, task.command) == (nodes, procs, True, COMMAND)
+    assert task.stop_grace_s == launch.DEFAULT_STOP_GRACE_S     # the grace travels to each node's task
 
 
 def test_the_slurm_task_of_one_node_runs_torchrun_or_the_command_there():
-    assert planned(["--nodes=1", "--procs-per-node=1", "--slurm-task"], SLURM_ENV) == [sys.executable, *COMMAND]
+    assert planned(["--nodes=1", "--procs-per-node=1", "--slurm-task"], SLURM_ENV) == [sys.executable, *launch.WORKER,
+                                                                                     *COMMAND]
     assert "--standalone" in planned(["--nodes=1", "--procs-per-node=2", "--slurm-task"], SLURM_ENV)
 
 
@@ -119,9 +121,14 @@ def workflow_with(kind: str, **resources) -> Workflow:
 ])
 def test_workflow_launcher_holds_only_integers_from_resources(resources, expected):
     launcher = workflow_with("pretrain", **resources).launcher("pretrain-0123456789ab")
-    assert shlex.split(launcher) == [sys.executable, "-m", "runtime.launch", *expected, "--"]
+    assert shlex.split(launcher) == [sys.executable, "-m", "runtime.launch", *expected, "--stop-grace-s=120", "--"]
 
 
-def test_other_kinds_run_one_process_whatever_their_resources():
-    launcher = workflow_with("evaluate", gpus=8, nodes=2).launcher("evaluate-0123456789ab")
-    assert launcher == shlex.quote(sys.executable)
+def test_other_kinds_run_one_process_through_the_launcher_whatever_their_resources():
+    launcher = workflow_with("evaluate", gpus=8, nodes=2, stop_grace_s=300).launcher("evaluate-0123456789ab")
+    assert shlex.split(launcher) == [sys.executable, "-m", "runtime.launch", "--nodes=1", "--procs-per-node=1",
+                                     "--stop-grace-s=300", "--"]
+
+
+def test_the_launchers_default_grace_is_the_schemas():
+    assert launch.DEFAULT_STOP_GRACE_S == StageResources().stop_grace_s

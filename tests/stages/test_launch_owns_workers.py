@@ -1,0 +1,194 @@
+"""runtime.launch owns its workers, tested the way the world delivers the faults: real processes, a real
+SIGTERM to the launcher's process group (torchrun's workers sit in sessions of their own), a SIGKILL of the
+launcher with no warning, a stage's own error under torchrun's report, and a non-pretrain kind stopped
+through the launcher alone.
+
+Each launch runs as the rules run it (`python -m runtime.launch … -- -m runtime <kind> --config <json>`),
+in a session of its own, its stderr in a file (a pipe nobody drains could block it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from test_pretrain import envelope, write_artifacts
+from test_pretrain_preempt import MAX_STEPS, stage_json
+
+from runtime.launch_worker import LAUNCHER_ENV, proc_stat
+
+
+def launch(config: Path, kind: str = "pretrain", procs: int = 2, grace_s: int = 60) -> list[str]:
+    return [sys.executable, "-m", "runtime.launch", "--nodes=1", f"--procs-per-node={procs}",
+            f"--stop-grace-s={grace_s}", "--", "-m", "runtime", kind, "--config", str(config)]
+
+
+def start(argv: list[str], log: Path) -> subprocess.Popen:
+    """The launch in a session of its own; its temporary folder (left behind by a SIGKILL) under the test's."""
+    with log.open("w") as err:
+        return subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(log.parent)},
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, log: Path, timeout_s: float = 120) -> tuple[int, str]:
+    try:
+        return proc.wait(timeout=timeout_s), log.read_text()
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"the launch did not end in {timeout_s} s: {log.read_text()[-3000:]}")
+
+
+def wait_for(ready, proc: subprocess.Popen, log: Path, what: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"the launch ended (status {proc.returncode}) before {what}: {log.read_text()[-3000:]}")
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail(f"no {what} after {timeout_s} s: {log.read_text()[-3000:]}")
+
+
+def rows(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def owned_by(launcher: int) -> dict[int, int]:
+    """{pid: start time} of every process whose environment names `launcher` as its launcher (torchrun's
+    agent, the workers and whatever they started), found in /proc, not through the launcher's own records."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if f"{LAUNCHER_ENV}={launcher}:".encode() in environ and (stat := proc_stat(int(entry.name))) is not None:
+            found[int(entry.name)] = stat[2]
+    return found
+
+
+def alive(processes: dict[int, int]) -> list[int]:
+    """Those still running (same pid and start time, not a zombie)."""
+    return [pid for pid, start in processes.items()
+            if (stat := proc_stat(pid)) is not None and stat[2] == start and stat[0] not in "ZX"]
+
+
+def last_line(stderr: str) -> str:
+    return stderr.rstrip().splitlines()[-1]
+
+
+def test_sigterm_to_the_launchers_process_group_reaches_both_workers_which_save_and_resume(tmp_path):
+    env, config = stage_json(tmp_path)
+    work = tmp_path / "results/.work/pretrain" / env["id"]
+    log = tmp_path / "stopped.log"
+    proc = start(launch(config), log)
+    wait_for(lambda: rows(work / "metrics.jsonl") >= 3, proc, log, "step 3")
+    os.killpg(proc.pid, signal.SIGTERM)           # what kill, a stopping Snakemake send; not the workers' group
+    status, stderr = finish(proc, log)
+    assert status == 75, stderr[-3000:]
+    assert stderr.count("pretrain: received SIGTERM") == 2      # both ranks got it, through the launcher
+    assert last_line(stderr).startswith("preempted: pretrain: stopped on SIGTERM after saving")
+    (checkpoint,) = work.glob("step-*.pt")
+    stopped_at = int(checkpoint.stem.split("-")[1])
+    assert 3 <= stopped_at < MAX_STEPS
+    assert not (tmp_path / env["output"]).exists()
+
+    log = tmp_path / "rerun.log"
+    status, stderr = finish(start(launch(config), log), log)
+    assert status == 0, stderr[-3000:]
+    assert f"pretrain: resumed from {checkpoint} (step {stopped_at} of {MAX_STEPS})" in stderr
+    out = tmp_path / env["output"]
+    assert (out / "stage.json").is_file()
+    assert [json.loads(r)["step"] for r in (out / "metrics.jsonl").read_text().splitlines()] == \
+        list(range(1, MAX_STEPS + 1))
+
+
+def test_a_sigkilled_launcher_leaves_no_worker_and_nothing_is_published(tmp_path):
+    env, config = stage_json(tmp_path)
+    metrics = tmp_path / "results/.work/pretrain" / env["id"] / "metrics.jsonl"
+    log = tmp_path / "killed.log"
+    proc = start(launch(config), log)
+    wait_for(lambda: rows(metrics) >= 1, proc, log, "step 1")
+    first = time.monotonic()
+    wait_for(lambda: rows(metrics) >= 3, proc, log, "step 3")
+    step_s = (time.monotonic() - first) / 2
+    owned = owned_by(proc.pid)
+    assert len(owned) >= 3, owned                  # torchrun's agent and two workers
+    proc.kill()                                    # the launcher alone, no warning
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while alive(owned) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert alive(owned) == []
+    logged = rows(metrics)
+    time.sleep(max(2.0, (MAX_STEPS - logged) * step_s))   # as long as the rest of the run would have taken
+    assert rows(metrics) == logged
+    assert not (tmp_path / env["output"]).exists()
+
+
+@pytest.mark.parametrize("case", ["finished output", "wrong kind"])
+def test_the_stages_own_error_comes_last_with_its_status(tmp_path, case):
+    env = envelope(tmp_path, write_artifacts(tmp_path), max_steps=2)
+    config = tmp_path / "pretrain.json"
+    config.write_text(json.dumps(env))
+    if case == "finished output":               # StageError at publishing, on rank 0: exit status 1
+        out = tmp_path / env["output"]
+        out.mkdir(parents=True)
+        (out / "stage.json").write_text("{}")
+        argv, status, message = launch(config), 1, "already complete; refusing to overwrite"
+    else:                                       # the stage's usage error, on both ranks: exit status 2
+        argv, status, message = launch(config, kind="probe"), 2, "is a pretrain stage, not probe"
+    log = tmp_path / "failed.log"
+    got, stderr = finish(start(argv, log), log)
+    assert got == status, stderr[-3000:]
+    assert "ChildFailedError" in stderr          # torchrun's report is there, above the stage's message
+    assert "error: " in last_line(stderr) and message in last_line(stderr)
+
+
+def test_a_tokenize_stage_stopped_through_the_launcher_alone_saves_and_exits_75(tmp_path):
+    """A kind other than pretraining, one process: the SIGTERM goes to the launcher's pid only, so the stage
+    gets it only by the launcher forwarding it."""
+    from compiler.ids import stage_id
+    from compiler.schema.data import BPETokenizer, TokenizerInfo
+    from runtime import tokenize, tokenizer
+    from runtime.stage import execute
+
+    bpe = BPETokenizer(vocab_size=512, training_documents_per_source=300)
+    tok_cfg = tokenizer.Config(tokenizer=bpe, info=TokenizerInfo.of(bpe),
+                               sources={"clean": {"kind": "builtin", "name": "demo-clean"}})
+    tok_id = stage_id("tokenizer", tokenizer.VERSION, tok_cfg.id_json(), {})
+    execute({"kind": "tokenizer", "id": tok_id, "version": tokenizer.VERSION, "config": tok_cfg.model_dump(mode="json"),
+             "inputs": {}, "output": f"results/tokenizer/{tok_id}", "root": str(tmp_path)}, tokenizer)
+    words = "the quick brown fox jumps over a lazy dog while you are kind and helpful".split()
+    (tmp_path / "corpus.jsonl").write_text("".join(
+        json.dumps({"text": " ".join(words[(i + j) % len(words)] for j in range(40))}) + "\n" for i in range(100_000)))
+    cfg = tokenize.Config(source={"kind": "jsonl", "path": "corpus.jsonl"}, tokenizer=TokenizerInfo.of(bpe),
+                          fills=None, tokens_per_file=4096, tokenize_workers=1)
+    inputs = {"tokenizer": f"results/tokenizer/{tok_id}"}
+    sid = stage_id("tokenize", tokenize.VERSION, cfg.id_json(), {"tokenizer": tok_id})
+    config = tmp_path / "tokenize.json"
+    config.write_text(json.dumps({"kind": "tokenize", "id": sid, "version": tokenize.VERSION,
+                                  "config": cfg.model_dump(mode="json"), "inputs": inputs,
+                                  "output": f"results/tokenize/{sid}", "root": str(tmp_path),
+                                  "resources": {"threads": 1}}))
+    work = tmp_path / "results/.work/tokenize" / sid
+    log = tmp_path / "tokenize.log"
+    proc = start(launch(config, kind="tokenize", procs=1), log)
+    wait_for(lambda: (work / "progress.json").exists(), proc, log, "a finished shard")
+    os.kill(proc.pid, signal.SIGTERM)
+    status, stderr = finish(proc, log)
+    assert status == 75, stderr[-3000:]
+    assert "tokenize: received SIGTERM" in stderr
+    assert last_line(stderr).startswith("preempted: tokenize: stopped on SIGTERM after saving")
+    assert json.loads((work / "progress.json").read_text())["shards"]
+    assert not (tmp_path / "results/tokenize" / sid).exists()
