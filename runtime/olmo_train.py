@@ -9,8 +9,8 @@ micro-batch, clip, then set LR/clip norm for the step, then `optim.step()`), so 
 Everything is read from one loaded ai2-olmo `TrainConfig`; the device and process-group backend are
 chosen at run time (NCCL on GPUs, gloo on CPU). Wrapping follows `distributed_strategy`: none
 (1 process), DDP, or FSDP (`device_id=torch.device("cpu")` on CPU). Checkpoints (model, optimizer, step,
-RNG states of every rank) are full, unsharded state dicts written atomically into the work folder;
-`train` resumes from the newest one, and the data loader restarts at the checkpoint's batch.
+RNG states of every rank; `full` or `sharded`) are `runtime.pretrain_checkpoint`'s: `train` resumes from
+the newest one that verifies, and the data loader restarts at the checkpoint's batch.
 
 Preemption (`runtime.preempt`): SIGTERM/SIGUSR1 make every rank finish its current step, save that
 step's checkpoint and raise `Preempted` (exit 75); the rerun resumes from it bit-identically.
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -36,18 +35,18 @@ from olmo.data import build_train_dataloader
 from olmo.model import OLMo
 from olmo.optim import build_optimizer, build_scheduler
 from olmo.torch_util import move_to_device, seed_all
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_state_dict,
-    set_state_dict,
-)
+from torch.distributed.checkpoint.state_dict import get_model_state_dict
 from tqdm import tqdm
 
 from compiler.errors import StageError
+from runtime.pretrain_checkpoint import (
+    Format,
+    full_state_options,
+    load_checkpoint,
+    save_checkpoint,
+    usable_checkpoint,
+)
 from runtime.preempt import StopSignals, resumed
-
-CHECKPOINT_GLOB = "step-*.pt"
 
 
 @dataclass(frozen=True)
@@ -99,6 +98,7 @@ class TrainResult:
     tokens_trained: int
     tokens_per_second: float
     n_params: int
+    world_size_changes: list[dict[str, Any]]
 
 
 # --- building -------------------------------------------------------------------------------------
@@ -136,65 +136,6 @@ def build_model(cfg: TrainConfig, rt: Runtime) -> tuple[int, torch.nn.Module]:
 def autocast(cfg: TrainConfig, rt: Runtime):
     enabled = cfg.precision != "fp32"
     return torch.autocast(rt.device.type, dtype=cfg.autocast_precision, enabled=enabled)
-
-
-# --- checkpoints ----------------------------------------------------------------------------------
-
-def rng_state(rt: Runtime) -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if rt.device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(rt.device)
-    return state
-
-
-def restore_rng_state(state: dict[str, Any], rt: Runtime) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and rt.device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], rt.device)
-
-
-def full_state_options(rt: Runtime) -> StateDictOptions:
-    """Unsharded state dicts; offloading to CPU only from GPUs (FSDP's offload segfaults on CPU tensors)."""
-    return StateDictOptions(full_state_dict=True, cpu_offload=rt.device.type != "cpu")
-
-
-def latest_checkpoint(work: Path) -> Path | None:
-    found = sorted(work.glob(CHECKPOINT_GLOB))
-    return found[-1] if found else None
-
-
-def save_checkpoint(work: Path, step: int, dist_model: torch.nn.Module, optim: torch.optim.Optimizer,
-                    rt: Runtime) -> None:
-    """Full (unsharded) model + optimizer state, the step and every rank's RNG, written atomically."""
-    model_sd, optim_sd = get_state_dict(dist_model, optim, options=full_state_options(rt))
-    rngs: list[Any] = [None] * rt.world_size
-    if dist.is_initialized():
-        dist.all_gather_object(rngs, rng_state(rt))
-    else:
-        rngs = [rng_state(rt)]
-    if rt.is_main:
-        path = work / f"step-{step:08d}.pt"
-        tmp = work / f".{path.name}.tmp-{os.getpid()}"
-        torch.save({"step": step, "model": model_sd, "optim": optim_sd, "rng": rngs,
-                    "world_size": rt.world_size}, tmp)
-        os.replace(tmp, path)
-        for old in work.glob(CHECKPOINT_GLOB):
-            if old != path:
-                old.unlink()
-    barrier()
-
-
-def load_checkpoint(path: Path, dist_model: torch.nn.Module, optim: torch.optim.Optimizer, rt: Runtime) -> int:
-    """Restore a checkpoint written by `save_checkpoint`; returns its step."""
-    # Our own file, holding numpy/python RNG objects: the torch ≥ 2.6 weights_only default refuses them.
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    set_state_dict(dist_model, optim, model_state_dict=ckpt["model"], optim_state_dict=ckpt["optim"],
-                   options=StateDictOptions(full_state_dict=True))
-    if ckpt["world_size"] == rt.world_size:
-        restore_rng_state(ckpt["rng"][rt.rank], rt)
-    return int(ckpt["step"])
 
 
 # --- the step -------------------------------------------------------------------------------------
@@ -292,28 +233,34 @@ def _append_row(path: Path, row: dict[str, Any]) -> None:
 
 
 def train(cfg: TrainConfig, rt: Runtime, *, max_steps: int, work: Path, log_path: Path,
+          checkpoint_format: Format = "full",
           log_fn: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
-    """Train `max_steps` optimizer steps, resuming from the newest checkpoint in `work`.
+    """Train `max_steps` optimizer steps, resuming from the newest usable checkpoint in `work`.
 
     `log_path` (a JSON-lines file, one row per logged step) lives in `work` so it survives a crash.
     A stop signal (SIGTERM, SIGUSR1) ends the run after the current step with that step saved and
     `Preempted` raised; no signal changes any result.
     """
     with StopSignals("pretrain") as stop:
-        return _train(cfg, rt, stop, max_steps=max_steps, work=work, log_path=log_path, log_fn=log_fn)
+        return _train(cfg, rt, stop, max_steps=max_steps, work=work, log_path=log_path,
+                      checkpoint_format=checkpoint_format, log_fn=log_fn)
 
 
 def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignals, *, max_steps: int, work: Path, log_path: Path,
-           log_fn: Callable[[dict[str, Any]], None] | None) -> TrainResult:
+           checkpoint_format: Format, log_fn: Callable[[dict[str, Any]], None] | None) -> TrainResult:
     n_params, dist_model = build_model(cfg, rt)
     optim = build_optimizer(cfg, dist_model)
     scheduler = build_scheduler(cfg)
     interval, log_every = cfg.save_interval_unsharded, cfg.console_log_interval
-    start_step = 0
-    if (ckpt := latest_checkpoint(work)) is not None:
-        start_step = load_checkpoint(ckpt, dist_model, optim, rt)
+    start_step, changes = 0, []
+    if (ckpt := usable_checkpoint(work, rt)) is not None:
+        restored = load_checkpoint(ckpt, dist_model, optim, rt)
+        start_step, changes = restored.step, restored.world_size_changes
         if rt.is_main:
-            resumed("pretrain", f"{ckpt} (step {start_step} of {max_steps})")
+            resumed("pretrain", f"{ckpt.path} (step {start_step} of {max_steps})")
+
+    def save(step: int) -> None:
+        save_checkpoint(work, step, dist_model, optim, rt, fmt=checkpoint_format, world_size_changes=changes)
     rows = _read_log(log_path, start_step, log_every, max_steps)
     if rt.is_main:
         log_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -339,12 +286,12 @@ def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignals, *, max_steps: int, 
         bar.update()
         saved = step % interval == 0 and step < max_steps
         if saved:
-            save_checkpoint(work, step, dist_model, optim, rt)
+            save(step)
         if step < max_steps and stop.agreed():  # a collective: every rank, after every step but the last
             if rt.is_main and not logged:
                 _append_row(log_path, row)  # where it stopped, for whoever reads the log; resume drops it
             if not saved:
-                save_checkpoint(work, step, dist_model, optim, rt)
+                save(step)
             bar.close()
             stop.stop(f"the checkpoint of step {step} of {max_steps} in {work}")
         tic = time.perf_counter()
@@ -362,4 +309,5 @@ def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignals, *, max_steps: int, 
         tokens_trained=step * tokens_per_step,
         tokens_per_second=tokens_s,
         n_params=n_params,
+        world_size_changes=changes,
     )

@@ -7,9 +7,12 @@ only the loaded copy is used), `olmo/model.pt` (OLMo state dict), `model/` (HF `
 tokenizer), `metrics.jsonl`.
 
 One code path for 1 process (`python -m runtime pretrain`) and `torchrun` (gloo on CPU, NCCL + FSDP
-+ bf16 on GPUs): every rank calls `run`; only rank 0 (`is_rank_zero`) writes outputs. Checkpoints go to
-`ctx.work` and a rerun resumes from the newest. Its id changes with the model, vocabulary, pretrain
-section (less the NOT_IN_ID fields), step count and seed.
++ bf16 on GPUs): every rank calls `run`; only rank 0 (`is_rank_zero`) writes outputs. Checkpoints
+(`pretrain.checkpoint_format`: `full` or `sharded`, see `runtime.pretrain_checkpoint`) go to `ctx.work`
+and a rerun resumes from the newest one that verifies; `metrics.json`'s `world_size_changes` lists the
+resumes on another world size (per-rank RNG not restored: not bit-identical to an uninterrupted run).
+Its id changes with the model, vocabulary, pretrain section (less the NOT_IN_ID fields), step count and
+seed.
 """
 from __future__ import annotations
 
@@ -160,7 +163,8 @@ def run(cfg: Config, ctx: StageContext) -> dict:
         wandb.init(project=train_cfg.wandb.project, name=train_cfg.wandb.name, config=train_cfg.asdict())
         log_fn = lambda row: wandb.log(row, step=row["step"])  # noqa: E731
     result = olmo_train.train(train_cfg, rt, max_steps=cfg.max_steps, work=ctx.work,
-                              log_path=ctx.work / "metrics.jsonl", log_fn=log_fn)
+                              log_path=ctx.work / "metrics.jsonl",
+                              checkpoint_format=cfg.train.checkpoint_format, log_fn=log_fn)
     if rt.is_main:
         torch.save(result.state_dict, ctx.out / "olmo" / "model.pt")
         hf_export.export(train_cfg.model, result.state_dict, tokenizer, ctx.out / "model")
@@ -177,4 +181,5 @@ def run(cfg: Config, ctx: StageContext) -> dict:
         "tokens_trained": result.tokens_trained,
         "tokens_per_second": result.tokens_per_second,
         "n_params": result.n_params,
+        "world_size_changes": result.world_size_changes,
     }

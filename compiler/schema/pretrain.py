@@ -42,6 +42,13 @@ class PretrainSection(StrictModel):
     checkpoint_interval_steps: int = Field(
         1000, gt=0, description="Save a resumable checkpoint every N steps.", json_schema_extra=NOT_IN_ID
     )
+    checkpoint_format: Literal["full", "sharded"] = Field(
+        "full",
+        description="`full`: rank 0 gathers the whole model and optimizer state into one file (fine for 1 B); "
+                    "`sharded`: every rank writes its own shards with torch.distributed.checkpoint, for models "
+                    "one rank cannot gather. A run resumes from either format; the format changes no result.",
+        json_schema_extra=NOT_IN_ID,
+    )
     log_interval_steps: int = Field(10, gt=0, description="Log metrics every N steps.", json_schema_extra=NOT_IN_ID)
     data_workers: int = Field(0, ge=0, description="DataLoader workers.", json_schema_extra=NOT_IN_ID)
     wandb_project: str | None = Field(
