@@ -162,7 +162,8 @@ class Owner:
         self.signal_workers(sig)
 
     def signal_workers(self, sig: signal.Signals) -> None:
-        ended = worker.exits(self.folder)
+        """`sig` to every registered worker still running (a SIGKILL also to those that said they ended)."""
+        ended = worker.exits(self.folder) if sig != signal.SIGKILL else {}
         for w in worker.registered(self.folder):
             if w.pid not in ended and worker.running(w.pid, w.start):
                 with contextlib.suppress(ProcessLookupError):
@@ -240,6 +241,7 @@ def run_owning_workers(argv: list[str], grace_s: int, *, echo: bool) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        owner.signal_workers(signal.SIGKILL)  # none is left when torchrun ended normally; none may outlive this
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -83,6 +83,14 @@ def alive(processes: dict[int, int]) -> list[int]:
             if (stat := proc_stat(pid)) is not None and stat[2] == start and stat[0] not in "ZX"]
 
 
+def alive_after(processes: dict[int, int], seconds: float) -> list[int]:
+    """Those still running `seconds` from now, or as soon as none is (a SIGKILLed process takes a moment)."""
+    deadline = time.monotonic() + seconds
+    while alive(processes) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return alive(processes)
+
+
 def last_line(stderr: str) -> str:
     return stderr.rstrip().splitlines()[-1]
 
@@ -126,10 +134,7 @@ def test_a_sigkilled_launcher_leaves_no_worker_and_nothing_is_published(tmp_path
     assert len(owned) >= 3, owned                  # torchrun's agent and two workers
     proc.kill()                                    # the launcher alone, no warning
     proc.wait()
-    deadline = time.monotonic() + 5
-    while alive(owned) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert alive(owned) == []
+    assert alive_after(owned, 5) == []
     logged = rows(metrics)
     time.sleep(max(2.0, (MAX_STEPS - logged) * step_s))   # as long as the rest of the run would have taken
     assert rows(metrics) == logged
@@ -192,3 +197,43 @@ def test_a_tokenize_stage_stopped_through_the_launcher_alone_saves_and_exits_75(
     assert last_line(stderr).startswith("preempted: tokenize: stopped on SIGTERM after saving")
     assert json.loads((work / "progress.json").read_text())["shards"]
     assert not (tmp_path / "results/tokenize" / sid).exists()
+
+
+SLEEPER = """import os, signal, sys, time
+if sys.argv[2] == "ignore-stop":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+open(os.path.join(sys.argv[1], "ready-" + os.environ.get("RANK", "0")), "w").close()
+time.sleep(300)
+"""
+
+
+def sleeper(tmp_path: Path, procs: int, mode: str, grace_s: int = 60) -> tuple[subprocess.Popen, Path]:
+    """A launch of a script that says it is ready and sleeps (ignoring SIGTERM in `ignore-stop` mode)."""
+    script = tmp_path / "sleeper.py"
+    script.write_text(SLEEPER)
+    log = tmp_path / "sleeper.log"
+    proc = start([sys.executable, "-m", "runtime.launch", "--nodes=1", f"--procs-per-node={procs}",
+                  f"--stop-grace-s={grace_s}", "--", str(script), str(tmp_path), mode], log)
+    wait_for(lambda: len(list(tmp_path.glob("ready-*"))) == procs, proc, log, "ready workers")
+    return proc, log
+
+
+def test_a_stage_that_does_not_stop_within_the_grace_period_is_killed(tmp_path):
+    proc, log = sleeper(tmp_path, 1, "ignore-stop", grace_s=1)
+    owned = owned_by(proc.pid)
+    os.killpg(proc.pid, signal.SIGTERM)
+    status, stderr = finish(proc, log, timeout_s=30)
+    assert status == 1
+    assert "did not exit within 1 s of SIGTERM and was killed" in last_line(stderr)
+    assert owned and alive_after(owned, 5) == []
+
+
+def test_torchruns_agent_sigkilled_takes_its_workers_and_the_launcher_says_so(tmp_path):
+    proc, log = sleeper(tmp_path, 2, "sleep")
+    owned = owned_by(proc.pid)
+    (agent,) = [pid for pid in owned if proc_stat(pid)[1] == proc.pid]  # type: ignore[index]
+    os.kill(agent, signal.SIGKILL)
+    status, stderr = finish(proc, log, timeout_s=30)
+    assert status == 128 + signal.SIGKILL
+    assert "rank(s) [0, 1] ended without a status" in last_line(stderr)
+    assert len(owned) == 3 and alive_after(owned, 5) == []
