@@ -36,6 +36,18 @@ then run it:  snakemake --cores all --config spec=specs/demo.yaml
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The exit code of one command. Without `argv` this is the process (the `mixsteer` script,
+    `python -m compiler.cli`), and it ends the process itself once the command is done
+    (`compiler.shutdown`: no interpreter teardown for native thread pools to abort in)."""
+    code = _command(argv)
+    if argv is None:
+        from .shutdown import exit_process
+
+        exit_process(code)
+    return code
+
+
+def _command(argv: list[str] | None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `mixsteer plan … | head` ends quietly
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -50,13 +50,15 @@ def _obj(items: dict[str, str]) -> str:
     return "{" + ",".join(f"{_j(k)}:{items[k]}" for k in sorted(items)) + "}"
 
 
-def envelope_json(inst: StageInstance, root_json: str) -> str:
+def envelope_json(inst: StageInstance) -> str:
     """The stage JSON a job reads: the full config (cached per section) plus its wiring; keys in
-    sorted order, `root_json` the project root already serialised."""
+    sorted order. No project root: the runtime takes the project the file lives in (`build/stages/`
+    under it), and decides the output and input folders from the ids (`runtime.stage_paths`);
+    `output` is there for readers and must say `results/<kind>/<id>`."""
     inputs = _j({name: f"results/{_kind(i)}/{i}" for name, i in inst.inputs.items()})
     return (f'{{"config":{inst.config.full_json()},"files":{_j(inst.files)},"id":{_j(inst.id)},'
             f'"inputs":{inputs},"kind":{_j(inst.kind)},"output":{_j(inst.output)},'
-            f'"resources":{inst.resources.full_json()},"root":{root_json},"version":{_j(inst.version)}}}\n')
+            f'"resources":{inst.resources.full_json()},"version":{_j(inst.version)}}}\n')
 
 
 def _kind(instance_id: str) -> str:
@@ -87,10 +89,9 @@ def write_stage_files(plan: Plan, root: Path) -> list[Path]:
     changed = []
     stages = root / "build" / "stages"
     stages.mkdir(parents=True, exist_ok=True)
-    root_json = _j(str(root))
     for inst in plan.instances.values():
         path = stages / f"{inst.id}.json"
-        if write_if_changed(path, envelope_json(inst, root_json), parent_exists=True):
+        if write_if_changed(path, envelope_json(inst), parent_exists=True):
             changed.append(path)
     return changed
 

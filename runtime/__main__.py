@@ -12,6 +12,7 @@ from compiler.errors import MixsteerError
 from runtime.preempt import PREEMPTED_EXIT, Preempted
 from runtime.registry import STAGES, load_stage
 from runtime.stage import execute, read_envelope
+from runtime.stage_paths import project_root
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         if envelope["kind"] != args.stage:
             parser.error(f"{args.config} is a {envelope['kind']} stage, not {args.stage}")
         module = load_stage(args.stage)
-        out = execute(envelope, module, rank_zero=getattr(module, "is_rank_zero", lambda: True))
+        out = execute(envelope, module, root=project_root(args.config, envelope),
+                      rank_zero=getattr(module, "is_rank_zero", lambda: True))
     except Preempted as exc:
         print(f"preempted: {exc}", file=sys.stderr)
         return PREEMPTED_EXIT

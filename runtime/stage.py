@@ -4,7 +4,10 @@ A stage JSON (written by `compiler.render`) is an envelope around the stage's `C
 
     {"kind": "probe", "id": "probe-…", "version": 1, "config": {…},
      "inputs": {"activations": "results/activations/activations-…"},
-     "output": "results/probe/probe-…", "root": "/abs/project", "resources": {…}}
+     "output": "results/probe/probe-…", "resources": {…}}
+
+Where it runs and publishes is not read from it: `runtime.stage_paths` derives every path from the
+verified id and the project the JSON lives in (`<root>/build/stages/<id>.json`).
 
 `execute` re-validates `config` with the stage's own `Config` class, runs `run(cfg, ctx)` inside
 `results/.tmp/<kind>/<id>/`, writes `metrics.json` and then `stage.json` (the provenance manifest, and
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from compiler.errors import StageError
+from runtime.stage_paths import stage_paths
 from runtime.launch_worker import exit_if_orphaned
 
 TRACKED_PACKAGES = (
@@ -105,14 +109,17 @@ def read_envelope(path: Path) -> dict[str, Any]:
         env = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise StageError(f"cannot read stage config {path}: {exc}") from None
-    for key in ("kind", "id", "version", "config", "inputs", "output", "root"):
+    for key in ("kind", "id", "version", "config", "inputs"):
         if key not in env:
             raise StageError(f"stage config {path} lacks {key!r}")
     return env
 
 
-def execute(envelope: dict[str, Any], module: Any, *, rank_zero: Callable[[], bool] = lambda: True) -> Path:
-    """Validate, run and publish one stage instance; returns the final output folder."""
+def execute(envelope: dict[str, Any], module: Any, *, root: Path | None = None,
+            rank_zero: Callable[[], bool] = lambda: True) -> Path:
+    """Validate, run and publish one stage instance; returns the final output folder. `root` is the
+    project (`stage_paths.project_root` of the stage JSON file); an envelope built in memory may carry it
+    as `root` instead. Every path comes from `stage_paths`, never from the envelope's fields."""
     kind, stage_id = envelope["kind"], envelope["id"]
     if envelope["version"] != module.VERSION:
         raise StageError(
@@ -120,17 +127,17 @@ def execute(envelope: dict[str, Any], module: Any, *, rank_zero: Callable[[], bo
             f"VERSION {module.VERSION}: recompile the spec (snakemake does it on its next parse)"
         )
     cfg = validated_config(envelope, module)
-    root = Path(envelope["root"])
-    final = root / envelope["output"]
-    tmp = root / "results" / ".tmp" / kind / stage_id
-    work = root / "results" / ".work" / kind / stage_id
+    if root is None and "root" not in envelope:
+        raise StageError(f"{stage_id}: no project root (run it as `python -m runtime {kind} --config <stage JSON>`)")
+    paths = stage_paths(envelope, Path(envelope["root"]) if root is None else root)
+    root, final, tmp, work = paths.root, paths.final, paths.tmp, paths.work
     if rank_zero():
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         work.mkdir(parents=True, exist_ok=True)
     ctx = StageContext(
         kind=kind, stage_id=stage_id, root=root, out=tmp, work=work,
-        inputs={k: root / v for k, v in envelope["inputs"].items()},
+        inputs=paths.inputs,
         threads=int(envelope.get("resources", {}).get("threads", 1)),
         resources=envelope.get("resources", {}),
     )

@@ -213,6 +213,7 @@ def test_published_through_execute_the_references_resolve(tmp_path, tokenizer_di
     from runtime.stage import execute
 
     shutil.copytree(tokenizer_dir, tmp_path / "results/tokenizer/t", ignore=shutil.ignore_patterns("w"))
+    (tmp_path / "results/tokenizer/t/stage.json").write_text("{}")  # published: the runtime checks it
 
     def envelope(module, kind: str, config: dict, inputs: dict[str, str]) -> dict:
         sid = stage_id(kind, module.VERSION, module.Config.model_validate(config).id_json(),

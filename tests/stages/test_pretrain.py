@@ -44,6 +44,8 @@ def write_artifacts(root: Path, *, n_documents: int = 400, seed: int = 0) -> dic
         mm.flush()
         files.append(name)
     (mix_dir / "manifest.json").write_text(json.dumps({"token_files": files}))
+    for published in (tok_dir, mix_dir):       # the runtime reads only published inputs
+        (published / "stage.json").write_text("{}")
     return {"tokenizer": "results/tokenizer/t", "mix": "results/mix/m"}
 
 

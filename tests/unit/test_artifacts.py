@@ -40,6 +40,7 @@ def project(tmp_path_factory, tiny_model_dir) -> Path:
     written by `execute` (so with its metrics.json)."""
     root = tmp_path_factory.mktemp("project")
     shutil.copytree(tiny_model_dir / "model", root / "results/pretrain/pretrain-tiny/model")
+    (root / "results/pretrain/pretrain-tiny/stage.json").write_text("{}")  # published: the runtime checks it
     (root / "labelled.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in TEXTS))
     cfg = activations.Config(data={"source": {"kind": "jsonl", "path": "labelled.jsonl"}}, token_position="last",
                              max_length_tokens=16, layers=[0, 1], batch_size=4)
