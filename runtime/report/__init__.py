@@ -92,7 +92,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
-    from . import conclusions, html, main_table, paired, plots, probes, text_agreement
+    from . import conclusions, html, main_table, paired, plots, probes, provenance, text_agreement
     from .auc import scorers_label_auc
     from .formatting import write_markdown
     from .table import build_table, group_over_seeds, merge_rows, scored, scorer_labels
@@ -144,13 +144,18 @@ def run(cfg: Config, ctx: StageContext) -> dict:
 
         views = token_view.token_views(ctx, rows, cfg.token_view_texts, top_k=cfg.token_view_top_k_heads)
     agreement = scorer_agreement(ctx)
+    scorers_section = provenance.section(ctx, cfg.runs, scorers=scorers)
+    if scorers_section is not None:
+        write_markdown(scorers_section["headers"], scorers_section["rows"], ctx.out / "scorers.md",
+                       notes=scorers_section["notes"])
     page = html.Page(
         title=cfg.title, spec_name=cfg.spec_name, main=main,
         summary=html.summary_items(rows, table, n_runs=len({r["run"] for r in cfg.runs}), scorers=scorers),
         paired=shown_pairs, auc=html.auc_box(aucs), significance=html.significance_rows(tests),
         significance_alpha=cfg.significance_alpha, full=html.full_table(table),
         has_seed_table=by_seed is not None, views=views, top_k=cfg.token_view_top_k_heads, agreement=agreement,
-        conclusions=conclusions_section, text_agreement=texts_section)
+        conclusions=conclusions_section, text_agreement=texts_section,
+        scorer_provenance=scorers_section)
     html.write_page(ctx.out, page, figures)
     out = {"n_rows": len(table), "n_main_rows": 0 if summary is None else len(summary), "n_plots": len(figures),
            "n_token_views": len(views),

@@ -37,6 +37,7 @@ class Page:
     agreement: dict[str, Any] | None = None   # the scorer check's tables and notes
     conclusions: dict[str, Any] | None = None  # `table` (headers, rows, notes) or `message`; None: no scorer
     text_agreement: dict[str, Any] | None = None  # the same, for the scorers' agreement on the run's texts
+    scorer_provenance: dict[str, Any] | None = None  # the Scorers table (runtime.report.provenance)
 
 
 def summary_items(rows: list[dict[str, Any]], table, *, n_runs: int,

@@ -111,9 +111,19 @@ def write_score(folder: Path, toxicity_by_set: dict[str, np.ndarray], label: str
         metrics |= _with_ci(f"{name}_toxicity_probability", (top >= THRESHOLD).astype(float))
         metrics[f"{name}_prompts"] = N_PROMPTS
     metrics |= {"n_texts": len(lines), "cached_texts": 0, "truncated_texts": 0, "scorer": label}
-    _write(folder, metrics)
+    _write(folder, metrics, scorer=scorer_json(label, len(lines)))
     (folder / "scores.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return metrics
+
+
+def scorer_json(label: str, n_texts: int) -> dict:
+    """The `scorer.json` a score stage writes (`runtime.scoring.record`) for a scorer of SCORERS."""
+    from compiler.schema.scoring import ClassifierScorer, OfflineScorer
+    from runtime.scoring.record import scorer_record
+
+    spec = OfflineScorer() if label == "offline" else ClassifierScorer(path=label, toxic_labels=["toxic"], name=label)
+    counts = dict.fromkeys(("truncated_texts", "windowed_texts", "unknown_length_texts", "cached_texts"), 0.0)
+    return scorer_record(spec, label, None, counts | {"n_texts": n_texts, "scored_texts": n_texts}, [], Path("."))
 
 
 def make_inputs(root: Path, *, shift: float, seeds=SEEDS, model_dir: Path | None = None, attack: bool = True,
@@ -160,7 +170,7 @@ def make_inputs(root: Path, *, shift: float, seeds=SEEDS, model_dir: Path | None
         sid = stage("attack", key, plain({"prompts": 4, "gcg_steps": 10}))
         return sid, {label: stage("score", f"{label}-{sid}", plain({
             "attack_success_rate": 0.4 - 0.1 * share - 0.05 * i, "prompt_mean_toxicity": 0.3 - 0.05 * i,
-            "n_texts": 8, "cached_texts": 0, "truncated_texts": 0, "scorer": label}))
+            "n_texts": 8, "cached_texts": 0, "truncated_texts": 0, "scorer": label}, scorer=scorer_json(label, 8)))
             for i, label in enumerate(scorers)}
 
     runs = []
