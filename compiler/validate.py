@@ -98,15 +98,53 @@ def validate_runs(doc: Document, default_name: str, root: Path | None = None) ->
         for name, key in keys.items():
             sections.setdefault(key, getattr(spec, name))
         validated.append((run, spec))
+    swept = {tuple(axis.split(".")) for run in runs for axis in run.axes}
+    if swept:
+        problems.extend(swept_base_problems(doc, default_name, swept))
     if validated:
         checked: set[int] = set()
         for run, spec in validated:
             for path, message in domain_problems(spec, root, checked):
                 p = run.document.position(path)
                 problems.append(Problem(p.file, p.line, p.column, dotted(path), message))
+    if validated and not problems and not any(plans_a_stage(spec) for _, spec in validated):
+        p = doc.position(())  # said only when nothing more precise was (e.g. "evaluate needs data")
+        problems.append(Problem(p.file, p.line, p.column, "", NOTHING_TO_RUN))
     if problems:
         raise SpecError(_unique(problems))
     return validated
+
+
+NOTHING_TO_RUN = ("the spec plans no stage: it needs `data:` (a pretraining mixture, on which probe, steer, "
+                  "posttrain and evaluate build), `toy: {enabled: true}` or `scorer_check:`")
+
+
+def plans_a_stage(spec: Spec) -> bool:
+    """Whether the planner (`compiler.plan._plan_run`) makes any stage instance of this run: everything
+    hangs off a pretraining mixture, the toy experiment or the scorer check."""
+    return spec.data is not None or spec.toy.enabled or spec.scorer_check is not None
+
+
+def swept_base_problems(doc: Document, default_name: str, swept: set[PathKey]) -> list[Problem]:
+    """Problems of base values that the sweep overrides in every run, so no run validates them
+    (`data.toxic_share: [1, 2]` under a `data.toxic_share` sweep): the base document is validated as
+    written, and only problems at or under a swept path are kept. Every other value is validated in each
+    run already, and a base that leaves out a value the sweep supplies is not wrong."""
+    data = {k: v for k, v in doc.data.items() if k != "sweep"}
+    data.setdefault("name", default_name)
+    try:
+        Spec.model_validate(data)
+    except ValidationError as exc:
+        found = []
+        for err in exc.errors(include_url=False):
+            loc = _data_path(data, tuple(err["loc"]))
+            under = any(tuple(map(str, loc[:len(path)])) == path for path in swept)
+            if under and err["type"] != "missing":
+                p = doc.position(loc)
+                message = f"{_message(err, tuple(err['loc']))} (a base value the sweep overrides; still checked)"
+                found.append(Problem(p.file, p.line, p.column, dotted(loc), message))
+        return found
+    return []
 
 
 def warnings_of(runs: list[tuple[Run, Spec]], root: Path | None = None) -> list[Problem]:
