@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Literal
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from compiler.errors import StageError
@@ -81,7 +83,6 @@ class Restored:
     the per-rank RNG states (carried in each later checkpoint, reported in the stage metrics)."""
 
     step: int
-    path: Path
     world_size_changes: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -281,17 +282,27 @@ def move_aside(c: Checkpoint, work: Path) -> Path:
 def save_checkpoint(work: Path, step: int, dist_model: torch.nn.Module, optim: torch.optim.Optimizer,
                     rt: "Runtime", *, fmt: Format = "full",
                     world_size_changes: list[dict[str, Any]] | None = None) -> None:
-    """Save model, optimizer, step and every rank's RNG (a collective: every rank calls it)."""
+    """Save model, optimizer, step and every rank's RNG (a collective: every rank calls it).
+
+    A save that fails (a full disk, a file size limit) removes its temporary files and stops the stage
+    with a clear error: the checkpoints saved before it are untouched, and a rerun resumes from them."""
     train_state = {"step": step, "world_size": rt.world_size, "rng": _gather(rng_state(rt), rt.world_size),
                    "world_size_changes": list(world_size_changes or [])}
-    if fmt == "full":
-        final, files = _save_full(work, step, dist_model, optim, rt, train_state)
-    else:
-        final, files = _save_sharded(work, step, dist_model, optim, rt, train_state)
-    if rt.is_main:
-        _write_json_synced(final.with_name(final.name + ".json"),
-                           {"step": step, "format": fmt, "world_size": rt.world_size, "files": files})
-        prune(work)
+    try:
+        if fmt == "full":
+            final, files = _save_full(work, step, dist_model, optim, rt, train_state)
+        else:
+            final, files = _save_sharded(work, step, dist_model, optim, rt, train_state)
+        if rt.is_main:
+            _write_json_synced(final.with_name(final.name + ".json"),
+                               {"step": step, "format": fmt, "world_size": rt.world_size, "files": files})
+            prune(work)
+    except (OSError, RuntimeError, CheckpointException) as exc:
+        for tmp in work.glob(f".step-{step:08d}.*.tmp-{socket.gethostname()}-{os.getpid()}"):
+            _remove(tmp)
+        raise StageError(f"pretrain: saving the checkpoint of step {step} in {work} failed "
+                         f"({type(exc).__name__}: {exc}); the checkpoints saved before it are intact: free "
+                         "space (or fix the error) and rerun to resume from them") from None
     _barrier()
 
 
@@ -311,8 +322,6 @@ def _save_sharded(work: Path, step: int, dist_model: torch.nn.Module, optim: tor
                   rt: "Runtime", train_state: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     """Every rank writes its shards into one temporary folder (`sync_files` fsyncs each); every rank
     hashes a share of the files; rank 0 renames the folder into place."""
-    import torch.distributed.checkpoint as dcp
-
     final = work / f"step-{step:08d}.dcp"
     tmp: Path = _broadcast(tmp_name(final) if rt.is_main else None)
     with _quiet_sharded_tensor():
@@ -419,7 +428,8 @@ def load_checkpoint(c: Checkpoint, dist_model: torch.nn.Module, optim: torch.opt
                            options=StateDictOptions(full_state_dict=True))
         else:
             state = _load_sharded(c, dist_model, optim)
-    except (RuntimeError, OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except (RuntimeError, OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile,
+            CheckpointException) as exc:
         raise StageError(f"pretrain: checkpoint {c.path} passed its checks but cannot be restored "
                          f"({type(exc).__name__}: {exc}); move it away to resume from an older one") from None
     step, saved_world = int(state["step"]), int(state["world_size"])
@@ -435,13 +445,11 @@ def load_checkpoint(c: Checkpoint, dist_model: torch.nn.Module, optim: torch.opt
                   f"restored the model, optimizer, step and data position; not restored: the per-rank RNG "
                   f"states ({kinds}) of the saving run; this run is no longer bit-identical to an "
                   f"uninterrupted one", file=sys.stderr, flush=True)
-    return Restored(step=step, path=c.path, world_size_changes=changes)
+    return Restored(step=step, world_size_changes=changes)
 
 
 def _load_sharded(c: Checkpoint, dist_model: torch.nn.Module, optim: torch.optim.Optimizer) -> dict[str, Any]:
     """Load the shards into this rank's (sharded) state dicts, resharding if the world size changed."""
-    import torch.distributed.checkpoint as dcp
-
     with _quiet_sharded_tensor():
         model_sd, optim_sd = get_state_dict(dist_model, optim, options=SHARDED)
         states = {"model": model_sd, "optim": optim_sd}

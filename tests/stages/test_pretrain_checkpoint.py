@@ -207,6 +207,28 @@ def test_sigkill_mid_save_leaves_a_temp_file_that_the_rerun_removes(clean_out, t
     assert same_weights(out, clean_out)
 
 
+def limit_file_size() -> None:
+    """In the child: no file may grow past 128 KiB (a checkpoint is ~0.5 MB); writes past it fail with
+    EFBIG, as they fail with ENOSPC on a full disk (SIGXFSZ ignored, so the write reports it)."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (128 << 10, 128 << 10))
+
+
+def test_a_save_that_cannot_write_stops_cleanly_and_the_rerun_completes(clean_out, tmp_path, capfd):
+    env, config = stage_json(tmp_path)
+    stderr = finish(start(config, preexec_fn=limit_file_size), 1)
+    work = work_of(tmp_path, env)
+    assert f"error: pretrain: saving the checkpoint of step 2 in {work} failed (" in stderr
+    assert "File too large" in stderr and "Traceback" not in stderr
+    assert not list(work.glob(".step-*")) and not list(work.glob("step-*"))   # nothing half-written left
+    out, stderr = rerun(tmp_path, capfd)
+    assert "resumed from" not in stderr
+    assert losses(out) == losses(clean_out)
+    assert same_weights(out, clean_out)
+
+
 def test_sharded_format_resumes_equal_and_falls_back_from_a_damaged_shard(clean_out, tmp_path, capfd):
     """One process, `checkpoint_format: sharded`: SIGTERM, one shard of the newest checkpoint altered;
     the rerun falls back to the older sharded checkpoint and ends equal to the uninterrupted run, which
