@@ -234,6 +234,7 @@ def test_sharded_format_resumes_equal_and_falls_back_from_a_damaged_shard(clean_
     the rerun falls back to the older sharded checkpoint and ends equal to the uninterrupted run, which
     saved `full` checkpoints (the format is not in the id: it must not change any result)."""
     env, config = stage_json(tmp_path, {"checkpoint_format": "sharded"})
+    assert env["id"] == clean_out.name                # the same stage instance as the `full` run
     stop_with_sigterm(tmp_path, env, config)
     work = work_of(tmp_path, env)
     older, newer = checkpoint_steps(work, ".dcp")
