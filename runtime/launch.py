@@ -1,4 +1,4 @@
-"""`python -m runtime.launch --nodes N --procs-per-node P -- -m runtime pretrain --config <stage.json>`.
+"""`python -m runtime.launch --nodes N --procs-per-node P -- -m runtime <kind> --config <stage.json>`.
 
 Starts a stage on the processes its resources ask for and owns the stop signals (runtime.preempt):
 
@@ -28,6 +28,8 @@ SIGQUIT), and this process owns the workers (`runtime.launch_worker` is their si
 - nothing outlives it: the agent (or the single stage process) gets SIGKILL when this process dies
   (`PR_SET_PDEATHSIG`), the workers when the agent dies, and each worker watches this process and
   checks it again before publishing;
+- Ctrl-C (SIGINT) stops the stage the way SIGTERM does (its processes run in a process group of their
+  own, so a terminal's or a group's signal reaches them only through this process); twice, it kills;
 - it prints the stage's own closing message last (`error: …`, `preempted: …`, after torchrun's report)
   and exits with the stage's status (75, 1, 2), not torchrun's 1.
 
@@ -64,6 +66,8 @@ DEFAULT_STOP_GRACE_S = 120
 """`resources.<kind>.stop_grace_s`'s default, for launches by hand (the rules always pass it). Not imported
 from compiler.schema: that costs a second of startup, during which a stop signal would find no handler."""
 POLL_S = 0.2
+OWNED_SIGNALS = (*STOP_SIGNALS, signal.SIGINT)
+"""Signals the launcher takes for the stage: the stop signals, and Ctrl-C, which stops the same way."""
 
 Scontrol = Callable[[str], list[str]]
 
@@ -151,15 +155,20 @@ class Owner:
         self.deadline: float | None = None
 
     def on_stop(self, signum: int, frame: FrameType | None) -> None:
-        """Forward a stop signal to every worker; the first one starts the grace period."""
+        """Forward a stop signal to every worker (SIGINT as SIGTERM); the first one starts the grace
+        period, a second SIGINT (Ctrl-C twice) ends it at once."""
         sig = signal.Signals(signum)
-        if not self.received:
+        if sig == signal.SIGINT and signal.SIGINT in self.received:
+            print("launch: SIGINT again: killing the stage now", file=sys.stderr, flush=True)
+            self.deadline = time.monotonic()
+        elif not self.received:
             self.deadline = time.monotonic() + self.grace_s
             print(f"launch: received {sig.name}: forwarded to the stage, which has {self.grace_s} s to save "
                   "and exit", file=sys.stderr, flush=True)
         self.received.append(sig)
-        worker.request_stop(self.folder, sig)   # before the signals: a worker registering now sees it
-        self.signal_workers(sig)
+        forward = signal.SIGTERM if sig == signal.SIGINT else sig
+        worker.request_stop(self.folder, forward)   # before the signals: a worker registering now sees it
+        self.signal_workers(forward)
 
     def signal_workers(self, sig: signal.Signals) -> None:
         """`sig` to every registered worker still running (a SIGKILL also to those that said they ended)."""
@@ -190,8 +199,8 @@ class Owner:
         if failed:
             return closing(failed[0].message, failed[0].status, echo)
         if killed:
-            return closing(f"launch: the stage did not exit within {self.grace_s} s of {name} and was killed; "
-                           "raise `resources.<kind>.stop_grace_s` if its save takes longer", 1, True)
+            return closing(f"launch: the stage had not exited {self.grace_s} s after {name} (or SIGINT came twice) "
+                           "and was killed; raise `resources.<kind>.stop_grace_s` if its save takes longer", 1, True)
         if stopped:
             return closing(stopped[0].message, PREEMPTED_EXIT, echo)
         if status == 0:
@@ -216,9 +225,12 @@ def closing(message: str, status: int, echo: bool) -> int:
 
 
 def owned_child(parent: int) -> Callable[[], None]:
-    """The child's setup before exec: SIGKILL when this launcher dies (and at once if it already did),
-    stop signals ignored (torchrun's agent must not act on them; launch_worker restores them)."""
+    """The child's setup before exec (in a process group of its own, so that a signal to this launcher's
+    group, a terminal's Ctrl-C included, reaches the stage only through this launcher): SIGKILL when this
+    launcher dies (and at once if it already did), stop signals ignored (torchrun's agent must not act on
+    them; launch_worker restores them)."""
     def setup() -> None:
+        os.setpgid(0, 0)
         worker.set_parent_death_signal()
         if os.getppid() != parent:
             os._exit(1)
@@ -233,7 +245,7 @@ def run_owning_workers(argv: list[str], grace_s: int, *, echo: bool) -> int:
     owner, me = Owner(folder, grace_s), os.getpid()
     env = {**os.environ, worker.FOLDER_ENV: str(folder),
            worker.LAUNCHER_ENV: f"{me}:{worker.proc_stat(me)[2]}"}  # type: ignore[index]
-    previous = {sig: signal.signal(sig, owner.on_stop) for sig in STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, owner.on_stop) for sig in OWNED_SIGNALS}
     try:
         proc = subprocess.Popen(argv, env=env, preexec_fn=owned_child(me))
         status, killed = owner.wait(proc)

@@ -160,9 +160,10 @@ def test_the_stages_own_error_comes_last_with_its_status(tmp_path, case):
     assert "error: " in last_line(stderr) and message in last_line(stderr)
 
 
-def test_a_tokenize_stage_stopped_through_the_launcher_alone_saves_and_exits_75(tmp_path):
-    """A kind other than pretraining, one process: the SIGTERM goes to the launcher's pid only, so the stage
-    gets it only by the launcher forwarding it."""
+@pytest.mark.parametrize("how", ["SIGTERM to the launcher", "Ctrl-C to the launcher's group"])
+def test_a_tokenize_stage_stopped_through_the_launcher_saves_and_exits_75(tmp_path, how):
+    """A kind other than pretraining, one process, in a process group of its own: the SIGTERM to the
+    launcher's pid, or a terminal's SIGINT to the launcher's group, reaches it only through the launcher."""
     from compiler.ids import stage_id
     from compiler.schema.data import BPETokenizer, TokenizerInfo
     from runtime import tokenize, tokenizer
@@ -190,7 +191,10 @@ def test_a_tokenize_stage_stopped_through_the_launcher_alone_saves_and_exits_75(
     log = tmp_path / "tokenize.log"
     proc = start(launch(config, kind="tokenize", procs=1), log)
     wait_for(lambda: (work / "progress.json").exists(), proc, log, "a finished shard")
-    os.kill(proc.pid, signal.SIGTERM)
+    if how == "SIGTERM to the launcher":
+        os.kill(proc.pid, signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
     status, stderr = finish(proc, log)
     assert status == 75, stderr[-3000:]
     assert "tokenize: received SIGTERM" in stderr
@@ -218,13 +222,19 @@ def sleeper(tmp_path: Path, procs: int, mode: str, grace_s: int = 60) -> tuple[s
     return proc, log
 
 
-def test_a_stage_that_does_not_stop_within_the_grace_period_is_killed(tmp_path):
-    proc, log = sleeper(tmp_path, 1, "ignore-stop", grace_s=1)
+@pytest.mark.parametrize("how", ["grace period over", "Ctrl-C twice"])
+def test_a_stage_that_does_not_stop_is_killed_after_its_grace_period_or_a_second_ctrl_c(tmp_path, how):
+    proc, log = sleeper(tmp_path, 1, "ignore-stop", grace_s=1 if how == "grace period over" else 600)
     owned = owned_by(proc.pid)
-    os.killpg(proc.pid, signal.SIGTERM)
+    if how == "grace period over":
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+        wait_for(lambda: "forwarded to the stage" in log.read_text(), proc, log, "the first SIGINT forwarded")
+        os.killpg(proc.pid, signal.SIGINT)
     status, stderr = finish(proc, log, timeout_s=30)
     assert status == 1
-    assert "did not exit within 1 s of SIGTERM and was killed" in last_line(stderr)
+    assert "had not exited" in last_line(stderr) and "was killed" in last_line(stderr)
     assert owned and alive_after(owned, 5) == []
 
 
