@@ -9,11 +9,13 @@ copy cut short or a stray write used to end every score job in a raw `sqlite3.Da
 - a damaged file (and its `-wal` / `-shm` companions) is renamed `<name>.corrupt-<UTC timestamp>` beside
   it, with a warning on stderr, and a new empty file takes its place; the caller's statement is retried
   on it, so the job goes on and rescores what was lost;
-- several processes share a file: one that finds damage renames the file only if it is still the one it
-  opened (same inode), so a process that comes late never throws away the new file another one started.
+- several processes share a file: one that finds damage renames the file, under a lock file beside it,
+  only if it is still the one it opened (same inode), so a process that comes late never throws away the
+  new file another one started.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import sys
@@ -92,28 +94,38 @@ class SqliteCacheFile:
             raise
         return db
 
-    def _open(self) -> None:
+    def _open(self, opened: int | None = None) -> None:
+        """Connect; a damaged file is moved aside first if it is still the one found (`opened`: the inode
+        this object had open; else the one there before connecting)."""
+        seen = _inode(self.path) if opened is None else opened
         try:
             self._db = self._connect()
         except (sqlite3.DatabaseError, DamagedCache) as exc:
             if not is_damage(exc):
                 raise
-            move_aside(self.path, _reason(exc))
+            self._move_aside_if_unchanged(seen, exc)
             self._db = self._connect()
-        self._inode = os.stat(self.path).st_ino
+        self._inode = _inode(self.path)
+
+    def _move_aside_if_unchanged(self, seen: int | None, exc: BaseException) -> None:
+        """Another process that met the same damage may have moved the file aside and started a new one
+        already: that new file is left alone. The check and the rename happen under a lock file beside the
+        cache, so two processes cannot both rename."""
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if seen is not None and _inode(self.path) == seen:
+                move_aside(self.path, _reason(exc))
+        finally:
+            os.close(fd)  # releases the lock
 
     def _recover(self, exc: BaseException) -> None:
         """Move the damaged file aside (unless another process already did) and open a new one."""
         if self._db is not None:
             self._db.close()
             self._db = None
-        try:
-            ours = os.stat(self.path).st_ino == self._inode
-        except FileNotFoundError:
-            ours = False
-        if ours:
-            move_aside(self.path, _reason(exc))
-        self._open()
+        self._move_aside_if_unchanged(self._inode, exc)
+        self._open(opened=_inode(self.path))
 
     def _guarded(self, op: Callable[[], T]) -> T:
         try:
@@ -155,6 +167,13 @@ class SqliteCacheFile:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
 
 
 def _reason(exc: BaseException) -> str:

@@ -111,6 +111,43 @@ def test_a_damaged_score_cache_is_moved_aside_and_rebuilt(first_run, tmp_path, h
     assert len(moved_aside(cache)) == 1                      # and is trusted: nothing moved again
 
 
+def _open_and_store(path: str, worker: int, start, done) -> None:
+    from runtime.scoring.cache import TextScoreCache
+
+    start.wait()
+    with TextScoreCache(Path(path)) as cache:
+        texts = [f"worker {worker} text {i}" for i in range(200)]
+        cache.put_many("sid", texts, [i / 200 for i in range(200)])
+    done.put(worker)
+
+
+def test_processes_meeting_the_same_damage_move_it_aside_once_and_lose_nothing(first_run, tmp_path):
+    """Four processes open the same damaged cache at once: one file moved aside, one new file, and every
+    process's scores in it (none of them wrote into a file another had moved away)."""
+    import multiprocessing
+    import shutil
+
+    from runtime.scoring.cache import TextScoreCache
+
+    cache = tmp_path / "scores.sqlite"
+    shutil.copyfile(first_run[0].parents[2] / ".cache" / "scores.sqlite", cache)
+    damage(cache, "not_sqlite")
+    ctx = multiprocessing.get_context("fork")
+    start, done = ctx.Event(), ctx.Queue()
+    workers = [ctx.Process(target=_open_and_store, args=(str(cache), w, start, done)) for w in range(4)]
+    for w in workers:
+        w.start()
+    start.set()
+    for w in workers:
+        w.join(120)
+    assert [w.exitcode for w in workers] == [0] * 4
+    assert len(moved_aside(cache)) == 1
+    with TextScoreCache(cache) as rebuilt:
+        for w in range(4):
+            texts = [f"worker {w} text {i}" for i in range(200)]
+            assert rebuilt.get_many("sid", texts) == {i: i / 200 for i in range(200)}
+
+
 def test_a_score_changed_in_place_is_never_served(tmp_path):
     """sqlite keeps no checksums: a stored score changed in place reads back as a valid number. The row
     check catches it, and the file is rebuilt instead."""
