@@ -277,6 +277,9 @@ def test_cached_texts_score_with_no_key(make_server, tmp_path, monkeypatch):
     assert sum(server.attempts.values()) == sent
     with pytest.raises(StageError, match=r"2 distinct text\(s\) are not in the cache .*\$MIXSTEER_TEST_KEY"):
         offline.score(texts + ["a new text", "another new text", "a new text"])
+    proxy = perspective_scorer(spec.model_copy(update={"endpoint": "http://127.0.0.1:9/proxy"}), tmp_path)
+    with pytest.raises(StageError, match=r"2 distinct text\(s\) are not in the cache"):   # no answer shared
+        proxy.score(texts)
 
 
 CHILD = """
