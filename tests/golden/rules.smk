@@ -10,6 +10,12 @@
 # `slurm_cpu_partition` for the rest; profiles/slurm/partitions.yaml); "" leaves it to the cluster.
 
 from compiler.slurm import job_gpus, slurm_partition
+import shlex
+import sys
+
+# Every job runs through runtime.attempt: each attempt logs to a file of its own, {log} links to the newest;
+# exit 75 (stopped, state saved) is requeued under SLURM, or resumed in place, never a retry (profiles/slurm).
+ATTEMPT = shlex.join([sys.executable, "-m", "runtime.attempt"])
 
 
 rule tokenizer:
@@ -20,6 +26,7 @@ rule tokenizer:
     log:
         "logs/tokenizer/{id}.log",
     params:
+        attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
@@ -36,7 +43,7 @@ rule tokenizer:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.launcher} -m runtime tokenizer --config build/stages/{wildcards.id}.json > {log} 2>&1"
+        "{params.attempt} --log {log} -- {params.launcher} -m runtime tokenizer --config build/stages/{wildcards.id}.json"
 
 rule tokenize:
     input:
@@ -46,6 +53,7 @@ rule tokenize:
     log:
         "logs/tokenize/{id}.log",
     params:
+        attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
@@ -62,7 +70,7 @@ rule tokenize:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.launcher} -m runtime tokenize --config build/stages/{wildcards.id}.json > {log} 2>&1"
+        "{params.attempt} --log {log} -- {params.launcher} -m runtime tokenize --config build/stages/{wildcards.id}.json"
 
 rule mix:
     input:
@@ -72,6 +80,7 @@ rule mix:
     log:
         "logs/mix/{id}.log",
     params:
+        attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
@@ -88,7 +97,7 @@ rule mix:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.launcher} -m runtime mix --config build/stages/{wildcards.id}.json > {log} 2>&1"
+        "{params.attempt} --log {log} -- {params.launcher} -m runtime mix --config build/stages/{wildcards.id}.json"
 
 rule pretrain:
     input:
@@ -98,6 +107,7 @@ rule pretrain:
     log:
         "logs/pretrain/{id}.log",
     params:
+        attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
@@ -114,7 +124,7 @@ rule pretrain:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.launcher} -m runtime pretrain --config build/stages/{wildcards.id}.json > {log} 2>&1"
+        "{params.attempt} --log {log} -- {params.launcher} -m runtime pretrain --config build/stages/{wildcards.id}.json"
 
 rule activations:
     input:
@@ -124,6 +134,7 @@ rule activations:
     log:
         "logs/activations/{id}.log",
     params:
+        attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
@@ -140,7 +151,7 @@ rule activations:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.launcher} -m runtime activations --config build/stages/{wildcards.id}.json > {log} 2>&1"
+        "{params.attempt} --log {log} -- {params.launcher} -m runtime activations --config build/stages/{wildcards.id}.json"
 
 rule probe:
     input:
@@ -150,6 +161,7 @@ rule probe:
     log:
         "logs/probe/{id}.log",
     params:
+        attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
@@ -166,7 +178,7 @@ rule probe:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.launcher} -m runtime probe --config build/stages/{wildcards.id}.json > {log} 2>&1"
+        "{params.attempt} --log {log} -- {params.launcher} -m runtime probe --config build/stages/{wildcards.id}.json"
 
 rule steer:
     input:
@@ -176,6 +188,7 @@ rule steer:
     log:
         "logs/steer/{id}.log",
     params:
+        attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
@@ -192,7 +205,7 @@ rule steer:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.launcher} -m runtime steer --config build/stages/{wildcards.id}.json > {log} 2>&1"
+        "{params.attempt} --log {log} -- {params.launcher} -m runtime steer --config build/stages/{wildcards.id}.json"
 
 rule posttrain:
     input:
@@ -202,6 +215,7 @@ rule posttrain:
     log:
         "logs/posttrain/{id}.log",
     params:
+        attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
@@ -218,7 +232,7 @@ rule posttrain:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.launcher} -m runtime posttrain --config build/stages/{wildcards.id}.json > {log} 2>&1"
+        "{params.attempt} --log {log} -- {params.launcher} -m runtime posttrain --config build/stages/{wildcards.id}.json"
 
 rule evaluate:
     input:
@@ -228,6 +242,7 @@ rule evaluate:
     log:
         "logs/evaluate/{id}.log",
     params:
+        attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
@@ -244,7 +259,7 @@ rule evaluate:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.launcher} -m runtime evaluate --config build/stages/{wildcards.id}.json > {log} 2>&1"
+        "{params.attempt} --log {log} -- {params.launcher} -m runtime evaluate --config build/stages/{wildcards.id}.json"
 
 rule attack:
     input:
@@ -254,6 +269,7 @@ rule attack:
     log:
         "logs/attack/{id}.log",
     params:
+        attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
@@ -270,7 +286,7 @@ rule attack:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.launcher} -m runtime attack --config build/stages/{wildcards.id}.json > {log} 2>&1"
+        "{params.attempt} --log {log} -- {params.launcher} -m runtime attack --config build/stages/{wildcards.id}.json"
 
 rule score:
     input:
@@ -280,6 +296,7 @@ rule score:
     log:
         "logs/score/{id}.log",
     params:
+        attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
@@ -296,7 +313,7 @@ rule score:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.launcher} -m runtime score --config build/stages/{wildcards.id}.json > {log} 2>&1"
+        "{params.attempt} --log {log} -- {params.launcher} -m runtime score --config build/stages/{wildcards.id}.json"
 
 rule toy:
     input:
@@ -306,6 +323,7 @@ rule toy:
     log:
         "logs/toy/{id}.log",
     params:
+        attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
@@ -322,7 +340,7 @@ rule toy:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.launcher} -m runtime toy --config build/stages/{wildcards.id}.json > {log} 2>&1"
+        "{params.attempt} --log {log} -- {params.launcher} -m runtime toy --config build/stages/{wildcards.id}.json"
 
 rule scorer_check:
     input:
@@ -332,6 +350,7 @@ rule scorer_check:
     log:
         "logs/scorer_check/{id}.log",
     params:
+        attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
@@ -348,7 +367,7 @@ rule scorer_check:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.launcher} -m runtime scorer_check --config build/stages/{wildcards.id}.json > {log} 2>&1"
+        "{params.attempt} --log {log} -- {params.launcher} -m runtime scorer_check --config build/stages/{wildcards.id}.json"
 
 rule report:
     input:
@@ -359,6 +378,7 @@ rule report:
     log:
         "logs/report/{id}.log",
     params:
+        attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
@@ -375,4 +395,4 @@ rule report:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.launcher} -m runtime report --config build/stages/{wildcards.id}.json > {log} 2>&1"
+        "{params.attempt} --log {log} -- {params.launcher} -m runtime report --config build/stages/{wildcards.id}.json"
