@@ -34,7 +34,11 @@ from typing import IO
 
 from runtime.preempt import PREEMPTED_EXIT
 
-FORWARDED = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT, signal.SIGHUP)
+FORWARDED = (signal.SIGTERM, signal.SIGUSR1)
+"""Passed on to the stage when sent to this process (a stage takes a repeated one as the same stop)."""
+NOTED = (*FORWARDED, signal.SIGINT, signal.SIGHUP)
+"""Mean "this job was asked to stop". SIGINT and SIGHUP come from the terminal to the whole process group,
+so the stage has them already; passing a second SIGINT on would tell runtime.launch to kill at once."""
 HEADER = "=== mixsteer attempt"
 LOCAL_RESUMES = 10
 """Consecutive exit-75 reruns in place without a stop aimed at the job (a safety bound, not a budget)."""
@@ -44,14 +48,14 @@ REQUEUE_STATES_WHY = ("a cancelled job stays down, and a job past its time limit
 
 
 class Forwarder:
-    """While a command runs, stop signals sent to this process are passed on to it and remembered."""
+    """While a command runs, stop signals sent to this process are remembered, and passed on to it."""
 
     def __init__(self) -> None:
         self.child: subprocess.Popen | None = None
         self.received: signal.Signals | None = None
 
     def __enter__(self) -> "Forwarder":
-        self._previous = {sig: signal.signal(sig, self._handle) for sig in FORWARDED}
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in NOTED}
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -60,7 +64,7 @@ class Forwarder:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.received = self.received or signal.Signals(signum)
-        if self.child is not None and self.child.poll() is None:
+        if signum in FORWARDED and self.child is not None and self.child.poll() is None:
             self.child.send_signal(signum)   # also fine if the group signal reached it: stages stop once
 
 

@@ -29,8 +29,14 @@ print("stand-in stage, mode", mode, flush=True)
 if mode == "fail":
     print("a real bug", flush=True); sys.exit(1)
 if mode == "wait":                                   # stops on SIGTERM like a stage: save, exit 75
-    signal.signal(signal.SIGTERM, lambda *a: (print("stopped, state saved", flush=True), os._exit(75)))
-    marker.touch(); time.sleep(60); sys.exit(3)
+    got = []
+    signal.signal(signal.SIGTERM, lambda *a: (got.append(1), print("stop signal received", flush=True)))
+    marker.touch()
+    for _ in range(600):
+        time.sleep(0.1)
+        if got:
+            time.sleep(1.0); print("stopped, state saved", flush=True); sys.exit(75)
+    sys.exit(3)
 if not marker.exists():                              # first attempt: preempted
     marker.touch(); print("preempted at step 3", flush=True); sys.exit(75)
 out = pathlib.Path("results/toy/{sid}"); out.mkdir(parents=True, exist_ok=True)
@@ -122,6 +128,24 @@ def test_a_stop_aimed_at_the_job_ends_it_with_75_and_no_rerun(tmp_path):
     assert proc.wait(timeout=60) == 75
     (only,) = attempts(tmp_path / "job.log")
     assert "stopped, state saved" in only and "ended with exit 75" in only
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
+def test_a_terminal_signal_to_the_group_stops_the_job_once(tmp_path, sig):
+    """Ctrl-C or a hangup reaches the whole group: the wrapper waits for the stage's save and does not pass
+    a second one on (runtime.launch takes a second SIGINT as "kill now")."""
+    (tmp_path / "stand_in.py").write_text(STAND_IN.replace("signal.SIGTERM, lambda", f"signal.{sig.name}, lambda"))
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.attempt", "--log", str(tmp_path / "job.log"), "--",
+                             sys.executable, str(tmp_path / "stand_in.py"), "wait", str(tmp_path / "marker")],
+                            cwd=tmp_path, env=env(), start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "marker").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    os.killpg(proc.pid, sig)
+    assert proc.wait(timeout=60) == 75
+    (only,) = attempts(tmp_path / "job.log")
+    assert only.count("stop signal received") == 1 and "stopped, state saved" in only
 
 
 def test_a_signal_to_the_wrapper_alone_reaches_the_stage(tmp_path):
