@@ -57,7 +57,7 @@ from compiler.schema.evaluate import (BootstrapSection, CrossEntropySection, Det
                                       GenerationSection, MMLUSection, PromptSet)
 from compiler.schema.probe import LabelledData
 from compiler.schema.spec import Spec
-from runtime.preempt import StopSignals, resumed
+from runtime.preempt import StopSignals, pause_point, resumed
 from runtime.stage import StageContext, write_json
 
 if TYPE_CHECKING:
@@ -281,6 +281,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
         model, tok = load_model(ctx.input("model") / "model")
         metrics, resuming = _generations(cfg, ctx, model, tok, stop)
         with stop.interrupting(f"the generations are saved; {CAPABILITY_RESTART}"):
+            pause_point("evaluate", "capability", stop)
             if resuming:
                 print("evaluate: restarted MMLU, cross-entropy and detection "
                       f"(nothing to resume: {CAPABILITY_RESTART})", file=sys.stderr, flush=True)

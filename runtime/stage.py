@@ -13,7 +13,10 @@ verified id and the project the JSON lives in (`<root>/build/stages/<id>.json`).
 `results/.tmp/<kind>/<id>/`, writes `metrics.json` and then `stage.json` (the provenance manifest, and
 the file Snakemake waits for) and finally renames the folder into place. A failure leaves no output that
 looks finished; a stage that can resume keeps its checkpoints in `ctx.work` (`results/.work/…`), which
-survives failures and is removed after success.
+survives failures and is removed after success. A stop signal (SIGTERM, SIGUSR1) during `run` ends the
+attempt with exit 75 and no output folder (`runtime.preempt.stage_stops`: a resuming stage saves first, a
+stage declaring `RESTART` says on its rerun that it restarted); once `run` has returned, a stop waits for
+the publish.
 """
 from __future__ import annotations
 
@@ -30,8 +33,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from compiler.errors import StageError
-from runtime.stage_paths import stage_paths
 from runtime.launch_worker import exit_if_orphaned
+from runtime.preempt import StopSignals, pause_point, stage_stops
+from runtime.stage_paths import stage_paths
 
 TRACKED_PACKAGES = (
     "mixsteer", "torch", "ai2-olmo", "transformers", "trl", "datasets", "tokenizers",
@@ -142,19 +146,22 @@ def execute(envelope: dict[str, Any], module: Any, *, root: Path | None = None,
         resources=envelope.get("resources", {}),
     )
     started = time.time()
-    metrics = module.run(cfg, ctx) or {}
+    with stage_stops(kind, getattr(module, "RESTART", None), tmp, work):  # a stop: exit 75, tmp removed
+        metrics = module.run(cfg, ctx) or {}
     if not rank_zero():
         return final
-    write_json(tmp / "metrics.json", metrics)
-    write_json(tmp / "stage.json", {
-        "kind": kind, "id": stage_id, "version": module.VERSION,
-        "config": envelope["config"], "inputs": envelope["inputs"], "files": envelope.get("files", {}),
-        "git_commit": git_commit(root), "packages": package_versions(),
-        "python": sys.version.split()[0], "started_unix": started,
-        "seconds": round(time.time() - started, 3), **peak_memory(),
-    })
-    publish(tmp, final)
-    shutil.rmtree(work, ignore_errors=True)
+    with StopSignals(kind, doing="publishing the finished output first") as stop:  # milliseconds: finish
+        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "stage.json", {
+            "kind": kind, "id": stage_id, "version": module.VERSION,
+            "config": envelope["config"], "inputs": envelope["inputs"], "files": envelope.get("files", {}),
+            "git_commit": git_commit(root), "packages": package_versions(),
+            "python": sys.version.split()[0], "started_unix": started,
+            "seconds": round(time.time() - started, 3), **peak_memory(),
+        })
+        pause_point(kind, "publish", stop)
+        publish(tmp, final)
+        shutil.rmtree(work, ignore_errors=True)
     return final
 
 

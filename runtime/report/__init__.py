@@ -53,6 +53,9 @@ from runtime.stage import StageContext, write_json
 VERSION = 6
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
+RESTART = "tables and plots from the finished stage folders"
+"""Why a stopped run starts over (`runtime.preempt.stage_stops` logs it on the rerun)."""
+
 
 class Config(StrictModel):
     spec_name: str = Field(json_schema_extra=NOT_IN_ID)  # two specs with equal content share a report
