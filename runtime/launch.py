@@ -27,7 +27,8 @@ SIGQUIT), and this process owns the workers (`runtime.launch_worker` is their si
   already finished);
 - nothing outlives it: the agent (or the single stage process) gets SIGKILL when this process dies
   (`PR_SET_PDEATHSIG`), the workers when the agent dies, and each worker watches this process and
-  checks it again before publishing;
+  checks it again before publishing; this process itself gets SIGTERM, a stop, when its parent dies
+  (Snakemake kills a job's shell, not the launcher: no orphaned launcher trains on and publishes);
 - Ctrl-C (SIGINT) stops the stage the way SIGTERM does (its processes run in a process group of their
   own, so a terminal's or a group's signal reaches them only through this process); twice, it kills;
 - it prints the stage's own closing message last (`error: …`, `preempted: …`, after torchrun's report)
@@ -246,6 +247,10 @@ def run_owning_workers(argv: list[str], grace_s: int, *, echo: bool) -> int:
     env = {**os.environ, worker.FOLDER_ENV: str(folder),
            worker.LAUNCHER_ENV: f"{me}:{worker.proc_stat(me)[2]}"}  # type: ignore[index]
     previous = {sig: signal.signal(sig, owner.on_stop) for sig in OWNED_SIGNALS}
+    parent = os.getppid()
+    worker.set_parent_death_signal(signal.SIGTERM)   # whoever started this is gone: stop as on SIGTERM
+    if os.getppid() != parent:
+        os.kill(me, signal.SIGTERM)
     try:
         proc = subprocess.Popen(argv, env=env, preexec_fn=owned_child(me))
         status, killed = owner.wait(proc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -247,3 +248,33 @@ def test_torchruns_agent_sigkilled_takes_its_workers_and_the_launcher_says_so(tm
     assert status == 128 + signal.SIGKILL
     assert "rank(s) [0, 1] ended without a status" in last_line(stderr)
     assert len(owned) == 3 and alive_after(owned, 5) == []
+
+
+def test_a_launcher_whose_parent_is_killed_stops_the_stage(tmp_path):
+    """Snakemake kills a job's shell, not its children: the launcher under it takes that as a stop."""
+    script = tmp_path / "sleeper.py"
+    script.write_text(SLEEPER)
+    log = tmp_path / "orphan.log"
+    argv = [sys.executable, "-m", "runtime.launch", "--nodes=1", "--procs-per-node=1", "--",
+            str(script), str(tmp_path), "sleep"]
+    shell = start(["bash", "-c", f"{shlex.join(argv)}; true"], log)     # `; true`: bash stays the parent
+    wait_for(lambda: list(tmp_path.glob("ready-*")), shell, log, "a ready worker")
+    (launcher,) = [pid for pid in owned_by_parent(shell.pid) if b"runtime.launch" in cmdline(pid)]
+    owned = {**owned_by(launcher), launcher: proc_stat(launcher)[2]}  # type: ignore[index]
+    shell.kill()
+    shell.wait()
+    assert alive_after(owned, 10) == []
+    assert "launch: received SIGTERM" in log.read_text()
+    assert "launch: stopped on SIGTERM before the stage saved anything" in log.read_text()
+
+
+def owned_by_parent(parent: int) -> list[int]:
+    return [int(e.name) for e in Path("/proc").iterdir()
+            if e.name.isdigit() and (stat := proc_stat(int(e.name))) is not None and stat[1] == parent]
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return b""
