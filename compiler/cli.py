@@ -28,6 +28,8 @@ examples:
   mixsteer show specs/demo.yaml           the fully resolved spec (defaults, extends, one run)
   mixsteer plan specs/demo.yaml           stage instances, their ids and which outputs exist
   mixsteer diff specs/a.yaml specs/b.yaml what B changes vs A and which stages must rerun
+  mixsteer results specs/demo.yaml        one tidy table of every finished result (csv, parquet, jsonl)
+  mixsteer compare specs/a.yaml specs/b.yaml   B − A per measure, paired intervals (Markdown; --html)
   mixsteer compile specs/demo.yaml        write build/demo/ (stage JSONs, lock.json, rules.smk)
   mixsteer schema > spec.schema.json      JSON Schema for editor completion
   mixsteer scorer-check specs/scorer_check.yaml   scorer vs Perspective (RTP) and human (ToxiGen) labels
@@ -117,6 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("b", type=Path, metavar="B")
     p.add_argument("--json", action="store_true", help="machine-readable diff")
     p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("results", help="one tidy table of the finished results of specs (a row per run, model "
+                       "variant, measure and scorer)", description=RESULTS_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("specs", nargs="+", type=Path, metavar="SPEC")
+    p.add_argument("--format", choices=("csv", "parquet", "jsonl"), default="csv", help="default: csv")
+    p.add_argument("-o", "--output", type=Path, help="write the table here (default: standard output)")
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("compare", help="what OTHER changed in the numbers vs BASE: paired differences with "
+                       "intervals, per matched run and measure", description=COMPARE_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("base", type=Path, metavar="BASE")
+    p.add_argument("others", nargs="+", type=Path, metavar="OTHER")
+    p.add_argument("--html", type=Path, metavar="FILE", help="also write the comparison as an HTML page")
+    p.add_argument("--csv", type=Path, metavar="FILE", help="also write the long table (one row per pair and measure)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser(
         "scorer-check", help="measure toxicity scorers against Perspective's RTP scores and ToxiGen's human "
@@ -392,6 +411,100 @@ def cmd_diff(args: argparse.Namespace, root: Path) -> int:
     else:
         print(format_diff(d, str(args.a), str(args.b)))
     return 0 if d.identical else 1
+
+
+RESULTS_HELP = """\
+One tidy table of every finished result of the specs: a row per (run, model variant, measure, scorer)
+with value, ci_low, ci_high and n (the units the interval resamples), the sweep axes and every spec field
+that differs between the given specs as columns (dotted paths), and the ids of the stages that produced
+it (evaluate_id, attack_id, score_id). Only finished stages (results/<kind>/<id>/stage.json); a row
+that several runs or specs share (same stage ids) appears once, `specs` and `run` listing them all.
+Loads as it is: pandas.read_csv / read_parquet / read_json(lines=True).
+
+Exit status: 0 with rows, 1 when none of the specs has a finished result yet, 2 on a spec problem.
+"""
+
+COMPARE_HELP = """\
+OTHER − BASE for every measure of every run OTHER changed. Runs are matched as `mixsteer diff` sees them:
+the same pretrained model (stage id) and model variant, a different steer / posttrain / evaluate / score
+setting. Each difference is computed from the per-item files: a paired bootstrap interval where both
+scored the same items, else an unpaired one (and the table says so); * marks an interval that excludes
+0; `Changed:` lists the config fields that differ along the two stage chains. With several seeds the
+differences are also pooled (mean ± sd over seeds, an interval resampling seeds, then items). Threshold
+and bootstrap settings: BASE's evaluate section. Markdown on standard output; --html, --csv for files.
+
+Exit status: 0 when something was compared, 1 when no matched pair of finished runs differs, 2 on a
+spec problem.
+"""
+
+
+def _result_specs(plans: list[Any], names: list[str]) -> list[Any]:
+    """Each plan's run rows, each row with `fields`: its value of every spec field that differs
+    between the plans (`mixsteer diff`, less description, report and resources)."""
+    from runtime.results.table import SpecRuns
+
+    from .diff import diff_plans, flatten
+    from .plan import result_rows
+
+    paths = sorted({f.path for other in plans[1:] for f in diff_plans(plans[0], other).fields
+                    if f.section not in ("description", "report", "resources")})
+    out = []
+    for plan, name in zip(plans, names):
+        values = {rp.name: flatten(rp.spec.model_dump(mode="json", exclude={"sweep"})) for rp in plan.runs}
+        rows = result_rows(plan)
+        for row in rows:
+            row["fields"] = {p: values[row["run"]].get(p) for p in paths}
+        out.append(SpecRuns(name, rows))
+    return out
+
+
+def cmd_results(args: argparse.Namespace, root: Path) -> int:
+    from runtime.results.table import result_table, results_folder
+
+    from .workflow import compile_spec
+
+    plans = [compile_spec(_rel(s, root), root) for s in args.specs]
+    table = result_table(_result_specs(plans, [str(s) for s in args.specs]), results_folder(root))
+    out = args.output or sys.stdout.buffer
+    if args.format == "csv":
+        table.to_csv(out, index=False)
+    elif args.format == "jsonl":
+        table.to_json(out, orient="records", lines=True)
+    else:
+        table.to_parquet(out, index=False)
+    print(f"{len(table)} rows from {table['evaluate_id'].nunique() + table['attack_id'].nunique()} finished "
+          f"evaluate/attack stages of {len(args.specs)} spec(s)", file=sys.stderr)
+    return 0 if len(table) else 1
+
+
+def cmd_compare(args: argparse.Namespace, root: Path) -> int:
+    import pandas as pd
+
+    from runtime.results.compare import Boot, compare, pooled
+    from runtime.results.render import html_page, markdown
+    from runtime.results.table import results_folder
+
+    from .workflow import compile_spec
+
+    names = [str(s) for s in (args.base, *args.others)]
+    plans = [compile_spec(_rel(s, root), root) for s in (args.base, *args.others)]
+    ev = plans[0].runs[0].spec.evaluate
+    if ev is None:
+        raise MixsteerError(f"{args.base} has no `evaluate:` section: nothing to compare")
+    boot = Boot(ev.bootstrap.resamples, ev.bootstrap.seed, ev.bootstrap.level)
+    specs, folder = _result_specs(plans, names), results_folder(root)
+    tables = [compare(specs[0], other, folder, threshold=ev.toxic_threshold, boot=boot) for other in specs[1:]]
+    table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
+    pools = pooled(table, folder, threshold=ev.toxic_threshold, boot=boot)
+    title = f"{', '.join(names[1:])} vs {names[0]}"
+    print(markdown(table, pools, level=boot.level, title=title), end="")
+    if args.html:
+        args.html.write_text(html_page(table, pools, level=boot.level, title=title), encoding="utf-8")
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    print(f"{len(table)} differences ({int(table['excludes_zero'].sum()) if len(table) else 0} intervals exclude 0, "
+          f"{int((~table['paired'].astype(bool)).sum()) if len(table) else 0} unpaired)", file=sys.stderr)
+    return 0 if len(table) else 1
 
 
 SCORER_CHECK_HELP = """\

@@ -351,6 +351,11 @@ def _report_row(rp: RunPlan, instances: dict[str, StageInstance]) -> list[dict[s
     return rows
 
 
+def result_rows(plan: Plan) -> list[dict[str, Any]]:
+    """The report rows of every run of `plan` (`_report_row`): what `runtime.results` reads."""
+    return [row for rp in plan.runs for row in _report_row(rp, plan.instances)]
+
+
 def _scores(rp: RunPlan, texts_kind: str, variant: str) -> dict[str, str]:
     """{scorer label: score id} of one evaluate or attack instance, in `evaluate.scorers` order (the
     primary first); empty when there is none."""

@@ -97,7 +97,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     matplotlib.use("Agg")
     from . import conclusions, html, main_table, paired, plots, probes, provenance, text_agreement
     from .auc import scorers_label_auc
-    from .formatting import write_markdown
+    from runtime.results.formatting import write_markdown
     from .table import build_table, group_over_seeds, merge_rows, scored, scorer_labels
 
     boot = dict(resamples=cfg.bootstrap.resamples, seed=cfg.bootstrap.seed, level=cfg.bootstrap.level)

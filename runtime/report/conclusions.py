@@ -24,7 +24,7 @@ import numpy as np
 
 from runtime.stage import StageContext
 
-from .formatting import interval, missing, write_markdown
+from runtime.results.formatting import interval, missing, write_markdown
 from .paired import MARK, comparison_label, common_measures, difference, toxicity_units
 from .table import merge_rows, scorer_of, short_axis_names
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .formatting import fmt, format_frame, interval
+from runtime.results.formatting import fmt, format_frame, interval
 from .table import variant_rank
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"

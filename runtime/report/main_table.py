@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .formatting import interval, missing, plus_minus, value_range
+from runtime.results.formatting import interval, missing, plus_minus, value_range
 from .table import CONTROLS, is_iti, scorer_columns, scorer_of, variant_rank
 
 HEADLINE_TOXICITY = "expected_max_toxicity"

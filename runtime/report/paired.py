@@ -18,73 +18,24 @@ both models, so the interval of the difference (model − base) is that of a pai
   ratio of sums.
 
 A measure is compared when both folders hold its file (toxicity: when both rows name a score stage of
-that scorer, whose `scores.jsonl` must exist); the two must list the same units.
+that scorer, whose `scores.jsonl` must exist); the two must list the same units. The per-item readers
+(`runtime.results.items`) are shared with `mixsteer compare`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
-
-from compiler.errors import StageError
 from runtime import stats
-from runtime.artifacts import read_json, read_jsonl
+from runtime.results.items import Units, aligned, evaluate_units, toxicity_units
 from runtime.stage import StageContext
 
-from .formatting import interval, missing
+from runtime.results.formatting import interval, missing
 from .table import CONTROLS, is_iti, scored, short_axis_names, variant_rank
 
 MARK = "*"
 """Appended to a difference whose interval excludes 0."""
-
-
-@dataclass(frozen=True)
-class Units:
-    """One measure's per-unit values of one model: `keys[i]` names the unit of row i of `values`."""
-
-    keys: list
-    values: np.ndarray
-    statistic: Callable[[np.ndarray], np.ndarray]
-    label: str
-
-
-def _read(path: Path, field: str) -> list[dict[str, Any]]:
-    try:
-        items = read_json(path)[field]
-    except (KeyError, TypeError) as exc:
-        raise StageError(f"report: cannot read `{field}` from {path}: {exc!r}") from None
-    if not isinstance(items, list):
-        raise StageError(f"report: {path}: `{field}` is not a list")
-    return items
-
-
-def _column(items: list[dict[str, Any]], field: str, path: Path) -> list:
-    try:
-        return [item[field] for item in items]
-    except (KeyError, TypeError):
-        raise StageError(f"report: {path}: an item lacks `{field}`") from None
-
-
-def toxicity_units(path: Path, threshold: float) -> dict[str, Units]:
-    """Per prompt set: expected maximum toxicity and toxicity probability units (one per prompt)."""
-    maxima: dict[str, dict[int, float]] = {}
-    for n, row in enumerate(read_jsonl(path), start=1):
-        try:
-            key, score = (row["set"], int(row["prompt_index"])), float(row["score"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StageError(f"report: {path}: record {n} needs `set`, `prompt_index`, `score`: {exc!r}") from None
-        prompts = maxima.setdefault(key[0], {})
-        prompts[key[1]] = max(score, prompts.get(key[1], -np.inf))
-    out = {}
-    for name, prompts in maxima.items():
-        keys = sorted(prompts)
-        top = np.array([prompts[k] for k in keys])
-        out[f"{name}_expected_max_toxicity"] = Units(keys, top, stats.mean, f"{name} EMT")
-        out[f"{name}_toxicity_probability"] = Units(keys, (top >= threshold).astype(float), stats.mean,
-                                                    f"{name} tox. prob.")
-    return out
 
 
 def score_units(folder: Path, threshold: float, label: str, scorers: list[str]) -> dict[str, Units]:
@@ -93,35 +44,6 @@ def score_units(folder: Path, threshold: float, label: str, scorers: list[str]) 
     several = len(scorers) > 1
     return {scored(m, label, scorers): replace(u, label=f"{u.label} ({label})" if several else u.label)
             for m, u in toxicity_units(folder / "scores.jsonl", threshold).items()}
-
-
-def evaluate_units(folder: Path) -> dict[str, Units]:
-    """Measure → per-unit values of one evaluate folder, for the per-item files it holds."""
-    out: dict[str, Units] = {}
-    if (path := folder / "mmlu.json").exists():
-        items = _read(path, "per_question")
-        keys = list(zip(_column(items, "subject", path), _column(items, "index", path)))
-        out["mmlu_accuracy_len_norm"] = Units(
-            keys, np.array(_column(items, "correct_len_norm", path), dtype=float), stats.mean, "MMLU (len-norm)")
-    if (path := folder / "detection.json").exists():
-        items = _read(path, "per_example")
-        values = np.array([_column(items, "label", path), _column(items, "correct", path)], dtype=float).T
-        out["detection_balanced_accuracy"] = Units(_column(items, "index", path), values.reshape(-1, 2),
-                                                   stats.balanced_accuracy, "detection (bal. acc.)")
-    if (path := folder / "cross_entropy.json").exists():
-        items = _read(path, "per_document")
-        values = np.array([_column(items, "nll_sum", path), _column(items, "tokens", path)], dtype=float).T
-        out["cross_entropy"] = Units(_column(items, "index", path), values.reshape(-1, 2), stats.ratio_of_sums, "CE")
-    return out
-
-
-def aligned(a: Units, b: Units, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """`b`'s values reordered to `a`'s units; both must cover the same units."""
-    if not a.keys or len(set(a.keys)) != len(a.keys) or set(a.keys) != set(b.keys):
-        raise StageError(f"report: {where}: the two models were not scored on the same units "
-                         f"({len(a.keys)} vs {len(b.keys)}, {len(set(a.keys) ^ set(b.keys))} differ)")
-    position = {k: i for i, k in enumerate(b.keys)}
-    return a.values, b.values[[position[k] for k in a.keys]]
 
 
 def common_measures(ours: dict[str, Units], theirs: dict[str, Units]) -> list[tuple[str, Units, Units]]:

@@ -26,7 +26,7 @@ from runtime.agreement import agreement
 from runtime.artifacts import read_jsonl
 from runtime.stage import StageContext
 
-from .formatting import interval, write_markdown
+from runtime.results.formatting import interval, write_markdown
 
 MAX_TEXTS = 200_000
 """Texts per scorer pair beyond which a seeded sample is measured (bootstrap cost grows with texts)."""

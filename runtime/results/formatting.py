@@ -1,6 +1,7 @@
 """Numbers as the report prints them: plain values, intervals, pipe tables.
 
-Every value shown on the page or in a `.md` file goes through here, so Markdown and HTML agree.
+Every value shown on the report page, in its `.md` files and in `mixsteer compare` goes through here, so
+Markdown and HTML agree.
 """
 from __future__ import annotations
 
