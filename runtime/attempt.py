@@ -107,7 +107,7 @@ def run_once(command: list[str], log: Path, forward: Forwarder) -> int:
 
 
 def requeue(job: str, log: Path) -> None:
-    """Put SLURM job `job` back in the queue (unless it was cancelled); says what happened in `log`."""
+    """Put SLURM job `job` back in the queue if it is in a `REQUEUE_STATES` state; says what happened in `log`."""
     with open(log, "a", encoding="utf-8") as out:
         try:
             shown = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=60)
