@@ -1,14 +1,16 @@
 """End a `mixsteer` process explicitly, without the interpreter's teardown.
 
-`mixsteer check` opens local sources through `datasets`' streaming readers, which scan Parquet on
-Arrow's C++ thread pools (pyarrow: a CPU pool and an IO pool, std::threads that outlive every Python
-object). A peek stops after a few records, so a scan is abandoned mid-file; its reader holds a Python
-file object, and the last reference may be dropped by an Arrow worker. When that happens after
-`Py_FinalizeEx` has begun, CPython ends the worker with `pthread_exit` inside a C++ destructor and
-libstdc++ aborts the process: "terminate called without an active exception", exit 134, after the
-command has printed "ok" (1 run in 8 under load). Nothing of ours is left to do at that point, so the
-process ends the way a finished job should: exit handlers run (temp folders, logging), the streams are
-flushed, and `os._exit` skips the teardown those pools race with.
+`mixsteer check` opens local sources through `datasets`' streaming readers, which scan Parquet on Arrow's
+C++ thread pools. At exit the process still holds those pools' std::threads (seen with gdb after a
+`check`: Arrow's CPU pool, two workers, and its IO pool, beside jemalloc's and OpenBLAS's C threads), and
+they are torn down by C++ static destructors after `Py_FinalizeEx`. "terminate called without an active
+exception" is std::terminate from that teardown: a std::thread destroyed while joinable, or an Arrow worker
+ended by CPython (`pthread_exit`) inside a noexcept C++ frame when it touches a Python object after
+finalization began (apache/arrow#34314, #39862, #45017; huggingface/datasets#7566: a streamed Parquet read
+abandoned mid-file). It hit 1 run in 8 under load, after "ok" was printed, as exit 134. Nothing of ours is
+left to do at that point, so the process ends the way a finished command should: Python's own threads are
+joined and its exit handlers run (temp folders, logging), the streams are flushed, and `os._exit` skips the
+teardown those pools race with.
 """
 from __future__ import annotations
 
