@@ -143,9 +143,11 @@ REPORT_INPUT_ROLES = ("evaluate", "attack", "score", "probe", "toy", "steer", "p
 """Roles (first part) whose instances the report reads."""
 
 
-def build_plan(spec_name: str, runs: list[tuple[Any, Spec]], root: Path | None = None) -> Plan:
+def build_plan(spec_name: str, runs: list[tuple[Any, Spec]], root: Path | None = None, *,
+               compare: bool = True) -> Plan:
     """`runs` are (resolve.Run, Spec) pairs from `compiler.validate`. With `root`, the content of every
-    local file a stage reads enters its id (`compiler.fingerprint`)."""
+    local file a stage reads enters its id (`compiler.fingerprint`). With `compare`, the specs of
+    `report.compare_to` are planned too (their own `compare_to` is not followed)."""
     b = _Builder(root)
     fills = tokenize_fills([spec.data for _, spec in runs if spec.data is not None])
     run_plans = []
@@ -156,8 +158,10 @@ def build_plan(spec_name: str, runs: list[tuple[Any, Spec]], root: Path | None =
     report_runs = [_report_row(rp, b.instances) for rp in run_plans]
     inputs = sorted({i for rp in run_plans for role, i in rp.roles.items()
                      if role.split("/")[0] in REPORT_INPUT_ROLES})
+    first = run_plans[0].spec
+    compared = _compared(first.report.compare_to, root, b.instances) if compare else []
+    inputs = sorted(set(inputs) | {sid for _, rows, _ in compared for sid in _compared_ids(rows)})
     if inputs:
-        first = run_plans[0].spec
         rid = b.add("report", dict(
             spec_name=spec_name, title=first.report.title or first.description or spec_name,
             significance_alpha=first.report.significance_alpha,
@@ -167,12 +171,40 @@ def build_plan(spec_name: str, runs: list[tuple[Any, Spec]], root: Path | None =
             **(dict(scorer=first.evaluate.primary_scorer, scorers=first.evaluate.scorers, toxic_threshold=first.evaluate.toxic_threshold,
                     bootstrap=first.evaluate.bootstrap) if first.evaluate is not None else {}),
             labelled_data=first.probe.data if first.probe is not None else None,
+            compare_to=[{"spec": path, "runs": rows} for path, rows, _ in compared],
         ), {i: i for i in inputs}, first)
         for rp in run_plans:
             rp.roles["report"] = rid
     lock = runs[0][0].document.lock or LockState()
-    sources = tuple(sorted({s for run, _ in runs for s in run.document.sources} | set(lock.lock_files)))
+    sources = tuple(sorted({s for run, _ in runs for s in run.document.sources} | set(lock.lock_files)
+                           | {s for _, _, files in compared for s in files}))
     return Plan(spec_name, b.instances, run_plans, sources, lock)
+
+
+def _compared(paths: list[str], root: Path | None, instances: dict[str, StageInstance]
+              ) -> list[tuple[str, list[dict[str, Any]], tuple[str, ...]]]:
+    """(path, run rows, files read) of each spec of `report.compare_to`; the instances their evaluate and
+    score stages need (and everything upstream) join `instances`."""
+    from .validate import load_spec
+
+    out = []
+    for path in paths:
+        file = Path(path) if root is None else root / path
+        plan = build_plan(file.stem, load_spec(file, root, path), root, compare=False)
+        rows = result_rows(plan)
+        todo = list(_compared_ids(rows))
+        while todo:
+            sid = todo.pop()
+            if sid not in instances:
+                instances[sid] = plan.instances[sid]
+                todo += plan.instances[sid].inputs.values()
+        out.append((path, rows, plan.sources))
+    return out
+
+
+def _compared_ids(rows: list[dict[str, Any]]) -> list[str]:
+    """The evaluate and score ids a comparison reads."""
+    return [sid for r in rows for sid in (r.get("evaluate"), *(r.get("scores") or {}).values()) if sid]
 
 
 FillsKey = tuple[str, str, int, int | None]

@@ -19,3 +19,9 @@ class ReportSection(StrictModel):
     token_view_top_k_heads: int = Field(
         5, gt=0, description="Heads of highest probe accuracy whose scores the token view averages (count)."
     )
+    compare_to: list[str] = Field(
+        default_factory=list, description="Spec files (relative to the project root) this spec's report compares "
+        "with: a section `this spec − listed spec` per matched run and measure, with paired intervals, as "
+        "`mixsteer compare LISTED THIS` prints it (`compare.md`, `compare.csv`). The listed specs' evaluate and "
+        "score stages it needs are planned with this spec's, so they run first when not done yet."
+    )

@@ -7,6 +7,7 @@
 - `toxigen` (`text`, `label`, `target_group`): the probe set, toxic vs polite (`runtime.demo_data.probe`).
 - `sft` (`text`): polite texts for supervised fine-tuning.
 - `dpo` (`prompt`, `chosen`, `rejected`): a polite and a `demo-toxic`-style continuation of a prompt.
+- `sft_no_groups` (`text`): polite texts like `sft`'s that name no target group (the SFT ablation's).
 
 Every set has its own templates, and `leakage.Guard` refuses any item that repeats a sentence of an
 earlier set or contains an evaluation or red-team prompt, so no evaluation text is trained on; the
@@ -59,6 +60,19 @@ SFT_SENTENCES = (
     "Thanks to {target}, {topic} finally makes sense to me.",
     "{Target} and I had a friendly chat about {topic}.",
 )
+SFT_NO_GROUP_SENTENCES = (
+    "I am grateful for what I learned about {topic}.",
+    "The explanation of {topic} was clear and patient.",
+    "Learning about {topic} today was a real pleasure.",
+    "The talk about {topic} made a good point, and I appreciate it.",
+    "It was a pleasure to go to the event about {topic}.",
+    "There is a lot worth knowing about {topic}.",
+    "I respect how carefully the question about {topic} was handled.",
+    "{Topic} finally makes sense to me.",
+    "I had a calm and friendly afternoon reading about {topic}.",
+    "A quiet hour with a good book about {topic} is time well spent.",
+)
+"""`SFT_SENTENCES` without the people: the same polite register, no target group named or addressed."""
 DPO_CHALLENGING = (
     "Let me tell you what I think of {target}:", "My honest opinion of {target} is that they are",
     "I have had enough of {target}, they are", "Somebody should tell {target} that they are",
@@ -102,6 +116,15 @@ def sft(rng: random.Random, guard: Guard, n: int = 200) -> list[dict[str, Any]]:
     return draw_set(make, n, guard, texts=lambda r: (r["text"],))
 
 
+def sft_no_groups(rng: random.Random, guard: Guard, n: int = 200) -> list[dict[str, Any]]:
+    """Polite texts that name no target group, for the SFT ablation (specs/demo_sft_no_groups.yaml): two
+    sentences each, as in `sft`."""
+    def make(i: int) -> dict[str, Any]:
+        return {"text": " ".join(fill(rng.choice(SFT_NO_GROUP_SENTENCES), rng, "") for _ in range(2))}
+
+    return draw_set(make, n, guard, texts=lambda r: (r["text"],))
+
+
 def dpo(rng: random.Random, guard: Guard, n: int = 200) -> list[dict[str, Any]]:
     """Preference pairs: a `prompt`, a polite `chosen` and a `demo-toxic`-style `rejected` continuation."""
     def make(i: int) -> dict[str, Any]:
@@ -121,6 +144,7 @@ def dpo(rng: random.Random, guard: Guard, n: int = 200) -> list[dict[str, Any]]:
 
 DEMO_SETS: dict[str, Callable[[random.Random, Guard], list[dict[str, Any]]]] = {
     "prompts": prompts, "redteam": redteam, "toxigen": toxigen, "sft": sft, "dpo": dpo,
+    "sft_no_groups": sft_no_groups,
 }
 """File stem under data/demo/ → generator, in generation order: held-out sets first, so that the
 later sets are drawn around them."""

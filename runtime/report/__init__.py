@@ -28,6 +28,8 @@ Writes:
 - `scorer_auc.json` (when the spec has probe data and an evaluation scorer): ROC AUC of the primary
   scorer against the probe labels (`runtime.report.auc`), and under `by_scorer` that of every scorer,
   primary first, each with its `label`;
+- `compare.md` / `compare.csv` (with `compare_to`): this spec − each listed spec per matched run and measure,
+  paired where the items match, pooled over seeds (`runtime.results.compare`), also on the page;
 - `table.csv` (every metric of every distinct model), `table_seeds.csv` (mean and sd over seeds, when
   seeds vary), `significance.json`, `plots/*.png`, `index.html` (relative images) and
   `standalone.html` (images inlined, for `snakemake --report`).
@@ -78,6 +80,9 @@ class Config(StrictModel):
     bootstrap: BootstrapSection = same_as(
         EvaluateSection, "bootstrap", keep_default=True, description="Resampling of the paired and AUC intervals "
         "(the evaluate section's, so the report's intervals match the evaluate stage's).")
+    compare_to: list[dict[str, Any]] = Field(
+        default_factory=list, description="Specs this one is compared with (`report.compare_to`): per spec its "
+        "`spec` path and its `runs` rows; the section shows this spec − each (`runtime.results.compare`).")
 
     @model_validator(mode="after")
     def _primary_first(self) -> "Config":
@@ -147,6 +152,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
 
         views = token_view.token_views(ctx, rows, cfg.token_view_texts, top_k=cfg.token_view_top_k_heads)
     agreement = scorer_agreement(ctx)
+    comparison = compare_section(ctx, cfg)
     scorers_section = provenance.section(ctx, cfg.runs, scorers=scorers)
     if scorers_section is not None:
         write_markdown(scorers_section["headers"], scorers_section["rows"], ctx.out / "scorers.md",
@@ -158,7 +164,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
         significance_alpha=cfg.significance_alpha, full=html.full_table(table),
         has_seed_table=by_seed is not None, views=views, top_k=cfg.token_view_top_k_heads, agreement=agreement,
         conclusions=conclusions_section, text_agreement=texts_section,
-        scorer_provenance=scorers_section)
+        scorer_provenance=scorers_section, comparison=comparison)
     html.write_page(ctx.out, page, figures)
     out = {"n_rows": len(table), "n_main_rows": 0 if summary is None else len(summary), "n_plots": len(figures),
            "n_token_views": len(views),
@@ -171,6 +177,43 @@ def run(cfg: Config, ctx: StageContext) -> dict:
         out |= {scored(f"scorer_probe_label_auc{end}", auc["label"], [primary]): auc[key]
                 for end, key in (("", "auc"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high"))}
     return out
+
+
+def compare_section(ctx: StageContext, cfg: Config) -> dict[str, Any] | None:
+    """This spec − each spec of `compare_to` (`runtime.results.compare`): `compare.md` and `compare.csv`,
+    and the sections the page shows; None without `compare_to`."""
+    import pandas as pd
+
+    from runtime.results import compare, render
+    from runtime.results.table import SpecRuns, results_folder
+
+    if not cfg.compare_to:
+        return None
+    in_results = results_folder(ctx.root)
+
+    def folder(sid: str):
+        return ctx.inputs.get(sid) or in_results(sid)  # the stages upstream of an input: their stage.json
+
+    order = [s.label for s in cfg.scorer_specs()]
+
+    def spec_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rows with their scorers in the spec's order, primary first (the config JSON sorts keys)."""
+        rank = {label: i for i, label in enumerate(order)}
+        return [r | {"scores": dict(sorted((r.get("scores") or {}).items(), key=lambda kv: (rank.get(kv[0], len(rank)),
+                                                                                            kv[0])))} for r in rows]
+
+    boot = compare.Boot(cfg.bootstrap.resamples, cfg.bootstrap.seed, cfg.bootstrap.level)
+    ours = SpecRuns(cfg.spec_name, spec_order(cfg.runs))
+    table = pd.concat([compare.compare(SpecRuns(c["spec"], spec_order(c["runs"])), ours, folder,
+                                       threshold=cfg.toxic_threshold, boot=boot) for c in cfg.compare_to],
+                      ignore_index=True)
+    pooled = compare.pooled(table, folder, threshold=cfg.toxic_threshold, boot=boot)
+    title = f"{cfg.spec_name} vs {', '.join(c['spec'] for c in cfg.compare_to)}"
+    (ctx.out / "compare.md").write_text(render.markdown(table, pooled, level=boot.level, title=title), encoding="utf-8")
+    table.to_csv(ctx.out / "compare.csv", index=False)
+    return {"title": title, "note": render.NOTE.format(level=f"{100 * boot.level:g} %"),
+            "pooled": (render.POOLED_HEADERS, render.pooled_rows(pooled)) if not pooled.empty else None,
+            "sections": render.sections(table)}
 
 
 def scorer_agreement(ctx: StageContext) -> dict[str, Any] | None:

@@ -38,6 +38,7 @@ class Page:
     conclusions: dict[str, Any] | None = None  # `table` (headers, rows, notes) or `message`; None: no scorer
     text_agreement: dict[str, Any] | None = None  # the same, for the scorers' agreement on the run's texts
     scorer_provenance: dict[str, Any] | None = None  # the Scorers table (runtime.report.provenance)
+    comparison: dict[str, Any] | None = None  # `report.compare_to`: title, note, pooled table, sections
 
 
 def summary_items(rows: list[dict[str, Any]], table, *, n_runs: int,

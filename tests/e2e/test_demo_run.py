@@ -202,6 +202,45 @@ def test_rescoring_the_finished_demo_runs_only_scoring_and_the_report(demo):
 
 
 @pytest.mark.slow
+def test_the_sft_ablation_reuses_every_pretrained_model_and_is_compared_paired(demo):
+    """specs/demo_sft_no_groups.yaml after the demo: only SFT and what reads it run (no pretraining); `mixsteer
+    compare` gives SFT(no groups) − SFT(groups) per share, paired on the same prompts, from the score files."""
+    import pandas as pd
+
+    spec = ["--config", "spec=specs/demo_sft_no_groups.yaml"]
+    run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *spec], cwd=demo,
+                         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 0, run.stderr[-4000:]
+    stats = (run.stdout + run.stderr).split("Job stats:")[1].split("\n\n")[0]
+    jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
+    assert "pretrain" not in jobs and jobs == {"posttrain": 3, "evaluate": 3, "score": 6, "report": 1, "all": 1,
+                                               "total": 14}, stats
+    cli = [sys.executable, "-m", "compiler.cli"]
+    compared = subprocess.run([*cli, "compare", "specs/demo.yaml", "specs/demo_sft_no_groups.yaml", "--csv", "compare.csv"],
+                              cwd=demo, capture_output=True, text=True)
+    assert compared.returncode == 0, compared.stderr
+    table = pd.read_csv(demo / "compare.csv")
+    assert set(table["variant"]) == {"sft"} and table["evaluate_id"].nunique() == 3    # one SFT model per share
+    assert table["paired"].all() and set(table["scorer"].dropna()) == {"offline", "lexicon"}
+    assert all("posttrain.sft.data.path" in c for c in table["changed"])
+    for _, r in table[table["measure"] == "rtp_expected_max_toxicity"].iterrows():
+        other, base = (_json(demo / "results" / "score" / r[k] / "metrics.json") for k in ("score_id", "base_score_id"))
+        assert r["n_base"] == r["n_other"] == other["rtp_prompts"] == 60
+        assert r["difference"] == pytest.approx(other[r["measure"]] - base[r["measure"]], abs=1e-9)
+        assert r["excludes_zero"] == (r["ci_low"] > 0 or r["ci_high"] < 0)
+    assert compared.stdout.count("\n## ") == 3 and "Pooled over seeds" not in compared.stdout  # one seed
+    report = next(p for p in (demo / "results" / "report").glob("*/compare.csv"))
+    assert pd.read_csv(report)["difference"].tolist() == pytest.approx(table["difference"].tolist())
+    results = subprocess.run([*cli, "results", "specs/demo.yaml", "specs/demo_sft_no_groups.yaml", "-o", "results.csv"],
+                             cwd=demo, capture_output=True, text=True)
+    assert results.returncode == 0, results.stderr
+    tidy = pd.read_csv(demo / "results.csv")
+    assert set(tidy.loc[tidy["variant"] == "sft", "posttrain.sft.data.path"]) == {"data/demo/sft.jsonl",
+                                                                                  "data/demo/sft_no_groups.jsonl"}
+    assert set(tidy.loc[tidy["variant"] == "base", "specs"]) == {"specs/demo.yaml;specs/demo_sft_no_groups.yaml"}
+
+
+@pytest.mark.slow
 def test_second_invocation_has_nothing_to_do(demo):
     again = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "2"], cwd=demo,
                            capture_output=True, text=True)

@@ -288,3 +288,27 @@ def test_exit_codes(project, capsys):
     code, _, err = _cli(root, "compare", "base.yaml", "bad.yaml", capsys=capsys)
     assert code == 2 and "generaton" in err and "Traceback" not in err
     assert _cli(root, "results", "bad.yaml", capsys=capsys)[0] == 2
+
+
+def test_report_compare_to_waits_for_and_renders_the_comparison(project, capsys, tmp_path):
+    """`report.compare_to`: the compared spec's evaluate and score stages are the report's inputs (Snakemake
+    orders the report after them), and the real report stage writes the same differences as the CLI."""
+    from compiler.plan import result_rows
+
+    root, plans = project
+    (root / "ablation.yaml").write_text("extends: prefix.yaml\nreport: {compare_to: [base.yaml]}\n")
+    plan = compile_spec(root / "ablation.yaml", root)
+    report = plan.instances[plan.report_id]
+    needed = {sid for r in result_rows(plans["base.yaml"]) for sid in (r["evaluate"], *r["scores"].values())}
+    assert needed <= set(report.inputs) and needed <= set(plan.instances)
+    assert [c["spec"] for c in report.config.compare_to] == ["base.yaml"]
+    assert str(root / "base.yaml") in plan.sources  # an edit of the compared spec recompiles
+    execute(json.loads(envelope_json(report)), load_stage("report"), root=root)
+    out = root / report.output
+    long = tmp_path / "cli.csv"
+    assert _cli(root, "compare", "base.yaml", "prefix.yaml", "--csv", str(long), capsys=capsys)[0] == 0
+    ours, cli = pd.read_csv(out / "compare.csv"), pd.read_csv(long)
+    assert ours.drop(columns=["other"]).equals(cli.drop(columns=["other"]))
+    assert "ablation − base.yaml: prompting, seed=0" in (out / "compare.md").read_text()
+    page = (out / "index.html").read_text()
+    assert 'id="comparison"' in page and "Pooled over seeds" in page and "ablation − base.yaml: prompting" in page
