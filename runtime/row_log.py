@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from compiler.errors import StageError
 from runtime.stage import write_json
 
 
@@ -56,12 +57,22 @@ class RowLog:
         return chunks, why
 
     def append(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Write one chunk's rows durably."""
+        """Write one chunk's rows durably. A write that fails (full disk, file size limit) is cut off again
+        and stops the stage with a clear error; the chunks before it stay for the rerun."""
         blob = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-        with open(self.path, "ab") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
+        size = self.path.stat().st_size
+        try:
+            with open(self.path, "ab") as f:
+                f.write(blob)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            try:
+                os.truncate(self.path, size)
+            except OSError:
+                pass   # the rerun drops a partial chunk anyway
+            raise StageError(f"cannot write {self.path}: {exc.strerror or exc}; the rows written before are kept: "
+                             "make room and run it again") from None
 
     def _start(self) -> None:
         self.path.write_bytes(b"")   # emptied before the header changes: no old rows under a new header
