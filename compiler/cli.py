@@ -480,7 +480,7 @@ def cmd_results(args: argparse.Namespace, root: Path) -> int:
 def cmd_compare(args: argparse.Namespace, root: Path) -> int:
     import pandas as pd
 
-    from runtime.results.compare import Boot, compare, pooled
+    from runtime.results.compare import Boot, compare, pooled, write_csv
     from runtime.results.render import html_page, markdown
     from runtime.results.table import results_folder
 
@@ -501,7 +501,7 @@ def cmd_compare(args: argparse.Namespace, root: Path) -> int:
     if args.html:
         args.html.write_text(html_page(table, pools, level=boot.level, title=title), encoding="utf-8")
     if args.csv:
-        table.to_csv(args.csv, index=False)
+        write_csv(table, args.csv)
     print(f"{len(table)} differences ({int(table['excludes_zero'].sum()) if len(table) else 0} intervals exclude 0, "
           f"{int((~table['paired'].astype(bool)).sum()) if len(table) else 0} unpaired)", file=sys.stderr)
     return 0 if len(table) else 1

@@ -210,7 +210,7 @@ def compare_section(ctx: StageContext, cfg: Config) -> dict[str, Any] | None:
     pooled = compare.pooled(table, folder, threshold=cfg.toxic_threshold, boot=boot)
     title = f"{cfg.spec_name} vs {', '.join(c['spec'] for c in cfg.compare_to)}"
     (ctx.out / "compare.md").write_text(render.markdown(table, pooled, level=boot.level, title=title), encoding="utf-8")
-    table.to_csv(ctx.out / "compare.csv", index=False)
+    compare.write_csv(table, ctx.out / "compare.csv")
     return {"title": title, "note": render.NOTE.format(level=f"{100 * boot.level:g} %"),
             "pooled": (render.POOLED_HEADERS, render.pooled_rows(pooled)) if not pooled.empty else None,
             "sections": render.sections(table)}

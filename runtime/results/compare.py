@@ -197,6 +197,11 @@ COLUMNS = ["base", "other", "run", "base_run", "variant", "control_seed", "seed"
 """Columns of `compare`'s table; `axes` is the OTHER run's {axis path: value}."""
 
 
+def write_csv(table, path: Path) -> None:
+    """The long table as CSV, its `axes` as JSON (readable back with `json.loads`)."""
+    table.assign(axes=table["axes"].map(lambda a: json.dumps(a, sort_keys=True))).to_csv(path, index=False)
+
+
 def _settings(row) -> str:
     """A pair's settings but its seed: what pooling over seeds groups by."""
     axes = {p: v for p, v in row["axes"].items() if p != "seed"}
