@@ -257,17 +257,31 @@ def test_sigkill_before_the_rename_publishes_nothing_and_the_rerun_restarts(pipe
     assert f"{kind}: restarted (nothing to resume:" in err
 
 
+def test_a_sigterm_while_publishing_lets_the_stage_finish(pipeline, tmp_path):
+    """Once `run` has returned, a stop waits for the publish (milliseconds): exit 0 and the complete output,
+    not a 75 that would make Snakemake rerun a stage whose output is already in place."""
+    root, sid = project_without(pipeline, tmp_path, "mix")
+    proc, log = start_paused(root, "mix", sid, "mix:publish")
+    assert stop(proc, signal.SIGTERM) == 0, log.read_text()[-3000:]
+    assert "mix: received SIGTERM: publishing the finished output first" in log.read_text()
+    final, tmp, work = scratch(root, "mix", sid)
+    assert not tmp.exists() and not work.exists()
+    assert outputs(final) == outputs(pipeline.root / "results" / "mix" / sid)
+
+
 def generation_rows(work: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (work / "generations.jsonl").read_text().splitlines()]
 
 
-def test_evaluate_sigterm_finishes_the_chunk_and_the_rerun_resumes_from_it(pipeline, tmp_path, capfd):
-    """12 prompts in chunks of 4: held before the second chunk, SIGTERM → the first chunk saved, exit 75;
-    the rerun generates only the other 8 prompts and the files equal an uninterrupted run's."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+def test_evaluate_sigterm_finishes_the_chunk_and_the_rerun_resumes_from_it(pipeline, tmp_path, capfd, sig):
+    """12 prompts in chunks of 4: held before the second chunk, SIGTERM (or SLURM's early SIGUSR1) → the
+    first chunk saved, exit 75; the rerun generates only the other 8 prompts and the files equal an
+    uninterrupted run's."""
     root, sid = project_without(pipeline, tmp_path, "evaluate")
     proc, log = start_paused(root, "evaluate", sid, "evaluate:step:2")
-    assert stop(proc, signal.SIGTERM) == PREEMPTED_EXIT, log.read_text()[-3000:]
-    assert "evaluate: stopped on SIGTERM after saving the continuations of 4 of 12 prompts" in log.read_text()
+    assert stop(proc, sig) == PREEMPTED_EXIT, log.read_text()[-3000:]
+    assert f"evaluate: stopped on {sig.name} after saving the continuations of 4 of 12 prompts" in log.read_text()
     final, tmp, work = scratch(root, "evaluate", sid)
     assert not final.exists() and not tmp.exists()
     assert [(r["prompt_index"], r["sample"]) for r in generation_rows(work)] == [(i, j) for i in range(4)
