@@ -1,0 +1,230 @@
+"""Chaos: a spec with every stage kind, run under Snakemake while a seeded schedule kills it the ways the world
+does — SIGTERM or SIGKILL to the whole process group (Ctrl-C, a stopping Snakemake, a lost node), SIGTERM or
+SIGKILL to one running stage (a preempted or OOM-killed job), at random moments, so also mid-step and
+mid-save — and rerun until done (`pytest -m slow`; `.ci/run` runs it).
+
+Checked after every attempt: no process of the project outlives it, and no published stage folder is ever
+replaced (published once). At the end: the same stage instances as an uninterrupted run of the same spec,
+each with equal outputs (timings and resume notes aside).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = "specs/chaos.yaml"
+SEED = int(os.environ.get("MIXSTEER_CHAOS_SEED", "20261207"))
+KILLS = int(os.environ.get("MIXSTEER_CHAOS_KILLS", "8"))
+ACTIONS = ("term-group", "kill-group", "term-stage", "kill-stage")
+GRACE_S = 60
+"""How long a stopped attempt may take to save and exit before its survivors count as orphans."""
+
+VOLATILE_FILES = {"stage.json"}
+VOLATILE_KEY = re.compile(r"(time|seconds|_s$|per_s|throughput|elapsed|peak_|resumed|restarted|memory|date|wall)")
+"""stage.json (timing, host, the attempt's own log) and timing-like metrics differ between any two runs."""
+
+
+def make_project(root: Path) -> Path:
+    root.mkdir(parents=True)
+    shutil.copy(ROOT / "Snakefile", root)
+    shutil.copytree(ROOT / "specs", root / "specs")
+    shutil.copy(ROOT / "tests/e2e/chaos/chaos.yaml", root / SPEC)
+    shutil.copytree(ROOT / "tests/data/scorer_check", root / "tests/data/scorer_check")
+    subprocess.run([sys.executable, str(ROOT / "tests/data/real_formats.py"), str(root / "data/real_formats")],
+                   check=True)
+    return root
+
+
+def snakemake(root: Path, *extra: str) -> subprocess.Popen:
+    """Snakemake in a session of its own, as a terminal would start it (its jobs in its process group)."""
+    return subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", "--rerun-incomplete", *extra,
+                             "--config", f"spec={SPEC}"], cwd=root, start_new_session=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def kill_project(root: Path) -> None:
+    """Leave nothing behind whatever the test's outcome (its Snakemakes run in sessions of their own)."""
+    for pid in project_processes(root):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def project_processes(root: Path) -> list[int]:
+    """Every live process whose working directory is the project (Snakemake, its jobs, their workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if os.readlink(entry / "cwd") == str(root) and (entry / "stat").read_text().split()[2] != "Z":
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def stage_processes(root: Path) -> list[int]:
+    """The project's running stage processes (`python -m runtime …`, the launcher and its workers)."""
+    out = []
+    for pid in project_processes(root):
+        try:
+            cmd = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(part in (b"runtime", b"runtime.launch") for part in cmd) or any(b"runtime/" in p for p in cmd):
+            out.append(pid)
+    return out
+
+
+def published(root: Path) -> dict[str, tuple[int, int]]:
+    """Each published stage folder's stage.json: (inode, mtime) — a republished folder changes both."""
+    out = {}
+    for f in (root / "results").glob("*/*/stage.json"):
+        st = f.stat()
+        out[str(f.parent.relative_to(root))] = (st.st_ino, st.st_mtime_ns)
+    return out
+
+
+def stop(proc: subprocess.Popen, root: Path, action: str, rng: random.Random) -> str:
+    """Deliver one fault; returns what was hit."""
+    if action.endswith("group"):
+        os.killpg(proc.pid, signal.SIGTERM if action == "term-group" else signal.SIGKILL)
+        return "the process group"
+    stages = stage_processes(root)
+    if not stages:
+        return "nothing (no stage running)"
+    pid = rng.choice(sorted(stages))
+    try:
+        cmd = (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()[-90:]
+        os.kill(pid, signal.SIGTERM if action == "term-stage" else signal.SIGKILL)
+    except (OSError, ProcessLookupError):
+        return "a stage that had just ended"
+    return f"pid {pid} ({cmd})"
+
+
+def wait_for_no_survivors(root: Path, timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = project_processes(root)
+        if not alive:
+            return []
+        time.sleep(0.5)
+    return project_processes(root)
+
+
+def comparable(path: Path):
+    """A file's content as compared: parsed JSON without volatile keys, arrays and tensors by value, else bytes."""
+    if path.suffix == ".json":
+        return _drop_volatile(json.loads(path.read_text()))
+    if path.suffix == ".jsonl":
+        return [_drop_volatile(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False).tolist()
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+        return {k: v.tolist() for k, v in sorted(load_file(str(path)).items())}
+    if path.suffix in (".pt", ".bin"):
+        import torch
+        return repr(torch.load(path, map_location="cpu", weights_only=False))
+    return path.read_bytes()
+
+
+def _drop_volatile(value):
+    if isinstance(value, dict):
+        return {k: _drop_volatile(v) for k, v in value.items() if not VOLATILE_KEY.search(str(k))}
+    if isinstance(value, list):
+        return [_drop_volatile(v) for v in value]
+    return value
+
+
+def differences(ref: Path, other: Path) -> list[str]:
+    out = []
+    ref_stages, other_stages = set(published(ref)), set(published(other))
+    if ref_stages != other_stages:
+        out.append(f"stage folders differ: only uninterrupted {sorted(ref_stages - other_stages)}, "
+                   f"only chaos {sorted(other_stages - ref_stages)}")
+    for folder in sorted(ref_stages & other_stages):
+        if folder.startswith("results/report/"):
+            continue  # plots and pages: rendered from the compared files
+        files = {p.relative_to(ref / folder) for p in (ref / folder).rglob("*") if p.is_file()}
+        others = {p.relative_to(other / folder) for p in (other / folder).rglob("*") if p.is_file()}
+        if files != others:
+            out.append(f"{folder}: files differ {sorted(map(str, files ^ others))}")
+        for rel in sorted(files & others):
+            if rel.name in VOLATILE_FILES or rel.suffix in (".log", ".png", ".html"):
+                continue
+            if comparable(ref / folder / rel) != comparable(other / folder / rel):
+                out.append(f"{folder}/{rel} differs")
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_every_stage_killed_at_random_ends_as_an_uninterrupted_run(tmp_path):
+    try:
+        _chaos(tmp_path)
+    finally:
+        for root in (tmp_path / "uninterrupted", tmp_path / "chaos"):
+            kill_project(root)
+
+
+def _chaos(tmp_path: Path) -> None:
+    ref = make_project(tmp_path / "uninterrupted")
+    started = time.monotonic()
+    run = snakemake(ref)
+    out, _ = run.communicate(timeout=1800)
+    assert run.returncode == 0, out[-4000:]
+    share_s = (time.monotonic() - started) / KILLS   # attempts of this mean length together cover a whole run
+
+    chaos = make_project(tmp_path / "chaos")
+    rng = random.Random(SEED)
+    log, seen = [], {}
+    for attempt in range(KILLS):
+        proc = snakemake(chaos)
+        delay, action = rng.uniform(0.2, 1.8) * share_s, rng.choice(ACTIONS)
+        try:
+            proc.wait(timeout=delay)
+            hit = "nothing: the run ended first"
+        except subprocess.TimeoutExpired:
+            hit = stop(proc, chaos, action, rng)
+        try:
+            out, _ = proc.communicate(timeout=GRACE_S * 3)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+            pytest.fail(f"attempt {attempt}: Snakemake did not exit after {action}:\n{out[-3000:]}")
+        log.append(f"attempt {attempt}: {action} after {delay:.1f} s hit {hit}; exit {proc.returncode}")
+        survivors = wait_for_no_survivors(chaos, GRACE_S)
+        assert not survivors, "\n".join(log) + f"\nprocesses outlived attempt {attempt}: " + " | ".join(
+            (Path("/proc") / str(p) / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200] for p in survivors)
+        now = published(chaos)
+        replaced = [f for f, stamp in seen.items() if now.get(f) != stamp]
+        assert not replaced, "\n".join(log) + f"\npublished twice or removed: {replaced}"
+        seen = now
+        if proc.returncode == 0:
+            break
+        if action == "kill-group":          # a killed Snakemake leaves its lock, as for any user
+            subprocess.run([sys.executable, "-m", "snakemake", "--unlock", "--config", f"spec={SPEC}"],
+                           cwd=chaos, capture_output=True, check=True)
+    final = snakemake(chaos)
+    out, _ = final.communicate(timeout=1800)
+    assert final.returncode == 0, "\n".join(log) + "\n" + out[-4000:]
+    assert not [f for f, stamp in seen.items() if published(chaos).get(f) != stamp], "published twice"
+    problems = differences(ref, chaos)
+    assert not problems, "\n".join(log) + "\n" + "\n".join(problems)
+    print("\n".join(log))
