@@ -17,6 +17,7 @@ from compiler.errors import StageError
 from compiler.schema.base import StrictModel, same_as
 from compiler.schema.spec import Spec
 from compiler.schema.toy import ToySection
+from runtime.preempt import pause_point
 from runtime.stage import StageContext, write_json
 
 VERSION = 2
@@ -42,7 +43,10 @@ def run(cfg: Config, ctx: StageContext) -> dict:
                          f"position to probe in sequences of {toy.sequence_length} tokens")
     torch.set_num_threads(ctx.threads)
     seeds = range(toy.first_seed, toy.first_seed + toy.seeds)
-    per_seed = [toy_model.measure_seed(toy, s) for s in tqdm(seeds, desc="toy seeds", unit="seed")]
+    per_seed = []
+    for s in tqdm(seeds, desc="toy seeds", unit="seed"):
+        per_seed.append(toy_model.measure_seed(toy, s))
+        pause_point("toy", "seed")   # tests: a stop between seeds (`runtime.preempt`)
 
     n_features = toy.n_chains * toy.n_tokens
     welch = toy_model.welch_bound(n_features, toy.d_model)

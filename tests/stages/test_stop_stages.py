@@ -257,6 +257,18 @@ def test_sigkill_before_the_rename_publishes_nothing_and_the_rerun_restarts(pipe
     assert f"{kind}: restarted (nothing to resume:" in err
 
 
+def test_sigterm_mid_computation_stops_a_restarting_stage_at_once(pipeline, tmp_path, capfd):
+    """The toy stage (the slowest that restarts) held between its two seeds, mid-computation: SIGTERM
+    raises out of the running code at once, exit 75, nothing published; the rerun restarts."""
+    root, sid = project_without(pipeline, tmp_path, "toy")
+    proc, log = start_paused(root, "toy", sid, "toy:seed")
+    assert stop(proc, signal.SIGTERM) == PREEMPTED_EXIT, log.read_text()[-3000:]
+    assert "preempted: toy: stopped on SIGTERM at once (nothing to save: a rerun restarts it" in log.read_text()
+    final, tmp, _ = scratch(root, "toy", sid)
+    assert not final.exists() and not tmp.exists()
+    assert "toy: restarted (nothing to resume:" in assert_rerun_matches(pipeline, root, "toy", sid, capfd)
+
+
 def test_a_sigterm_while_publishing_lets_the_stage_finish(pipeline, tmp_path):
     """Once `run` has returned, a stop waits for the publish (milliseconds): exit 0 and the complete output,
     not a 75 that would make Snakemake rerun a stage whose output is already in place."""
