@@ -15,8 +15,8 @@ NOTE = (f"Δ: OTHER − BASE on the per-item files, with a {{level}} bootstrap i
         f"(`paired: no`). {MARK}: the interval excludes 0.")
 
 
-def _axes(axes: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
-    return ", ".join(f"{p.rsplit('.', 1)[-1]}={fmt(v)}" for p, v in axes.items() if p not in skip)
+def _axes(axes: dict[str, Any]) -> str:
+    return ", ".join(f"{p.rsplit('.', 1)[-1]}={fmt(v)}" for p, v in axes.items())
 
 
 def _name(row) -> str:
