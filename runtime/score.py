@@ -112,9 +112,18 @@ def score_and_record(spec: Any, texts: Sequence[str], root: Path, stop: StopSign
     from runtime.scoring.cache import TextScoreCache, cached
     from runtime.scoring.record import long_text_counts, scorer_record
 
-    inner = LazyScorer(lambda: build_scorer(spec, root))
     scores: list[float] = []
     with TextScoreCache(root / SCORE_CACHE) as cache:
+        def build() -> Any:
+            """The scorer, its description stored before any of its scores is committed: a job killed after
+            its last score still leaves the provenance a rerun answered from the cache reports."""
+            built = build_scorer(spec, root)
+            describe = getattr(built, "description", None)
+            if describe is not None:
+                cache.put_description(scorer.scorer_id, describe())
+            return built
+
+        inner = LazyScorer(build)
         scorer = cached(inner, spec, cache, root)
         known = len(cache.get_many(scorer.scorer_id, texts)) if stop is not None else 0
         if known:
@@ -126,9 +135,6 @@ def score_and_record(spec: Any, texts: Sequence[str], root: Path, stop: StopSign
                 bar.update(len(chunk))
                 if stop is not None and stop.requested() and len(scores) < len(texts):
                     stop.stop(f"the scores of {len(scores)} of {len(texts)} texts in {cache.path}")
-        described = inner.description()
-        if described is not None:
-            cache.put_description(scorer.scorer_id, described)
         flags = cache.long_flags(scorer.scorer_id, texts)
         counts = {"n_texts": float(len(texts)), "cached_texts": float(scorer.hits), "scored_texts": float(inner.scored),
                   **long_text_counts(spec, [flags.get(i) for i in range(len(texts))])}

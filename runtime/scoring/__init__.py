@@ -123,11 +123,6 @@ class LazyScorer:
     def long_texts(self, texts: Sequence[str]) -> list[bool | None]:
         return long_text_flags(self._scorer(), texts) if texts else []
 
-    def description(self) -> dict[str, Any] | None:
-        """The built scorer's description; None if it was never built (every text came from the cache)."""
-        describe = getattr(self._inner, "description", None)
-        return describe() if describe is not None else None
-
 
 def _at_root(path: str, root: Path) -> Path:
     return Path(path) if Path(path).is_absolute() else root / path

@@ -356,10 +356,7 @@ RESUMING = [  # kind, where it is held (a step boundary after something was save
     ("tokenize", "tokenize:step:20", "tokenize: resumed from"),
     ("posttrain", "posttrain:step:3", "posttrain: resumed from checkpoint-"),
     ("attack", "attack:step:3", "attack: resumed from"),
-    pytest.param("score", "score:step", "score: resumed from", marks=pytest.mark.xfail(
-        strict=True, reason="runtime.score stores the scorer's description in the cache only after the last "
-        "chunk: killed after committing every score, the rerun (all cache hits) writes scorer.json with "
-        "`resolved: null` where an uninterrupted run has the scorer's settings")),
+    ("score", "score:step", "score: resumed from"),
 ]
 
 
