@@ -3,13 +3,14 @@
 # build/stages/{id}.json. Inputs (and resources that differ between instances of a kind) come from
 # the plan through MIXSTEER; no spec text is ever written here. Wall time and peak memory of each
 # job are recorded in its stage.json (no `benchmark:` file: it costs every job of a dry run).
-# Resources use the names snakemake-executor-plugin-slurm reads: `gpu` (the whole job's GPUs), `nodes`,
+# Resources use the names snakemake-executor-plugin-slurm reads: `gres` (GPUs per node), `nodes`,
 # `tasks` (one per node: it starts that node's torchrun), `tasks_per_gpu=0` (no task per GPU),
+# `mpi` (runtime.launch starts the stage's own job step: the jobstep plugin then adds no `srun -n1`),
 # `cpus_per_task`, `mem_mb`, `runtime`, `slurm_partition`. Locally only `threads`, `mem_mb` and `runtime`
 # matter. The partition comes from the workflow config (`slurm_gpu_partition` for stages with GPUs,
 # `slurm_cpu_partition` for the rest; profiles/slurm/partitions.yaml); "" leaves it to the cluster.
 
-from compiler.slurm import job_gpus, slurm_partition
+from compiler.slurm import gpu_gres, own_step_mpi, slurm_partition
 import shlex
 import sys
 
@@ -32,8 +33,9 @@ rule tokenizer:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        gres=gpu_gres(lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
         nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        mpi=own_step_mpi(lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
         tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
         tasks_per_gpu=0,
         cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
@@ -59,8 +61,9 @@ rule tokenize:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        gres=gpu_gres(lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
         nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        mpi=own_step_mpi(lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
         tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
         tasks_per_gpu=0,
         cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
@@ -86,8 +89,9 @@ rule mix:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        gres=gpu_gres(lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
         nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        mpi=own_step_mpi(lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
         tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
         tasks_per_gpu=0,
         cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
@@ -113,8 +117,9 @@ rule pretrain:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        gres=gpu_gres(lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
         nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        mpi=own_step_mpi(lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
         tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
         tasks_per_gpu=0,
         cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
@@ -140,8 +145,9 @@ rule activations:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        gres=gpu_gres(lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
         nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        mpi=own_step_mpi(lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
         tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
         tasks_per_gpu=0,
         cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
@@ -167,8 +173,9 @@ rule probe:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        gres=gpu_gres(lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
         nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        mpi=own_step_mpi(lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
         tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
         tasks_per_gpu=0,
         cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
@@ -194,8 +201,9 @@ rule steer:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        gres=gpu_gres(lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
         nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        mpi=own_step_mpi(lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
         tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
         tasks_per_gpu=0,
         cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
@@ -221,8 +229,9 @@ rule posttrain:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        gres=gpu_gres(lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
         nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        mpi=own_step_mpi(lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
         tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
         tasks_per_gpu=0,
         cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
@@ -248,8 +257,9 @@ rule evaluate:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        gres=gpu_gres(lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
         nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        mpi=own_step_mpi(lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
         tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
         tasks_per_gpu=0,
         cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
@@ -275,8 +285,9 @@ rule attack:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        gres=gpu_gres(lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
         nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        mpi=own_step_mpi(lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
         tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
         tasks_per_gpu=0,
         cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
@@ -302,8 +313,9 @@ rule score:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        gres=gpu_gres(lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
         nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        mpi=own_step_mpi(lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
         tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
         tasks_per_gpu=0,
         cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
@@ -329,8 +341,9 @@ rule toy:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        gres=gpu_gres(lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
         nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        mpi=own_step_mpi(lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
         tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
         tasks_per_gpu=0,
         cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
@@ -356,8 +369,9 @@ rule scorer_check:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        gres=gpu_gres(lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
         nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        mpi=own_step_mpi(lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
         tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
         tasks_per_gpu=0,
         cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
@@ -384,8 +398,9 @@ rule report:
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
         runtime=lambda wc: MIXSTEER.resource(wc.id, 'runtime_minutes'),
-        gpu=job_gpus(lambda wc: MIXSTEER.resource(wc.id, 'gpus'), lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
+        gres=gpu_gres(lambda wc: MIXSTEER.resource(wc.id, 'gpus')),
         nodes=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
+        mpi=own_step_mpi(lambda wc: MIXSTEER.resource(wc.id, 'nodes')),
         tasks=lambda wc: MIXSTEER.resource(wc.id, 'nodes'),
         tasks_per_gpu=0,
         cpus_per_task=lambda wc: MIXSTEER.resource(wc.id, 'threads'),
