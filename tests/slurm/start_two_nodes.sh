@@ -52,7 +52,7 @@ for i in "${!NODES[@]}"; do
   ip netns exec "$node" ip link set eth0 up
   HOSTS+=$'\n'"$addr $node"
 done
-HOSTS+=$'\n'"$NET.1 $HOST-ctl"$'\n'"# end mixsteer two-node SLURM"
+HOSTS+=$'\n'"# end mixsteer two-node SLURM"
 printf '%s\n' "$HOSTS" >> /etc/hosts
 
 # --- configuration: each node the machine's CPUs and a share of its memory ---
