@@ -5,6 +5,7 @@ does not import numpy."""
 from __future__ import annotations
 
 import os
+import signal
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from runtime.preempt import STOP_SIGNALS
 
 BATCH_DOCUMENTS = 64
 """Documents per tokenization task: enough to amortise inter-process transfer, few enough that the
@@ -43,6 +46,10 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(tokenizer_file: str, eos: int, dtype: str) -> None:
+    # A forked worker inherits the stage's stop handler, which would make `Pool.terminate()`'s SIGTERM a
+    # "stop after this step" that never comes: the worker must simply die, the stage decides what is saved.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker process: no rayon threads
     from tokenizers import Tokenizer
 

@@ -161,8 +161,9 @@ def test_the_stages_own_error_comes_last_with_its_status(tmp_path, case):
     assert "error: " in last_line(stderr) and message in last_line(stderr)
 
 
-@pytest.mark.parametrize("how", ["SIGTERM to the launcher", "Ctrl-C to the launcher's group"])
-def test_a_tokenize_stage_stopped_through_the_launcher_saves_and_exits_75(tmp_path, how):
+@pytest.mark.parametrize(("how", "workers"), [("SIGTERM to the launcher", 2), ("Ctrl-C to the launcher's group", 1)])
+def test_a_tokenize_stage_stopped_through_the_launcher_saves_and_exits_75(tmp_path, how, workers):
+    """With 2 workers the stage's forked tokenizer pool must die on the pool's own SIGTERM (not wait for a step)."""
     """A kind other than pretraining, one process, in a process group of its own: the SIGTERM to the
     launcher's pid, or a terminal's SIGINT to the launcher's group, reaches it only through the launcher."""
     from compiler.ids import stage_id
@@ -180,7 +181,7 @@ def test_a_tokenize_stage_stopped_through_the_launcher_saves_and_exits_75(tmp_pa
     (tmp_path / "corpus.jsonl").write_text("".join(
         json.dumps({"text": " ".join(words[(i + j) % len(words)] for j in range(40))}) + "\n" for i in range(100_000)))
     cfg = tokenize.Config(source={"kind": "jsonl", "path": "corpus.jsonl"}, tokenizer=TokenizerInfo.of(bpe),
-                          fills=None, tokens_per_file=4096, tokenize_workers=1)
+                          fills=None, tokens_per_file=4096, tokenize_workers=workers)
     inputs = {"tokenizer": f"results/tokenizer/{tok_id}"}
     sid = stage_id("tokenize", tokenize.VERSION, cfg.id_json(), {"tokenizer": tok_id})
     config = tmp_path / "tokenize.json"
