@@ -52,13 +52,13 @@ class SourceCounts:
     kept: int = 0
     hub_commit: str = ""
 
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+    def as_dict(self) -> dict[str, int | str]:
+        """The counts, and `hub_commit` when an unlocked Hub source was read."""
+        return {name: value for name, value in asdict(self).items() if name != "hub_commit" or value}
 
     def metrics(self, role: str) -> dict[str, int | str]:
         """The counts as stage metrics, `source_<role>_<count>` (the manifest records them)."""
-        return {f"source_{role}_{name}": value for name, value in asdict(self).items()
-                if name != "hub_commit" or value}
+        return {f"source_{role}_{name}": value for name, value in self.as_dict().items()}
 
 
 def position_text(position: Position, explode: str | None = None) -> str:

@@ -81,9 +81,11 @@ def test_hf_passes_the_spec_to_load_dataset(tmp_path, monkeypatch):
         return iter([{"text": "a"}, {"text": "b"}, {"text": "c"}])
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
-    spec = SPEC.validate_python({"kind": "hf", "name": "allenai/c4", "config": "en", "max_documents": 2})
+    commit = "a" * 40                                         # as the lock file resolves it
+    spec = SPEC.validate_python({"kind": "hf", "name": "allenai/c4", "config": "en", "max_documents": 2,
+                                 "revision": commit})
     assert list(iter_texts(spec, tmp_path)) == ["a", "b"]
-    assert seen == dict(name="allenai/c4", config="en", split="train", revision=None, streaming=True)
+    assert seen == dict(name="allenai/c4", config="en", split="train", revision=commit, streaming=True)
 
 
 def test_memmap_documents_split_on_eos(tmp_path, monkeypatch):
