@@ -14,6 +14,7 @@ from typing import Any
 import jinja2
 
 from .ids import ID_HEX, canonical_json as _j
+from .lock import lock_record
 from .plan import Plan, StageInstance
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -100,7 +101,7 @@ def write_build(plan: Plan, build_dir: Path, environment: dict[str, Any]) -> lis
     """Write plan.json and lock.json under build_dir; returns the files that changed."""
     changed = []
     members = plan_members(plan)
-    lock = {**members, "resolved": _resolved(plan), "environment": _j(environment)}
+    lock = {**members, "resolved": _resolved(plan), "hub": _j(lock_record(plan.lock)), "environment": _j(environment)}
     for name, text in (("plan.json", _obj(members) + "\n"), ("lock.json", _obj(lock) + "\n")):
         if write_if_changed(build_dir / name, text):
             changed.append(build_dir / name)

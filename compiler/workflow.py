@@ -22,6 +22,7 @@ from typing import Any
 from .plan import Plan, StageInstance, build_plan
 from .schema.resources import StageResources
 from .render import RULE_VALUES, render_rules, write_build, write_if_changed, write_stage_files
+from .load import dotted
 from .validate import load_spec
 
 KIND_ORDER = ["tokenizer", "tokenize", "mix", "pretrain", "activations", "probe", "steer", "posttrain",
@@ -49,6 +50,7 @@ class Workflow:
     instances: dict[str, StageInstance]
     rules_file: Path
     spec_files: list[str] = field(default_factory=list)
+    allow_unlocked: bool = False   # `--config unlocked=true`: run floating references as they are today
 
     @property
     def sources(self) -> list[str]:
@@ -106,12 +108,38 @@ class Workflow:
         from .errors import MixsteerError
 
         try:
+            self.check_locked()
             self.check_local_sources()
         except MixsteerError as exc:  # printed as `mixsteer check` prints it; no traceback, no job started
             print(f"mixsteer: the run cannot start:\n{exc}", file=sys.stderr)
             raise SystemExit(2) from None
         self.ensure_stage_files()
         self.link_aliases()
+
+    def check_locked(self) -> None:
+        """Refuse to start while a spec names a floating Hub reference its lock files do not resolve,
+        with the command that fixes it (unless the user opted in: then the runtime resolves it and
+        records the commit it read in the stage's metrics)."""
+        from .errors import MixsteerError
+        from .lock import apply_locks
+        from .resolve import load_document
+
+        lines = []
+        for f in self.spec_files:
+            doc = load_document(self.root / f, f)
+            for u in apply_locks(doc.data, doc.sources)[1].unlocked:
+                p = doc.position(u.path)
+                lines.append(f"  {p.file}:{p.line}:{p.column}: {dotted(u.path)}: {u.ref} floats; lock it: "
+                             f"`mixsteer lock {p.file}`")
+        if not lines:
+            return
+        if self.allow_unlocked:
+            print("mixsteer: running with unlocked references (--config unlocked=true); each stage records the "
+                  "commit it read:\n" + "\n".join(lines), file=sys.stderr)
+            return
+        raise MixsteerError("floating Hub references are not locked; run the command below (it asks the Hub once "
+                            "and writes the spec's lock file), or opt in with `--config unlocked=true`:\n"
+                            + "\n".join(lines))
 
     def check_local_sources(self) -> None:
         """`mixsteer check`'s local part (every local source opened, the fields the spec names looked for
