@@ -142,21 +142,22 @@ def wait_for_no_survivors(root: Path, timeout: float) -> list[int]:
     return project_processes(root)
 
 
-def comparable(path: Path):
-    """A file's content as compared: parsed JSON without volatile keys, arrays and tensors by value, else bytes."""
-    if path.suffix == ".json":
-        return _drop_volatile(json.loads(path.read_text()))
-    if path.suffix == ".jsonl":
-        return [_drop_volatile(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
-    if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False).tolist()
+def comparable(path: Path, root: Path):
+    """A file's content as compared: tensors by value, parsed JSON without volatile keys, else bytes (OLMo's
+    `.npy` token files are raw memmaps: bytes); the project's own path, which records of data paths hold,
+    reads the same in both projects."""
     if path.suffix == ".safetensors":
         from safetensors.numpy import load_file
         return {k: v.tolist() for k, v in sorted(load_file(str(path)).items())}
     if path.suffix in (".pt", ".bin"):
         import torch
         return repr(torch.load(path, map_location="cpu", weights_only=False))
-    return path.read_bytes()
+    data = path.read_bytes().replace(str(root).encode(), b"<project>")
+    if path.suffix == ".json":
+        return _drop_volatile(json.loads(data))
+    if path.suffix == ".jsonl":
+        return [_drop_volatile(json.loads(line)) for line in data.split(b"\n") if line.strip()]
+    return data
 
 
 def _drop_volatile(value):
@@ -183,7 +184,7 @@ def differences(ref: Path, other: Path) -> list[str]:
         for rel in sorted(files & others):
             if rel.name in VOLATILE_FILES or rel.suffix in (".log", ".png", ".html"):
                 continue
-            if comparable(ref / folder / rel) != comparable(other / folder / rel):
+            if comparable(ref / folder / rel, ref) != comparable(other / folder / rel, other):
                 out.append(f"{folder}/{rel} differs")
     return out
 
