@@ -47,7 +47,7 @@ def read_json(path: Path) -> Any:
 def read_jsonl(path: Path) -> list[Any]:
     """The records of a JSON-lines file written by a stage (blank lines skipped)."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = Path(path).read_text(encoding="utf-8").split("\n")   # not splitlines: U+2028 may sit in a text
     except FileNotFoundError:
         raise broken_artifact(path, "missing") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -223,7 +223,7 @@ def _read_log(path: Path, up_to_step: int, log_every: int, max_steps: int) -> li
     step is dropped unless that step is on the schedule, so a resumed log equals an uninterrupted one."""
     if not path.exists():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text().split("\n") if line.strip()]
     return [r for r in rows if r["step"] <= up_to_step and is_logged(r["step"], log_every, max_steps)]
 
 

@@ -140,3 +140,13 @@ def test_the_folder_to_delete_is_the_stage_output_folder(tmp_path):
     assert stage_folder(stage / "model" / "model.safetensors") == stage
     assert stage_folder(stage / "metrics.json") == stage
     assert stage_folder(tmp_path / "elsewhere" / "file.json") == tmp_path / "elsewhere"
+
+
+def test_a_text_holding_a_unicode_line_separator_is_one_record(tmp_path):
+    """Stages write JSON Lines with `ensure_ascii=False`: U+2028 and U+0085 stay raw inside a string."""
+    from runtime.artifacts import read_jsonl
+
+    rows = [{"continuation": "one\u2028two\x85three"}, {"continuation": "four"}]
+    path = tmp_path / "generations.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert read_jsonl(path) == rows
