@@ -26,7 +26,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = "specs/chaos.yaml"
 SEED = int(os.environ.get("MIXSTEER_CHAOS_SEED", "20261207"))
-KILLS = int(os.environ.get("MIXSTEER_CHAOS_KILLS", "8"))
+KILLS = int(os.environ.get("MIXSTEER_CHAOS_KILLS", "6"))
 ACTIONS = ("term-group", "kill-group", "term-stage", "kill-stage")
 GRACE_S = 60
 """How long a stopped attempt may take to save and exit before its survivors count as orphans."""
