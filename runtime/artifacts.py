@@ -8,6 +8,7 @@ safetensors, json or transformers deep inside a stage.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -141,3 +142,12 @@ def load_tokenizer(folder: Path, **kwargs: Any) -> "PreTrainedTokenizerBase":
         return AutoTokenizer.from_pretrained(folder, local_files_only=True, **kwargs)
     except (OSError, ValueError) as exc:
         raise broken_artifact(Path(folder), f"the tokenizer does not load: {exc}") from None
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in `path` durable (the entry lives in the folder, not the file)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

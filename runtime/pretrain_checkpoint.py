@@ -42,6 +42,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from compiler.errors import StageError
+from runtime.artifacts import fsync_dir
 
 if TYPE_CHECKING:
     from runtime.olmo_train import Runtime
@@ -101,15 +102,6 @@ class _HashingWriter:
 
     def flush(self) -> None:
         self.f.flush()
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or unlink in `path` durable (the entry lives in the folder, not the file)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def tmp_name(final: Path) -> Path:

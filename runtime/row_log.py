@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler.errors import StageError
+from runtime.artifacts import fsync_dir
 from runtime.stage import write_json
 
 
@@ -77,7 +78,7 @@ class RowLog:
     def _start(self) -> None:
         self.path.write_bytes(b"")   # emptied before the header changes: no old rows under a new header
         write_json(self.header_path, self.header)
-        _fsync_folder(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def _saved_header(self) -> Any:
         try:
@@ -107,10 +108,3 @@ class RowLog:
             start = end + 1
         return len(offsets) - 1, offsets, None
 
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
