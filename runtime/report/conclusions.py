@@ -131,7 +131,7 @@ def build(records: list[dict[str, Any]], scorers: list[str]):
         return df
     key = ["evaluate_id", "reference_evaluate_id", "measure"]
     holds = {}
-    for group, part in df.groupby(key, sort=False):
+    for group, part in df.groupby(key, sort=False, dropna=False):
         holds[group] = verdict({r["scorer"]: (r["difference"], r["ci_low"], r["ci_high"])
                                 for _, r in part.iterrows()}, scorers)
     df["holds_under_all_scorers"] = [holds[tuple(k)][0] for k in df[key].itertuples(index=False)]
@@ -154,7 +154,7 @@ def shown_table(df, scorers: list[str], level: float) -> tuple[list[str], list[l
     headers = ["comparison", "toxic share", "seed", *(c.replace("_", " ") for c in varying), "measure",
                *(f"Δ {label}" for label in scorers), "holds under all scorers"]
     body = []
-    for _, part in df.groupby(["evaluate_id", "reference_evaluate_id", "measure"], sort=False):
+    for _, part in df.groupby(["evaluate_id", "reference_evaluate_id", "measure"], sort=False, dropna=False):
         first = part.iloc[0]
         by_scorer = {r["scorer"]: r for _, r in part.iterrows()}
         cells = ["—" if (r := by_scorer.get(label)) is None else interval(r["difference"], r["ci_low"], r["ci_high"])

@@ -33,6 +33,7 @@ import numpy as np
 from runtime import stats
 from runtime.artifacts import read_json
 
+from .formatting import missing
 from .items import Units, evaluate_units, same_units, toxicity_units
 from .table import Folder, SpecRuns, finished, kind_of, variant_of
 
@@ -223,8 +224,10 @@ def pooled(table, folder: Folder, *, threshold: float, boot: Boot = Boot()):
             continue
         per_seed = []
         for _, r in group.iterrows():
-            read = units.score if r["score_id"] else units.evaluate
-            o, b = read(r["score_id"] or r["evaluate_id"]), read(r["base_score_id"] or r["base_evaluate_id"])
+            scored = not missing(r["score_id"])  # pandas may hold an absent id as None or NaN
+            read = units.score if scored else units.evaluate
+            o = read(r["score_id"] if scored else r["evaluate_id"])
+            b = read(r["base_score_id"] if scored else r["base_evaluate_id"])
             per_seed.append(_paired_values(o[r["measure"]], b[r["measure"]]) + (o[r["measure"]].statistic,))
         low, high = two_stage_interval(per_seed, boot)
         diffs = group["difference"].to_numpy(float)

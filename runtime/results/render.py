@@ -40,7 +40,7 @@ def sections(table) -> list[dict[str, Any]]:
     if table.empty:
         return out
     keys = ["other", "run", "base_run", "variant", "control_seed", "changed"]
-    for _, part in table.groupby([table[k].astype(str) for k in keys], sort=False):
+    for _, part in table.groupby([table[k].astype(str) for k in keys], sort=False, dropna=False):
         first = part.iloc[0]
         runs = first["run"] if first["run"] == first["base_run"] else f"{first['run']} vs {first['base_run']}"
         rows = [[r["label"], _scorer(r), fmt(r["base_value"]), fmt(r["other_value"]),
