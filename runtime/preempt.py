@@ -18,7 +18,8 @@ Tests stop a stage at a named point with `MIXSTEER_TEST_PAUSE_AT=<stage>:<point>
 the one place that reads it): the stage says `<stage>: paused at <point>` on stderr and waits for a stop
 signal, so a test signals it at a known point of its run. Points: `step` (each `StopSignals.requested()`
 call: a resuming stage's step boundary), `run` (after `run` returned, before metrics are written),
-`publish` (everything written, before the rename into place), and stage-specific ones (evaluate's
+`publish` (everything written, before the rename into place), `published` (after it, before the process
+exits: Snakemake has not yet recorded the job as finished), and stage-specific ones (evaluate's
 `capability`, toy's `seed`).
 """
 from __future__ import annotations

@@ -162,6 +162,7 @@ def execute(envelope: dict[str, Any], module: Any, *, root: Path | None = None,
         pause_point(kind, "publish", stop)
         publish(tmp, final)
         shutil.rmtree(work, ignore_errors=True)
+        pause_point(kind, "published", stop)
     return final
 
 
