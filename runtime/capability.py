@@ -52,10 +52,11 @@ def continuation_logprobs(
     model: PreTrainedModel, tok: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]],
     batch_size: int, desc: str = "score",
 ) -> list[float]:
-    """Σ log p(continuation tokens | context) for each (context, continuation).
+    """Σ log p(continuation tokens | context) for each (context, continuation), in the order given.
 
     Context and continuation are tokenized apart (as ai2-olmo does), and over-long contexts lose their
-    start, so the continuation is always scored whole.
+    start, so the continuation is always scored whole. Pairs are batched longest first (less padding);
+    only the positions that predict a continuation token go through the output layer and log-softmax.
     """
     max_len = _max_len(model)
     encoded = []
@@ -66,29 +67,43 @@ def continuation_logprobs(
             raise ValueError(f"empty continuation {cont!r}")
         ids = (c + k)[-(max_len + 1):]
         encoded.append((ids, len(k)))
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    out: list[float] = []
-    for start in tqdm(range(0, len(encoded), batch_size), desc=desc, unit="batch", leave=False):
-        chunk = encoded[start:start + batch_size]
-        width = max(len(ids) for ids, _ in chunk) - 1
-        inp = torch.full((len(chunk), width), pad, dtype=torch.long)
-        tgt = torch.full((len(chunk), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        starts = torch.zeros(len(chunk), dtype=torch.long)
-        for r, (ids, n_cont) in enumerate(chunk):
-            t = torch.tensor(ids)
-            inp[r, :len(ids) - 1] = t[:-1]
-            mask[r, :len(ids) - 1] = 1
-            tgt[r, len(ids) - 1 - n_cont:len(ids) - 1] = t[-n_cont:]
-            starts[r] = len(ids) - 1 - n_cont          # the context's last token
-        dev = _device(model)
-        # a last-position ITI model shifts what a cached generation of the continuation would shift
-        with steer_from(model, starts):
-            logits = model(input_ids=inp.to(dev), attention_mask=mask.to(dev)).logits.float()
-        tgt = tgt.to(dev)
-        lp = torch.log_softmax(logits, -1).gather(-1, tgt.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-        out.extend((lp * (tgt != -100)).sum(-1).tolist())
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
+    out = [0.0] * len(encoded)
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
+        rows = order[start:start + batch_size]
+        for i, value in zip(rows, _summed_logprobs(model, tok, [encoded[i] for i in rows])):
+            out[i] = value
     return out
+
+
+def _summed_logprobs(model: PreTrainedModel, tok: PreTrainedTokenizerBase,
+                     chunk: Sequence[tuple[list[int], int]]) -> list[float]:
+    """One right-padded forward pass over (ids, continuation length) rows; the output layer and the
+    log-softmax run only at the positions that predict the continuation."""
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    width, k = max(len(ids) for ids, _ in chunk) - 1, max(n for _, n in chunk)
+    inp = torch.full((len(chunk), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(chunk), width), dtype=torch.long)
+    where = torch.zeros((len(chunk), k), dtype=torch.long)      # input positions predicting the continuation
+    tgt = torch.zeros((len(chunk), k), dtype=torch.long)
+    valid = torch.zeros((len(chunk), k), dtype=torch.bool)
+    for r, (ids, n_cont) in enumerate(chunk):
+        t = torch.tensor(ids)
+        inp[r, :len(ids) - 1] = t[:-1]
+        mask[r, :len(ids) - 1] = 1
+        where[r, :n_cont] = torch.arange(len(ids) - 1 - n_cont, len(ids) - 1)
+        tgt[r, :n_cont] = t[-n_cont:]
+        valid[r, :n_cont] = True
+    dev = _device(model)
+    where, tgt, valid = where.to(dev), tgt.to(dev), valid.to(dev)
+    # a last-position ITI model shifts what a cached generation of the continuation would shift: from the
+    # context's last token (each row's first predicting position) on
+    with steer_from(model, where[:, 0]):
+        hidden = model.get_decoder()(input_ids=inp.to(dev), attention_mask=mask.to(dev)).last_hidden_state
+    picked = hidden.gather(1, where.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+    logits = model.get_output_embeddings()(picked).float()
+    lp = torch.log_softmax(logits, -1).gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+    return (lp * valid).sum(-1).tolist()
 
 
 # ---------------------------------------------------------------- MMLU

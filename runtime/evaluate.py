@@ -31,11 +31,17 @@ the documents CE needs are taken, so what lies beyond is not counted); every cap
 held-out documents (CE and KL as ratios of sums); `mmlu_chance` and `detection_chance` (0.5, balanced)
 give the floor to read them by.
 
+Batches: generation's are planned by `runtime.generate.plan_batches` (consecutive prompts of one set, as
+many as the memory budget and `generation.batch_size` allow; each prompt prefilled once); MMLU's are
+`mmlu.batch_size` (context, choice) pairs, longest first; cross-entropy and detection use
+`generation.batch_size`.
+
 Stops (`runtime.preempt`): generation resumes per chunk of prompts. Each chunk is one batch of one prompt
 set; its rows are appended to `generations.jsonl` in the work folder and fsynced before the next
 (`runtime.row_log`). On SIGTERM / SIGUSR1 the chunk in flight is finished and saved and the stage exits 75;
 the rerun keeps the verified whole chunks (a torn or partial tail is dropped, rows that are not the prompts
-they claim stop the kept prefix; rows from another batch size, device or library version are discarded),
+they claim stop the kept prefix; rows from other batches, memory budget, device or library version are
+discarded),
 logs `evaluate: resumed from <n> of <N> prompts` and generates the rest. Chunks are whole batches, and
 each row draws from its own seed (`row_seed`), so the resumed file is byte-identical to an uninterrupted
 run's. MMLU, cross-entropy and detection (one pass each) are not checkpointed: a stop during them exits 75
@@ -64,7 +70,7 @@ if TYPE_CHECKING:
     from runtime.sources import SourceCounts
     from runtime.stats import Statistic
 
-VERSION = 4
+VERSION = 5
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 CAPABILITY_RESTART = "MMLU, cross-entropy and detection are one pass each over at most a few thousand items"
@@ -136,29 +142,31 @@ def _generations(cfg: Config, ctx: StageContext, model, tok, stop: StopSignals) 
     import transformers
     from tqdm.auto import tqdm
 
-    from runtime.generate import Sampling, row_seed, sample_continuations
+    from runtime.generate import Sampling, memory_budget, plan_batches, row_seed, sample_continuations
     from runtime.row_log import RowLog
     from runtime.sources import SourceCounts
 
     g = cfg.generation
-    sampling = Sampling(g.samples_per_prompt, g.max_new_tokens, g.temperature, g.top_p, g.batch_size, cfg.seed)
+    sampling = Sampling(g.samples_per_prompt, g.max_new_tokens, g.temperature, g.top_p, g.batch_size, cfg.seed,
+                        None if g.memory_budget_mb is None else g.memory_budget_mb * 2 ** 20)
     metrics: dict[str, float] = {}
     chunks: list[tuple[PromptSet, int, list[str]]] = []   # (set, first prompt index, prompts): one batch each
     planned: list[list[dict[str, Any]]] = []
     for ps in cfg.prompt_sets:
         counts = SourceCounts()
         prompts, challenging = load_prompts(ps, ctx.root, counts)
-        for start in range(0, len(prompts), g.batch_size):
-            chunks.append((ps, start, prompts[start:start + g.batch_size]))
+        start = 0
+        for size in plan_batches(model, tok, prompts, sampling, cfg.prefix):
+            chunks.append((ps, start, prompts[start:start + size]))
             planned.append([_planned_row(cfg, ps.name, i, prompts[i], j, row_seed(cfg.seed, f"{ps.name}/{i}", j),
                                          challenging)
-                            for i in range(start, min(start + g.batch_size, len(prompts)))
-                            for j in range(g.samples_per_prompt)])
+                            for i in range(start, start + size) for j in range(g.samples_per_prompt)])
+            start += size
         metrics[f"{ps.name}_generations"] = float(len(prompts) * g.samples_per_prompt)
         metrics |= counts.metrics(f"prompts_{ps.name}")
     device = next(model.parameters()).device
-    header = {"batch_size": g.batch_size, "device": torch.cuda.get_device_name(device) if device.type == "cuda"
-              else device.type, "torch": torch.__version__, "transformers": transformers.__version__}
+    header = {"batches": [len(c[2]) for c in chunks], "memory_budget": memory_budget(model, sampling),
+              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type, "torch": torch.__version__, "transformers": transformers.__version__}
     ctx.work.mkdir(parents=True, exist_ok=True)
     log = RowLog(ctx.work / "generations.jsonl", planned, ("continuation",), header)
     done, dropped = log.resume()
@@ -202,7 +210,7 @@ def _mmlu_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float
     m = cfg.mmlu
     subjects = m.subjects or capability.mmlu_subjects()[:m.max_subjects]
     items = capability.mmlu_items(subjects, split=m.split, shots=m.shots, max_questions=m.max_questions_per_subject)
-    res = capability.multiple_choice_accuracy(model, tok, items, cfg.generation.batch_size)
+    res = capability.multiple_choice_accuracy(model, tok, items, m.batch_size)
     write_json(ctx.out / "mmlu.json", {**res, "shots": m.shots, "split": m.split,
                                        "prompt_variant": capability.mmlu_prompt_variant(m.shots)})
     questions, boot = res["per_question"], cfg.bootstrap

@@ -1,14 +1,20 @@
-"""Batched sampling of continuations with a reproducible random stream per (prompt, sample).
+"""Batched sampling of continuations: each prompt prefilled once, each row's draws a pure function of its seed.
 
-`model.generate` draws every row of a batch from one global RNG, so a sample would depend on the batch
-it happened to share and on the batch size. Here each row owns a `torch.Generator` seeded from
-(seed, prompt key, sample index); a `LogitsProcessor` applies temperature and top-p (HF's own warpers)
-and draws the row's token with that generator, then hands `generate` a one-hot score that greedy
-decoding picks. Batching, left padding and the KV cache stay `generate`'s; a rerun, or a different
-`batch_size`, gives the same continuations up to float rounding of padded batches: a row's logits can
-differ in the last bits with the batch it shares (matrix kernels block by batch shape), and a draw near a
-boundary of the cumulative distribution can then pick another token. The evaluate stage therefore
-resumes only at batch boundaries (one batch is one saved chunk), so a resumed run is bit-identical.
+Every row (one sample of one prompt) owns a 63-bit seed `row_seed(seed, prompt key, sample)`; its draw at
+decoding step t is the t-th output of SplitMix64 seeded with it (`uniforms`: a counter-based generator,
+computed for all rows at once on the device), and the token is the inverse CDF of the temperature- and
+top-p-warped softmax (HF's own warpers) at that uniform. A row's draws therefore depend neither on the
+batch it shares nor on the batch size. `model.generate` draws every row from one global RNG, so the
+decoding loop is ours (`_decode`): the distinct prompts of a batch are prefilled once, left-padded with
+HF's position ids, and their KV cache is repeated to `samples_per_prompt` rows (`DynamicCache.
+batch_repeat_interleave`); only the last position's logits are computed. A row that emits EOS is padded,
+as `generate` does, and the batch stops when every row has.
+
+Batches are sized by memory (`plan_batches`): the estimated KV cache, logits and prefill activations of
+a batch stay under a byte budget (`memory_budget`). A row's logits can still differ in the last bits with
+the batch it shares (matrix kernels block by batch shape), and a draw near a boundary of the cumulative
+distribution can then pick another token; the evaluate stage therefore resumes only at batch boundaries
+(one batch is one saved chunk), with a deterministic plan, so a resumed run is bit-identical.
 """
 from __future__ import annotations
 
@@ -19,19 +25,31 @@ from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
-from transformers import (
-    GenerationConfig, LogitsProcessor, LogitsProcessorList,
-    PreTrainedModel, PreTrainedTokenizerBase, TemperatureLogitsWarper, TopPLogitsWarper,
-)
+from transformers import (DynamicCache, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase,
+                          TemperatureLogitsWarper, TopPLogitsWarper)
 
 from compiler.errors import StageError
 from runtime import iti
 from runtime.artifacts import load_causal_lm, load_tokenizer
 
+CPU_MEMORY_BUDGET = 2 * 1024 ** 3
+"""Bytes a CPU generation batch may use when no budget is given (a fixed default: a laptop's share)."""
+
+CUDA_BUDGET_FRACTION = 0.8
+"""Share of the device memory not held by this process's tensors (the model) that a batch may use."""
+
+LOGITS_COPIES = 8
+"""Float32 vocabulary-wide tensors alive per row while a token is drawn (logits, warped, sorted values and
+their int64 indices, softmax, cumulative sum, masks)."""
+
+_GAMMA, _M1, _M2 = (int(h, 16) - (1 << 64) for h in ("9e3779b97f4a7c15", "bf58476d1ce4e5b9", "94d049bb133111eb"))
+"""SplitMix64's increment and mixing multipliers, as two's-complement int64 (torch has no uint64 maths)."""
+
 
 @dataclass(frozen=True)
 class Sampling:
-    """Decoding settings (mirrors the spec's `evaluate.generation`)."""
+    """Decoding settings (mirrors the spec's `evaluate.generation`); `batch_size` caps prompts per batch
+    and `memory_budget` (bytes, None = the device's default) sizes the batches below that cap."""
 
     samples_per_prompt: int
     max_new_tokens: int
@@ -39,6 +57,7 @@ class Sampling:
     top_p: float
     batch_size: int
     seed: int
+    memory_budget: int | None = None
 
 
 def device_for_run() -> torch.device:
@@ -72,58 +91,164 @@ def row_seed(seed: int, key: str, sample: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-class PerRowSampler(LogitsProcessor):
-    """Temperature + top-p, then one draw per row from that row's own generator (→ one-hot scores)."""
+def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 bit patterns (torch's `>>` is arithmetic)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
 
-    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device: torch.device):
-        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
-        self.warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p)])
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        probs = torch.softmax(self.warpers(input_ids, scores.float()), dim=-1)
-        u = torch.cat([torch.rand(1, generator=g, device=probs.device) for g in self.generators])
-        cdf = probs.cumsum(-1)
-        picked = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1)).clamp_max(probs.shape[-1] - 1)
-        out = torch.full_like(scores, float("-inf"))
-        return out.scatter_(-1, picked, 0.0)
+def uniforms(seeds: torch.Tensor, step: int) -> torch.Tensor:
+    """Output number `step` (from 0) of SplitMix64 seeded with each of `seeds` (int64), as float64 in [0, 1):
+    the top 53 bits of mix(seed + (step + 1) · gamma). A pure function of (seed, step), on any device."""
+    offset = ((step + 1) * _GAMMA) % (1 << 64)
+    z = seeds + (offset - (1 << 64) if offset >= 1 << 63 else offset)
+    z = (z ^ _shr(z, 30)) * _M1
+    z = (z ^ _shr(z, 27)) * _M2
+    z = z ^ _shr(z, 31)
+    return _shr(z, 11).double() * 2.0 ** -53
+
+
+def draw(scores: torch.Tensor, u: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """One token per row: the inverse CDF of softmax(top-p(scores / temperature)) at the row's uniform `u`."""
+    warp = LogitsProcessorList([TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p)])
+    probs = torch.softmax(warp(None, scores.float()), dim=-1)
+    cdf = probs.cumsum(-1)
+    target = (u.to(cdf.dtype) * cdf[:, -1]).unsqueeze(-1)
+    return torch.searchsorted(cdf, target).squeeze(-1).clamp_max(probs.shape[-1] - 1)
+
+
+def _kv_bytes_per_token(model: PreTrainedModel) -> int:
+    """Keys and values of one token over all layers, at the model's dtype."""
+    cfg = model.config
+    heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return 2 * cfg.num_hidden_layers * heads * head_dim * model.dtype.itemsize
+
+
+def batch_bytes(model: PreTrainedModel, prompts: int, prompt_tokens: int, s: Sampling) -> int:
+    """Estimated peak bytes of one batch beyond the weights: the prefill's cache, activations (hidden
+    states, MLP, attention scores) and last-position logits for `prompts` prompts padded to `prompt_tokens`,
+    then the cache repeated to every sample row at full length (plus one layer's copy while it grows) and
+    the vocabulary-wide tensors of each draw."""
+    cfg, item = model.config, model.dtype.itemsize
+    rows, length = prompts * s.samples_per_prompt, prompt_tokens + s.max_new_tokens
+    kv = _kv_bytes_per_token(model)
+    prefill = prompts * prompt_tokens * (
+        kv + item * (4 * cfg.hidden_size + 2 * cfg.intermediate_size + cfg.num_attention_heads * prompt_tokens))
+    decode = rows * length * kv * (cfg.num_hidden_layers + 1) // cfg.num_hidden_layers
+    logits = rows * cfg.vocab_size * 4 * LOGITS_COPIES
+    return prompts * prompt_tokens * kv + max(prefill + prompts * cfg.vocab_size * 4, decode + logits)
+
+
+def memory_budget(model: PreTrainedModel, s: Sampling) -> int:
+    """Bytes a batch may use: the configured budget, else on CUDA a share of the memory this process's
+    tensors leave free (total − allocated: deterministic for one model on one device, unlike the free
+    memory of a shared device, so a resumed run plans the same batches), else `CPU_MEMORY_BUDGET`."""
+    if s.memory_budget is not None:
+        return s.memory_budget
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        return int(CUDA_BUDGET_FRACTION * (total - torch.cuda.memory_allocated(device)))
+    return CPU_MEMORY_BUDGET
+
+
+def _encode(tok: PreTrainedTokenizerBase, prompts: Sequence[str], prefix: str | None, max_len: int | None):
+    """The left-padded batch of prompts (prefix prepended), cut from the left to `max_len` tokens."""
+    return tok([(prefix or "") + p for p in prompts], return_tensors="pt", padding=True,
+               truncation=max_len is not None, max_length=max_len, add_special_tokens=False)
+
+
+def _prepare(model: PreTrainedModel, tok: PreTrainedTokenizerBase, s: Sampling) -> int | None:
+    """Left padding and truncation (an over-long prompt keeps its end: it is what gets continued); returns
+    the longest prompt the context leaves room for."""
+    tok.padding_side = "left"
+    tok.truncation_side = "left"
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    max_ctx = getattr(model.config, "max_position_embeddings", None)
+    return None if max_ctx is None else max_ctx - s.max_new_tokens
+
+
+def plan_batches(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: Sequence[str], s: Sampling,
+                 prefix: str | None = None) -> list[int]:
+    """Prompts per batch, in order: each batch as many consecutive prompts as fit `memory_budget` (at
+    their longest prompt's length) and `s.batch_size`. Deterministic for given prompts, settings and
+    budget; StageError when one prompt with its samples does not fit."""
+    max_len = _prepare(model, tok, s)
+    lengths = [len(ids) for ids in tok([(prefix or "") + p for p in prompts], truncation=max_len is not None,
+                                       max_length=max_len, add_special_tokens=False)["input_ids"]]
+    budget, sizes, start = memory_budget(model, s), [], 0
+    while start < len(lengths):
+        n, longest = 0, 0
+        while start + n < len(lengths) and n < s.batch_size:
+            wider = max(longest, lengths[start + n])
+            if batch_bytes(model, n + 1, wider, s) > budget:
+                break
+            n, longest = n + 1, wider
+        if n == 0:
+            need = batch_bytes(model, 1, lengths[start], s)
+            raise StageError(f"one prompt of {lengths[start]} tokens with {s.samples_per_prompt} samples needs "
+                             f"~{need / 2 ** 20:.0f} MiB, over the generation memory budget of "
+                             f"{budget / 2 ** 20:.0f} MiB (evaluate.generation.memory_budget_mb)")
+        sizes.append(n)
+        start += n
+    return sizes
 
 
 @torch.inference_mode()
+def _decode(model: PreTrainedModel, tok: PreTrainedTokenizerBase, enc: dict[str, torch.Tensor],
+            seeds: torch.Tensor, s: Sampling) -> torch.Tensor:
+    """New token ids [prompts × samples, ≤ max_new_tokens] (pad after a row's EOS) for one batch of
+    distinct prompts: one prefill, the cache repeated to the sample rows, then one token per step."""
+    n = s.samples_per_prompt
+    mask = enc["attention_mask"]
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    cache = DynamicCache(config=model.config)
+    logits = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions, cache=cache,
+                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    cache.batch_repeat_interleave(n)
+    logits, mask = logits.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
+    position = positions[:, -1:].repeat_interleave(n, dim=0)
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    done = torch.zeros(len(seeds), dtype=torch.bool, device=seeds.device)
+    out = []
+    for step in range(s.max_new_tokens):
+        token = draw(logits, uniforms(seeds, step), s.temperature, s.top_p)
+        token = token.masked_fill(done, pad)
+        out.append(token)
+        if eos is not None:
+            done |= token == eos
+        if step + 1 == s.max_new_tokens or bool(done.all()):
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
+        position = position + 1
+        logits = model(input_ids=token.unsqueeze(-1), attention_mask=mask, position_ids=position, cache=cache,
+                       use_cache=True).logits[:, -1]
+    return torch.stack(out, dim=-1)
+
+
 def sample_continuations(
     model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: Sequence[str], keys: Sequence[str],
     s: Sampling, *, prefix: str | None = None, desc: str = "generate", progress: bool = True,
 ) -> list[list[str]]:
-    """`samples_per_prompt` continuations for each prompt (`prefix` prepended to the model input only).
+    """`samples_per_prompt` continuations for each prompt (`prefix` prepended to the model input only),
+    in the batches `plan_batches` gives.
 
     `keys` name the prompts for seeding (e.g. `<set>/<index>`), so a sample's random stream does not depend
     on its batch; `progress=False` for a caller that shows its own progress.
     """
     if len(keys) != len(prompts):
         raise ValueError("one key per prompt")
-    tok.padding_side = "left"
-    tok.truncation_side = "left"  # keep the end of an over-long prompt: it is what gets continued
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    max_ctx = getattr(model.config, "max_position_embeddings", None)
-    gen_cfg = GenerationConfig(
-        do_sample=False, max_new_tokens=s.max_new_tokens,
-        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-    )
+    max_len = _prepare(model, tok, s)
     device = next(model.parameters()).device
     out: list[list[str]] = []
-    for start in tqdm(range(0, len(prompts), s.batch_size), desc=desc, unit="batch", leave=False,
-                      disable=not progress):
-        batch = [(prefix or "") + p for p in prompts[start:start + s.batch_size]]
-        max_len = None if max_ctx is None else max_ctx - s.max_new_tokens
-        enc = tok(batch, return_tensors="pt", padding=True, truncation=max_len is not None,
-                  max_length=max_len, add_special_tokens=False).to(device)
-        # greedy `generate` refuses num_return_sequences > 1, so expand rows here, as it would
-        enc = {k: v.repeat_interleave(s.samples_per_prompt, dim=0) for k, v in enc.items()}
-        seeds = [row_seed(s.seed, k, j) for k in keys[start:start + s.batch_size]
-                 for j in range(s.samples_per_prompt)]
-        sampler = PerRowSampler(seeds, s.temperature, s.top_p, device)
-        ids = model.generate(**enc, generation_config=gen_cfg, logits_processor=LogitsProcessorList([sampler]))
-        texts = tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        n = s.samples_per_prompt
-        out.extend(texts[i:i + n] for i in range(0, len(texts), n))
+    start = 0
+    for size in tqdm(plan_batches(model, tok, prompts, s, prefix), desc=desc, unit="batch", leave=False,
+                     disable=not progress):
+        enc = _encode(tok, prompts[start:start + size], prefix, max_len).to(device)
+        seeds = torch.tensor([row_seed(s.seed, k, j) for k in keys[start:start + size]
+                              for j in range(s.samples_per_prompt)], dtype=torch.long, device=device)
+        texts = tok.batch_decode(_decode(model, tok, dict(enc), seeds, s), skip_special_tokens=True)
+        out.extend(texts[i:i + s.samples_per_prompt] for i in range(0, len(texts), s.samples_per_prompt))
+        start += size
     return out

@@ -45,7 +45,15 @@ class GenerationSection(StrictModel):
     max_new_tokens: int = Field(20, gt=0, description="Continuation length (RTP uses 20).")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling mass.")
-    batch_size: int = Field(32, gt=0, description="Prompts per batch.", json_schema_extra=NOT_IN_ID)
+    batch_size: int = Field(
+        32, gt=0, description="Most prompts per batch; the memory budget may allow fewer. Each prompt is "
+        "prefilled once and its cache shared by its samples. Also the batch size of cross-entropy and detection.",
+        json_schema_extra=NOT_IN_ID)
+    memory_budget_mb: int | None = Field(
+        None, gt=0, description="MiB a generation batch may use beyond the weights (estimated KV cache, logits "
+        "and prefill activations); null = 80 % of the GPU memory the loaded model leaves, or 2048 on CPU. "
+        "A resumed run must see the same budget (the batches are part of the saved rows' header).",
+        json_schema_extra=NOT_IN_ID)
 
 
 class MMLUSection(StrictModel):
@@ -62,6 +70,9 @@ class MMLUSection(StrictModel):
     split: Literal["test", "validation"] = Field(
         "test", description="Split whose questions are scored (ai2-olmo's in-loop eval uses validation)."
     )
+    batch_size: int = Field(
+        16, gt=0, description="(context, choice) pairs per forward pass, longest first (a 5-shot pair is "
+        "~500-1000 tokens: 16 fit an OLMo-1B on a 24 GB GPU).", json_schema_extra=NOT_IN_ID)
 
 
 class DetectionSection(StrictModel):
