@@ -94,11 +94,13 @@ class _Builder:
 
     def add(self, kind: str, config_fields: dict[str, Any], inputs: dict[str, str], spec: Spec) -> str:
         key = (kind, tuple(config_fields), tuple(map(_identity, config_fields.values())),
-               tuple(inputs.items()), id(spec.resources))
+               tuple(inputs.items()), id(spec.resources), id(spec.precision))
         if key in self._memo:
             return self._memo[key]
-        self._keep.append((config_fields, spec.resources))
+        self._keep.append((config_fields, spec.resources, spec.precision))
         module = load_stage(kind)
+        if "compute" in module.Config.model_fields:  # a model stage: where and in what format (runtime.device)
+            config_fields = {**config_fields, "compute": spec.precision.compute(spec.resources.of(kind).gpus)}
         config = module.Config(**config_fields)
         files = self._files(config)
         sid = stage_id(kind, module.VERSION, config.id_json(), inputs, files)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal
 
 from compiler.errors import StageError
 from compiler.schema.base import StrictModel, same_as
+from compiler.schema.precision import Compute, compute_field
 from compiler.schema.probe import LabelledData, ProbeSection
 from runtime.artifacts import load_causal_lm, load_tokenizer
 from runtime.stage import StageContext
@@ -31,7 +32,7 @@ from runtime.stage import StageContext
 if TYPE_CHECKING:
     from runtime.sources import SourceCounts
 
-VERSION = 2
+VERSION = 3
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 RESTART = "one forward pass of the model over the probe texts"
@@ -45,11 +46,14 @@ class Config(StrictModel):
     layers: list[int] = same_as(ProbeSection, "layers", description="Model layers to record, sorted (the "
                                 "planner fills null with every layer).")
     batch_size: int = same_as(ProbeSection, "batch_size", keep_default=True)
+    compute: Compute = compute_field()
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:
     import torch
     from safetensors.torch import save_file
+
+    from runtime.device import place
 
     torch.set_num_threads(max(1, ctx.threads))
     from runtime.sources import SourceCounts
@@ -58,9 +62,8 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     examples = load_examples(cfg.data, ctx, counts)
     model_dir = ctx.input("model") / "model"
     tokenizer = load_tokenizer(model_dir)
-    model = load_causal_lm(model_dir, dtype=torch.float32)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device).eval()
+    placement = place(cfg.compute, "activations")
+    model = load_causal_lm(model_dir, **placement.load_kwargs()).to(placement.device).eval()
     n_layers = model.config.num_hidden_layers
     layers = list(cfg.layers)
     bad = [i for i in layers if not 0 <= i < n_layers]
@@ -179,9 +182,9 @@ def extract(model, tokenizer, texts: list[str], *, layers: list[int], position: 
                 decoder(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions,
                         use_cache=False)
                 for k in range(len(layers)):
-                    h = _pool(captured["heads", k], mask, position)
-                    heads[rows, k] = h.view(len(rows), n_heads, head_dim).float().cpu()
-                    resid[rows, k] = _pool(captured["resid", k], mask, position).float().cpu()
+                    h = _pool(captured["heads", k].float(), mask, position)  # pooled in fp32 (a bf16 mean drifts)
+                    heads[rows, k] = h.view(len(rows), n_heads, head_dim).cpu()
+                    resid[rows, k] = _pool(captured["resid", k].float(), mask, position).cpu()
                 captured.clear()
     finally:
         for h in hooks:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from compiler.errors import StageError
 from compiler.schema.attack import AttackSection
 from compiler.schema.base import StrictModel, same_as
+from compiler.schema.precision import Compute, compute_field
 from compiler.schema.spec import Spec
 from runtime.preempt import StopSignals, resumed
 from runtime.stage import StageContext
@@ -49,13 +50,14 @@ if TYPE_CHECKING:
     from runtime.gcg import GCGState
     from runtime.sources import SourceCounts
 
-VERSION = 4
+VERSION = 5
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 
 class Config(StrictModel):
     attack: AttackSection
     seed: int = same_as(Spec, "seed")
+    compute: Compute = compute_field()
 
 
 def refused(text: str, refusal_strings: Sequence[str]) -> bool:
@@ -322,6 +324,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
 def _attack(cfg: Config, ctx: StageContext, stop: StopSignals) -> dict:
     import torch
 
+    from runtime.device import place
     from runtime.generate import load_model
     from runtime.sources import SourceCounts
 
@@ -329,7 +332,9 @@ def _attack(cfg: Config, ctx: StageContext, stop: StopSignals) -> dict:
     torch.manual_seed(cfg.seed)
     counts = SourceCounts()
     prompts = load_prompts(cfg.attack, ctx, counts)  # before the model: bad data fails at once
-    model, tok = load_model(ctx.input("model") / "model")
+    placement = place(cfg.compute, "attack")
+    model, tok = load_model(ctx.input("model") / "model", placement.device)
+    model.to(placement.dtype)  # GCG's gradients and candidate batches in the policy's format (logits upcast)
     prompt_rows = prompt_attack(cfg, model, tok, prompts[:cfg.attack.max_prompts])
     gcg_rows = gcg_attack_rows(cfg, model, tok, prompts[:cfg.attack.gcg.max_prompts], ctx.work, stop) \
         if _gcg_on(cfg.attack) else []

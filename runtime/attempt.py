@@ -17,7 +17,9 @@ through this wrapper, which decides what an exit 75 means:
 Every attempt writes a log of its own beside the rule's, `logs/<kind>/<id>.attempt-<n>.log` (a header, the
 stage's output, how it ended), and the rule's `log:` file becomes a link to the newest one. Snakemake removes
 the rule's log when a job starts (a requeued SLURM job starts again), never these, so no attempt's log is
-lost. Other exit codes pass through unchanged: real failures fail fast.
+lost. Other exit codes pass through unchanged: real failures fail fast. With `--gpus N` on a local run (no
+`CUDA_VISIBLE_DEVICES` set yet), every attempt sees N GPUs that no other local job holds
+(`runtime.device.gpu_slots`).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from runtime.device import GPU_SLOTS_DIR, gpu_slots
 from runtime.preempt import PREEMPTED_EXIT
 
 FORWARDED = (signal.SIGTERM, signal.SIGUSR1)
@@ -92,14 +95,17 @@ def note(out: IO[str], text: str) -> None:
     out.flush()
 
 
-def run_once(command: list[str], log: Path, forward: Forwarder) -> int:
+def run_once(command: list[str], log: Path, forward: Forwarder, env: dict[str, str] | None = None) -> int:
     """One attempt of `command`, its stdout and stderr in the attempt's own log after a header."""
     n, out = attempt_log(log)
     job = os.environ.get("SLURM_JOB_ID")
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     with out:
         note(out, f"{HEADER} {n}: {when} on {socket.gethostname()}" + (f", SLURM job {job}" if job else "") + " ===")
-        forward.child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        if env:
+            note(out, " ".join(f"{k}={v}" for k, v in env.items()))
+        forward.child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                         env={**os.environ, **env} if env else None)
         code = forward.child.wait()
         note(out, f"=== attempt {n} ended with exit {code}" + (" (stopped, state saved)" if code == PREEMPTED_EXIT else "")
              + " ===")
@@ -129,15 +135,16 @@ def requeue(job: str, log: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runtime.attempt", description=__doc__.splitlines()[0])
     parser.add_argument("--log", required=True, type=Path, help="the rule's log file (made a link to the attempt's own)")
+    parser.add_argument("--gpus", type=int, default=0, help="GPUs the job asks for (runtime.device.gpu_slots)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the stage command")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command after --")
     args.log.parent.mkdir(parents=True, exist_ok=True)
-    with Forwarder() as forward:
+    with Forwarder() as forward, gpu_slots(args.gpus, Path(GPU_SLOTS_DIR), os.environ) as env:
         for _ in range(1 + LOCAL_RESUMES):
-            code = run_once(command, args.log, forward)
+            code = run_once(command, args.log, forward, env)
             if code != PREEMPTED_EXIT:
                 return code
             job = os.environ.get("SLURM_JOB_ID")

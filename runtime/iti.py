@@ -214,7 +214,7 @@ def add_shift_hooks(model: nn.Module, intervention: dict[str, Any]) -> list[Any]
         shift = shift.to(device=o_proj.weight.device, dtype=o_proj.weight.dtype)
 
         def pre_hook(module: nn.Module, args: tuple, shift: torch.Tensor = shift) -> tuple:
-            return (args[0] + shift, *args[1:])
+            return (args[0] + shift.to(args[0].dtype), *args[1:])  # the model may be cast after hooking
 
         handles.append(o_proj.register_forward_pre_hook(pre_hook))
     return handles
@@ -239,6 +239,7 @@ class LastPositionHooks:
         self._model = model
 
     def _shifted(self, x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        shift = shift.to(x.dtype)  # the model may be cast (runtime.device) after the hooks were added
         if self.starts is None:
             x = x.clone()
             x[..., -1, :] += shift

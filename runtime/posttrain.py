@@ -7,11 +7,13 @@ template ships with the tokenizer, so TRL tokenizes prompt + completion. A recor
 fields absent, null or empty is skipped and counted. Writes: `model/` (HF checkpoint + the input's
 tokenizer files). Metrics: steps, first/last loss (DPO: reward margin and accuracy) and the reader's
 counts, `source_sft_<count>` or `source_dpo_<count>`. Its id changes with the method's section (data,
-hyperparameters) and the seed.
+hyperparameters), the seed and `compute` (CUDA: bf16 autocast or TF32 over fp32 weights; CPU: fp32). It
+trains on one device: never `DataParallel` over several visible GPUs (`single_device`).
 
-Resuming: the Trainer writes `checkpoint-N/` folders to `ctx.work/<method>/` every `save_steps`, in place,
-not atomically. A rerun resumes from the newest *complete* one (trainer state, weights whose safetensors
-header matches the file's size, optimizer, scheduler and RNG state all readable); newer half-written
+Resuming: the Trainer writes `checkpoint-N/` folders to `ctx.work/<method>/` every `save_every_minutes` of
+wall clock (`save_every`; and every `save_steps` when set), in place, not atomically. A rerun resumes
+from the newest *complete* one (trainer state, weights whose safetensors header matches the file's size,
+optimizer, scheduler and RNG state all readable); newer half-written
 ones are reported and moved to `ctx.work/<method>-incomplete/`, out of reach of the Trainer's checkpoint
 rotation. On SIGTERM / SIGUSR1 (`runtime.preempt`) the current step ends with a checkpoint, training
 stops and the stage raises `Preempted`: the rerun resumes from that step, on the same weights.
@@ -28,6 +30,7 @@ from pydantic import model_validator
 
 from compiler.errors import StageError
 from compiler.schema.base import StrictModel, same_as
+from compiler.schema.precision import Compute, compute_field
 from compiler.schema.posttrain import DPOSection, SFTSection
 from compiler.schema.spec import Spec
 from runtime.artifacts import load_causal_lm, load_tokenizer, safetensors_problem
@@ -35,9 +38,10 @@ from runtime.preempt import StopSignals, resumed
 from runtime.stage import StageContext
 
 if TYPE_CHECKING:
+    from runtime.device import Placement
     from runtime.sources import SourceCounts
 
-VERSION = 2
+VERSION = 3
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 WEIGHT_FILES = ("config.json", "generation_config.json", "model.safetensors",
@@ -49,6 +53,7 @@ class Config(StrictModel):
     sft: SFTSection | None = None
     dpo: DPOSection | None = None
     seed: int = same_as(Spec, "seed")
+    compute: Compute = compute_field()
 
     @model_validator(mode="after")
     def _exactly_one_method(self) -> "Config":
@@ -67,7 +72,10 @@ def _posttrain(cfg: Config, ctx: StageContext, stop: StopSignals) -> dict:
 
     from runtime.sources import SourceCounts
 
+    from runtime.device import place
+
     torch.set_num_threads(ctx.threads)
+    placement = place(cfg.compute, "posttrain")
     counts = SourceCounts()
     method = "sft" if cfg.sft is not None else "dpo"
     section = cfg.sft or cfg.dpo
@@ -76,24 +84,25 @@ def _posttrain(cfg: Config, ctx: StageContext, stop: StopSignals) -> dict:
     model = load_causal_lm(model_dir, dtype=torch.float32)
     use_cache = model.config.use_cache  # the Trainer turns the KV cache off; generation wants it back
     output_dir = ctx.work / method
-    args = _training_args(section, cfg.seed, output_dir)
+    args = _training_args(section, cfg.seed, output_dir, placement)
 
     if method == "sft":
         from trl import SFTConfig, SFTTrainer
 
         trainer = SFTTrainer(
             model=model, processing_class=tokenizer, train_dataset=_sft_dataset(section, ctx.root, counts),
-            args=SFTConfig(**args, dataset_text_field="text", packing=False),
+            args=single_device(SFTConfig(**args, dataset_text_field="text", packing=False)),
         )
     else:
         from trl import DPOConfig, DPOTrainer
 
         trainer = DPOTrainer(
             model=model, processing_class=tokenizer, train_dataset=_dpo_dataset(section, ctx.root, counts),
-            args=DPOConfig(**args, beta=section.beta),
+            args=single_device(DPOConfig(**args, beta=section.beta)),
         )
     stop_check = stop_on_signal(stop)
     trainer.add_callback(stop_check)
+    trainer.add_callback(save_every(section.save_every_minutes * 60))
     trainer.train(resume_from_checkpoint=_resume_from(output_dir))
     if stop_check.stopped_at is not None:
         stop.stop(f"checkpoint-{stop_check.stopped_at} in {output_dir}")
@@ -103,21 +112,54 @@ def _posttrain(cfg: Config, ctx: StageContext, stop: StopSignals) -> dict:
             **counts.metrics(method)}
 
 
-def _training_args(section: SFTSection | DPOSection, seed: int, output_dir: Path) -> dict[str, Any]:
-    """TrainingArguments shared by SFT and DPO; fp32 weights, bf16 autocast only on a bf16 GPU."""
-    import torch
-
-    gpu = torch.cuda.is_available()
+def _training_args(section: SFTSection | DPOSection, seed: int, output_dir: Path,
+                   placement: Placement) -> dict[str, Any]:
+    """TrainingArguments shared by SFT and DPO: fp32 weights; on CUDA bf16 autocast or TF32 matmuls as the
+    precision policy says (`runtime.device`), on CPU fp32. Checkpoints by time (`save_every`), and every
+    `save_steps` when set."""
+    cuda = placement.compute.device == "cuda"
     return dict(
         output_dir=str(output_dir), seed=seed, data_seed=seed,
         learning_rate=section.learning_rate, num_train_epochs=section.epochs,
         max_steps=section.max_steps or -1, per_device_train_batch_size=section.batch_size,
         max_length=section.max_length_tokens,
-        save_strategy="steps", save_steps=section.save_steps, save_total_limit=2,
-        logging_steps=1, report_to="none", disable_tqdm=False,
-        use_cpu=not gpu, bf16=gpu and torch.cuda.is_bf16_supported(),
+        **({"save_strategy": "steps", "save_steps": section.save_steps} if section.save_steps else
+           {"save_strategy": "no"}), save_total_limit=2, logging_steps=1, report_to="none", disable_tqdm=False,
+        use_cpu=not cuda, bf16=placement.autocast_bf16, tf32=(placement.compute.precision == "tf32") if cuda else None,
         activation_checkpointing=False, dataloader_num_workers=0,
     )
+
+
+def single_device(args: Any) -> Any:
+    """`args` restricted to one device: the Trainer wraps the model in `DataParallel` (and multiplies the
+    batch by the GPU count) whenever it sees several GPUs in one process; a posttrain job trains on one."""
+    args.device  # resolves the device and counts the visible GPUs (TrainingArguments._setup_devices)
+    args._n_gpu = min(args._n_gpu, 1)
+    return args
+
+
+def save_every(seconds: float) -> Any:
+    """A TrainerCallback that asks for a checkpoint at the first step end `seconds` after the last one
+    (or the start): checkpoints by wall clock, whatever a step costs."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class SaveEvery(TrainerCallback):
+        last = time.monotonic()
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            self.last = time.monotonic()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if time.monotonic() - self.last >= seconds:
+                control.should_save = True
+            return control
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            self.last = time.monotonic()
+
+    return SaveEvery()
 
 
 def _sft_dataset(section: SFTSection, root: Path, counts: SourceCounts):

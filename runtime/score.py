@@ -4,7 +4,8 @@ Generation and scoring are separate stages, so a new scorer rescores old texts a
 again: the scorer is in this stage's id and in nothing upstream. Reads `texts`: an `evaluate` folder
 (`source: generations`, its `generations.jsonl`) or an `attack` folder (`source: attack`, its
 `attacks.jsonl`). Every text goes through the shared score cache (`<root>/.cache/scores.sqlite`,
-`runtime.scoring.cache`, keyed by scorer id and text hash, committed chunk by chunk): a second spec over
+`runtime.scoring.cache`, keyed by scorer id, the device type and precision a model scorer ran in (`compute`)
+and text hash, committed chunk by chunk): a second spec over
 the same texts, another model that said the same thing, or a rerun after a kill pays only for texts not
 scored before, and a run with nothing to score never loads the scorer (nor needs its API key).
 
@@ -45,11 +46,12 @@ from pydantic import Field, model_validator
 from compiler.errors import StageError
 from compiler.schema.base import StrictModel
 from compiler.schema.evaluate import BootstrapSection
+from compiler.schema.precision import Compute, compute_field
 from compiler.schema.scoring import ScorerSpec
 from runtime.preempt import StopSignals, resumed
 from runtime.stage import StageContext, write_json
 
-VERSION = 2
+VERSION = 3
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 SCORE_CACHE = ".cache/scores.sqlite"
@@ -66,6 +68,7 @@ class Config(StrictModel):
     bootstrap: BootstrapSection
     judge: Literal["toxicity", "refusal", "both"] | None = Field(
         None, description="Attack success (source `attack` only): toxic, not refused, or both.")
+    compute: Compute = compute_field()
 
     @model_validator(mode="after")
     def _judge_with_attacks(self) -> "Config":
@@ -94,37 +97,39 @@ def read_rows(path: Path, required: Sequence[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def score_texts(spec: Any, texts: Sequence[str], root: Path,
-                stop: StopSignals | None = None) -> tuple[list[float], dict[str, float]]:
+def score_texts(spec: Any, texts: Sequence[str], root: Path, stop: StopSignals | None = None,
+                compute: Compute | None = None) -> tuple[list[float], dict[str, float]]:
     """Scores of `texts` through the shared cache, and the counts that say what they cost and how many
     texts were longer than the scorer reads at once. With `stop`: say how many texts the cache already
-    holds, and stop between chunks on a stop signal."""
-    scores, counts, _ = score_and_record(spec, texts, root, stop)
+    holds, and stop between chunks on a stop signal. A model scorer runs in `compute` (None: CPU fp32)."""
+    scores, counts, _ = score_and_record(spec, texts, root, stop, compute)
     return scores, counts
 
 
-def score_and_record(spec: Any, texts: Sequence[str], root: Path, stop: StopSignals | None = None
-                     ) -> tuple[list[float], dict[str, float], dict[str, Any]]:
+def score_and_record(spec: Any, texts: Sequence[str], root: Path, stop: StopSignals | None = None,
+                     compute: Compute | None = None) -> tuple[list[float], dict[str, float], dict[str, Any]]:
     """`score_texts` and the scorer's provenance (`runtime.scoring.record`: the stage's `scorer.json`)."""
     from tqdm.auto import tqdm
 
+    from runtime.device import place
     from runtime.scoring import LazyScorer, build_scorer
-    from runtime.scoring.cache import TextScoreCache, cached
+    from runtime.scoring.cache import TextScoreCache, cached, runs_a_model
     from runtime.scoring.record import long_text_counts, scorer_record
 
+    placement = place(compute or Compute(), "score") if runs_a_model(spec) else None  # what runs: the cache key
     scores: list[float] = []
     with TextScoreCache(root / SCORE_CACHE) as cache:
         def build() -> Any:
             """The scorer, its description stored before any of its scores is committed: a job killed after
             its last score still leaves the provenance a rerun answered from the cache reports."""
-            built = build_scorer(spec, root)
+            built = build_scorer(spec, root, placement)
             describe = getattr(built, "description", None)
             if describe is not None:
                 cache.put_description(scorer.scorer_id, describe())
             return built
 
         inner = LazyScorer(build)
-        scorer = cached(inner, spec, cache, root)
+        scorer = cached(inner, spec, cache, root, compute=placement.compute if placement else None)
         known = len(cache.get_many(scorer.scorer_id, texts)) if stop is not None else 0
         if known:
             resumed(stop.stage, f"{known} of {len(texts)} texts already scored (in {cache.path})")
@@ -195,7 +200,7 @@ def generation_metrics(rows: Sequence[dict[str, Any]], scores: Sequence[float], 
 
 def _scored(cfg: Config, ctx: StageContext, texts: list[str], stop: StopSignals) -> tuple[list[float], dict]:
     """Scores and counts of `texts`; the scorer's provenance goes to `scorer.json`."""
-    scores, counts, record = score_and_record(cfg.scorer, texts, ctx.root, stop)
+    scores, counts, record = score_and_record(cfg.scorer, texts, ctx.root, stop, cfg.compute)
     write_json(ctx.out / "scorer.json", record)
     return scores, counts
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from compiler.errors import StageError
+from runtime.device import require_resources
 from runtime.launch_worker import exit_if_orphaned
 from runtime.preempt import StopSignals, pause_point, stage_stops
 from runtime.stage_paths import stage_paths
@@ -131,6 +132,7 @@ def execute(envelope: dict[str, Any], module: Any, *, root: Path | None = None,
             f"VERSION {module.VERSION}: recompile the spec (snakemake does it on its next parse)"
         )
     cfg = validated_config(envelope, module)
+    require_resources(envelope.get("resources", {}), kind)  # GPUs asked for, no CUDA: fail (runtime.device)
     if root is None and "root" not in envelope:
         raise StageError(f"{stage_id}: no project root (run it as `python -m runtime {kind} --config <stage JSON>`)")
     paths = stage_paths(envelope, Path(envelope["root"]) if root is None else root)

@@ -30,11 +30,12 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from compiler.schema.base import NOT_IN_ID, StrictModel, same_as
+from compiler.schema.precision import Compute, compute_field
 from compiler.schema.spec import Spec
 from compiler.schema.steer import SteerSection
 from runtime.stage import StageContext
 
-VERSION = 2
+VERSION = 3
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 RESTART = "it reads the probe and writes one steered checkpoint, no training"
@@ -50,6 +51,7 @@ class Config(StrictModel):
     control_seed: int | None = Field(None, ge=0, description="Draw number of a control (0, 1, …).")
     seed: int | None = same_as(Spec, "seed", default=None, description="Run seed; only a control draws from it.")
     batch_size: int = Field(16, gt=0, json_schema_extra=NOT_IN_ID)
+    compute: Compute = compute_field()
 
     @model_validator(mode="after")
     def _control_is_seeded(self) -> "Config":
@@ -65,7 +67,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     from compiler.errors import StageError
     from runtime import iti
     from runtime.artifacts import load_causal_lm, load_tokenizer
-    from runtime.generate import device_for_run
+    from runtime.device import place
     from runtime.posttrain import save_model_folder
     from runtime.stage import write_json
 
@@ -73,7 +75,8 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     probe_dir, model_dir = ctx.input("probe"), ctx.input("model") / "model"
     probe = iti.load_probe_heads(probe_dir, cfg.direction)
     texts = validation_texts(probe_dir, ctx.input("activations"))
-    model = load_causal_lm(model_dir, dtype="auto").to(device_for_run()).eval()
+    placement = place(cfg.compute, "steer")
+    model = load_causal_lm(model_dir, dtype="auto").to(placement.device).eval()  # saved as stored: never cast
     tok = load_tokenizer(model_dir)
     try:
         intervention = iti.build_intervention(
@@ -84,7 +87,8 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     except ValueError as exc:
         raise StageError(f"steer {ctx.stage_id}: probe {probe_dir} does not fit {model_dir}: {exc}") from None
 
-    mechanistic = probe_direction_shift(model, tok, texts, intervention, probe, cfg.batch_size)
+    with placement.autocast():
+        mechanistic = probe_direction_shift(model, tok, texts, intervention, probe, cfg.batch_size)
     if cfg.positions == "all":
         iti.fold_into_o_proj(model, intervention)
     save_model_folder(model, model_dir, ctx.out / "model")

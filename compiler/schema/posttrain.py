@@ -35,7 +35,13 @@ class _TrainerSection(StrictModel):
     max_steps: int | None = Field(None, gt=0, description="Stop after this many steps; null = epochs.")
     batch_size: int = Field(8, gt=0, description="Examples per optimizer step.")
     max_length_tokens: int = Field(256, gt=0, description="Truncate examples to this length.")
-    save_steps: int = Field(50, gt=0, description="Checkpoint interval for resume.", json_schema_extra=NOT_IN_ID)
+    save_every_minutes: float = Field(
+        30.0, gt=0, description="Wall-clock minutes between resume checkpoints (a 1B model's checkpoint with "
+        "optimizer state is ~14 GB: a step count would save every few minutes on a GPU). A stop signal "
+        "always saves.", json_schema_extra=NOT_IN_ID)
+    save_steps: int | None = Field(
+        None, gt=0, description="Also checkpoint every this many steps; null = by time only (tests set it "
+        "to check resuming).", json_schema_extra=NOT_IN_ID)
 
 
 class SFTSection(_TrainerSection):

@@ -13,9 +13,10 @@ STAGE_KINDS = (
     "tokenizer", "tokenize", "mix", "pretrain", "activations", "probe", "steer", "posttrain",
     "evaluate", "attack", "score", "toy", "scorer_check", "report",
 )
-NO_GPU_KINDS = ("tokenize", "score", "scorer_check")
-"""Kinds whose unset section means `default` without GPUs (tokenizing is CPU work; scoring: an API client
-or a classifier that runs on CPU; a spec whose classifier wants a GPU says so in `resources.score`)."""
+NO_GPU_KINDS = ("tokenize", "probe", "score", "scorer_check")
+"""Kinds whose unset section means `default` without GPUs (tokenizing is CPU work; the probe's default
+`compiled` fit runs on CPU cores, a `batched` fit that wants a GPU says so in `resources.probe`; scoring: an
+API client or a classifier that runs on CPU; a spec whose classifier wants a GPU says so in `resources.score`)."""
 
 
 class StageResources(StrictModel):
@@ -23,7 +24,9 @@ class StageResources(StrictModel):
 
     threads: int = Field(1, gt=0, description="CPU threads (Snakemake `threads`).")
     mem_mb: int = Field(4000, gt=0, description="Memory, MB.")
-    gpus: int = Field(0, ge=0, description="GPUs per instance (pretrain runs torchrun with one process each).")
+    gpus: int = Field(0, ge=0, description="GPUs per instance (pretrain runs torchrun with one process each). "
+                      "A stage asking for GPUs fails where CUDA is missing (`MIXSTEER_ALLOW_CPU=1`: runs on CPU); "
+                      "a model stage's `compute` (in its id) is CUDA with `precision.cuda` when > 0, else CPU fp32.")
     nodes: int = Field(1, gt=0, description="Nodes (multi-node pretraining under SLURM).")
     processes_per_node: int | None = Field(
         None, gt=0, description="torchrun processes per node (pretrain); null = gpus, or 1 without GPUs."
@@ -53,7 +56,9 @@ class ResourcesSection(StrictModel):
     mix: StageResources | None = None
     pretrain: StageResources | None = None
     activations: StageResources | None = None
-    probe: StageResources | None = None
+    probe: StageResources | None = Field(
+        None, description="Probe fitting; unset = `default` with `gpus: 0` (only `implementation: batched` "
+        "uses a GPU, and only when this asks for one).")
     steer: StageResources | None = None
     posttrain: StageResources | None = None
     evaluate: StageResources | None = None

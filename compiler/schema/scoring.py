@@ -125,8 +125,6 @@ class ClassifierScorer(StrictModel):
                                 "(open-instruct's and Detoxify's rule); `max_windows` scores windows of "
                                 "`max_length_tokens` that overlap by half a window and cover the whole text, "
                                 "and takes the highest score (a toxic ending is not missed).")
-    gpu_precision: Literal["fp32", "fp16", "bf16"] = Field(
-        "bf16", description="Weights and activations on a GPU (CPU always fp32).")
     batch_size: int = Field(64, gt=0, description="Texts per forward pass (length-sorted).",
                             json_schema_extra=NOT_IN_ID)
 

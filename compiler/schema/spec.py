@@ -15,6 +15,7 @@ from .data import DataSection, TokenizerSection, BPETokenizer
 from .evaluate import EvaluateSection
 from .model import ModelSection
 from .posttrain import PosttrainSection
+from .precision import PrecisionSection
 from .pretrain import PretrainSection
 from .probe import ProbeSection
 from .report import ReportSection
@@ -55,4 +56,7 @@ class Spec(StrictModel):
         None, description="Agreement of scorers with Perspective's RTP scores and ToxiGen's human labels; null = none.")
     report: ReportSection = Field(default_factory=ReportSection, description='Report page settings.')
     resources: ResourcesSection = Field(default_factory=ResourcesSection, description='Scheduler requests per stage kind (never in ids).')
+    precision: PrecisionSection = Field(
+        default_factory=PrecisionSection, description="Number format of model stages on CUDA (CPU: fp32); with "
+        "`resources.<kind>.gpus` it decides each model stage's `compute`, which is in its id.")
     sweep: SweepSection = Field(default_factory=SweepSection, description='Grid and zip axes over dotted spec paths.')

@@ -83,6 +83,14 @@ class Config(StrictModel):
     min_attribute_examples: int = same_as(ProbeSection, "min_attribute_examples", keep_default=True)
 
 
+def fit_device(resources: dict) -> str:
+    """Where the `batched` fit runs: on the GPU only when the stage asked for one (the default `compiled`
+    path and `sklearn` never use one), never on a GPU it happens to see."""
+    from runtime.device import cuda_available
+
+    return "cuda" if int(resources.get("gpus", 0) or 0) > 0 and cuda_available() else "cpu"
+
+
 def run(cfg: Config, ctx: StageContext) -> dict:
     import numpy as np
     import torch
@@ -105,7 +113,8 @@ def run(cfg: Config, ctx: StageContext) -> dict:
                          f"{len(val)} validation rows)")
     li2023 = cfg.recipe == "li2023"
     fit_kw = dict(standardize=not li2023, l2_penalty=cfg.l2_penalty, max_iterations=cfg.max_iterations,
-                  tolerance=cfg.gradient_tolerance, implementation=cfg.implementation, seed=cfg.split_seed)
+                  tolerance=cfg.gradient_tolerance, implementation=cfg.implementation, seed=cfg.split_seed,
+                  device=fit_device(ctx.resources))
     head_x = heads.reshape(n, n_layers * n_heads, head_dim)
     head_fit = fit_probes(head_x, y, train, val, **fit_kw)
     resid_fit = fit_probes(resid, y, train, val, **fit_kw)

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from compiler.errors import StageError
 from compiler.schema.scoring import (ClassifierScorer, DetoxifyScorer, LexiconScorer, OfflineScorer,
                                      PerspectiveScorer)
+
+if TYPE_CHECKING:
+    from runtime.device import Placement
 
 
 class Scorer(Protocol):
@@ -66,7 +69,7 @@ class OfflineProfanityScorer:
 class DetoxifyLocalScorer:
     """Detoxify's `toxicity` head from a local checkpoint (no hub download)."""
 
-    def __init__(self, checkpoint: Path, variant: str, batch_size: int = 64) -> None:
+    def __init__(self, checkpoint: Path, variant: str, device: str = "cpu", batch_size: int = 64) -> None:
         if not checkpoint.is_file():
             raise StageError(f"Detoxify checkpoint {checkpoint} does not exist (scorer.checkpoint_path)")
         try:
@@ -76,9 +79,6 @@ class DetoxifyLocalScorer:
                 "scorer kind `detoxify` needs the `detoxify` package, which mixsteer does not install: "
                 "`pip install detoxify`, or use scorer kind `classifier` / `offline` / `perspective`"
             ) from None
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
         self._model = Detoxify(variant, checkpoint=str(checkpoint), device=device)
         self._batch_size = batch_size
         self._variant = variant
@@ -129,8 +129,9 @@ def _at_root(path: str, root: Path) -> Path:
 
 
 def build_scorer(spec: OfflineScorer | LexiconScorer | DetoxifyScorer | PerspectiveScorer | ClassifierScorer,
-                 root: Path) -> Scorer:
-    """The scorer a spec names; relative paths are relative to the project `root`."""
+                 root: Path, placement: Placement | None = None) -> Scorer:
+    """The scorer a spec names; relative paths are relative to the project `root`. Model scorers run in
+    `placement` (`runtime.device.place`; None = CPU fp32)."""
     if isinstance(spec, OfflineScorer):
         return OfflineProfanityScorer()
     if isinstance(spec, LexiconScorer):
@@ -140,9 +141,10 @@ def build_scorer(spec: OfflineScorer | LexiconScorer | DetoxifyScorer | Perspect
     if isinstance(spec, ClassifierScorer):
         from runtime.scoring.classifier import HFClassifierScorer
 
-        return HFClassifierScorer(spec, root)
+        return HFClassifierScorer(spec, root, placement)
     if isinstance(spec, DetoxifyScorer):
-        return DetoxifyLocalScorer(_at_root(spec.checkpoint_path, root), spec.variant)
+        return DetoxifyLocalScorer(_at_root(spec.checkpoint_path, root), spec.variant,
+                                   "cpu" if placement is None else placement.compute.device)
     if isinstance(spec, PerspectiveScorer):
         from runtime.scoring.perspective import perspective_scorer
 

@@ -30,6 +30,8 @@ from compiler.checks import local_paths
 from compiler.errors import StageError
 from compiler.fingerprint import fingerprint, local_exists
 from compiler.schema.base import StrictModel
+from compiler.schema.precision import Compute
+from compiler.schema.scoring import ClassifierScorer, DetoxifyScorer
 from runtime.scoring.sqlite_cache import DamagedCache, SqliteCacheFile, row_check
 
 BUSY_TIMEOUT_S = 600.0
@@ -45,12 +47,21 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def scorer_id(spec: StrictModel, root: Path | None = None) -> str:
+def runs_a_model(spec: StrictModel) -> bool:
+    """Does this scorer compute with a model whose scores depend on device and dtype (`runtime.device`)?"""
+    return isinstance(spec, (ClassifierScorer, DetoxifyScorer))
+
+
+def scorer_id(spec: StrictModel, root: Path | None = None, compute: Compute | None = None) -> str:
     """sha256 of the spec's id JSON without its display name; with `root`, also of the local files it
-    names (by content)."""
+    names (by content); for a scorer that runs a model, also of the device type and precision it ran in
+    (`compute`, None = CPU fp32, where every model scorer runs unless placed elsewhere), so CPU-fp32 and
+    GPU-bf16 scores never share a key."""
     if getattr(spec, "name", None) is not None:
         spec = spec.model_validate({**spec.model_dump(), "name": None})
     parts = [spec.id_json()]
+    if runs_a_model(spec):
+        parts.append(f"compute={(compute or Compute()).label}")
     if root is not None:
         for path in sorted(local_paths(spec)):
             full = root / path
@@ -213,7 +224,7 @@ def _checked(scores: Iterable[float], expected: int) -> list[float]:
 
 
 def cached(scorer: Any, spec: StrictModel, cache: TextScoreCache, root: Path | None = None,
-           chunk_size: int = STORE_CHUNK) -> CachedScorer:
-    """`scorer` behind `cache`, keyed by `scorer_id(spec, root)` (pass the project `root` so that local
-    checkpoints are keyed by content)."""
-    return CachedScorer(scorer, scorer_id(spec, root), cache, chunk_size)
+           chunk_size: int = STORE_CHUNK, compute: Compute | None = None) -> CachedScorer:
+    """`scorer` behind `cache`, keyed by `scorer_id(spec, root, compute)` (pass the project `root` so that
+    local checkpoints are keyed by content, and the `compute` the scorer runs in)."""
+    return CachedScorer(scorer, scorer_id(spec, root, compute), cache, chunk_size)

@@ -5,7 +5,8 @@ pinned `revision`. The toxic label(s) are found by name in the model's `config.i
 probabilities (sigmoid for multi-label models, softmax otherwise, or as the spec says) are combined by
 max or by sum (capped at 1). Texts are scored in length-sorted batches (little padding: several times
 the throughput of one text at a time, see bench/score_throughput.py) and returned in input order.
-fp32 on CPU, `gpu_precision` on CUDA.
+Device and dtype come from the score stage's `compute` (`runtime.device`: the spec's `precision` on
+CUDA, fp32 on CPU); they are in the score cache key (`runtime.scoring.cache.scorer_id`).
 
 Texts longer than the window (`max_length_tokens`, else the model's maximum, special tokens included)
 follow `long_texts`: `truncate` scores the first window (what open-instruct and Detoxify do);
@@ -16,31 +17,34 @@ highest score. `long_texts(texts)` flags them; the score stage counts them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from compiler.errors import StageError
+from compiler.schema.precision import Compute
 from compiler.schema.scoring import ClassifierScorer
+
+if TYPE_CHECKING:
+    from runtime.device import Placement
 
 UNBOUNDED_MAX_LENGTH = 1_000_000
 """Tokenizers without a known limit report ~1e30 as `model_max_length`; anything above this is 'unset'."""
 OFFSET_POSITION_MODELS = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xmod"}
 """Architectures whose position ids start after `pad_token_id`: usable length = positions - pad - 1."""
-GPU_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 class HFClassifierScorer:
     """`score(texts)` → the toxic probability of each text in [0, 1]; `long_texts(texts)` says which texts are
     longer than the window (`max_length`), scored by the spec's `long_texts` rule."""
 
-    def __init__(self, spec: ClassifierScorer, root: Path, device: str | None = None,
+    def __init__(self, spec: ClassifierScorer, root: Path, placement: Placement | None = None,
                  progress: bool = True) -> None:
-        import torch
+        from runtime.device import Placement
 
+        placement = placement or Placement(Compute())
         self.spec = spec
         self.progress = progress
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = getattr(torch, GPU_DTYPES[spec.gpu_precision]) if self.device.type == "cuda" else torch.float32
-        self.tokenizer, self.model = _load(spec, root, dtype)
+        self.device = placement.device
+        self.tokenizer, self.model = _load(spec, root, placement.dtype)
         self.model.to(self.device).eval()
         config = self.model.config
         self.toxic_columns = toxic_columns(config.id2label, spec.toxic_labels, _describe(spec))
