@@ -100,10 +100,11 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
-    from . import conclusions, html, main_table, paired, plots, probes, provenance, text_agreement
+    from . import conclusions, html, main_table, paired, plots, pooled, probes, provenance, text_agreement
     from .auc import scorers_label_auc
     from runtime.results.formatting import write_markdown
     from .table import build_table, group_over_seeds, merge_rows, scored, scorer_labels
+    from runtime.results.compare import Boot
 
     boot = dict(resamples=cfg.bootstrap.resamples, seed=cfg.bootstrap.seed, level=cfg.bootstrap.level)
     specs = cfg.scorer_specs()
@@ -124,10 +125,13 @@ def run(cfg: Config, ctx: StageContext) -> dict:
         write_markdown(*main[:2], ctx.out / "main_table.md", notes=main[2])
 
     comparisons = paired.compare(ctx, cfg.runs, scorers=scorers, threshold=cfg.toxic_threshold, **boot)
+    pooled_pairs = pooled.pool(comparisons, paired.ItemUnits(ctx, cfg.toxic_threshold, scorers).pair, Boot(**boot))
     shown_pairs = None
     if not comparisons.empty:
         comparisons.to_csv(ctx.out / "paired.csv", index=False)
-        shown_pairs = paired.shown_table(comparisons)
+        if not pooled_pairs.empty:
+            pooled_pairs.to_csv(ctx.out / "paired_seeds.csv", index=False)
+        shown_pairs = paired.shown_table(comparisons, pooled_pairs)
         write_markdown(*shown_pairs[:2], ctx.out / "paired.md", notes=shown_pairs[2])
 
     conclusions_section = conclusions.section(ctx, cfg.runs, comparisons, scorers=scorers,
@@ -171,6 +175,9 @@ def run(cfg: Config, ctx: StageContext) -> dict:
            "n_paired": int(comparisons["evaluate_id"].nunique()) if not comparisons.empty else 0,
            "n_paired_differences_excluding_zero":
                int(comparisons["excludes_zero"].sum()) if not comparisons.empty else 0,
+           "n_pooled_differences": len(pooled_pairs),
+           "n_pooled_differences_excluding_zero":
+               int(pooled_pairs["excludes_zero"].sum()) if not pooled_pairs.empty else 0,
            **probes.significance_metrics(tests), **(conclusions_section or {}).get("metrics", {})}
     primary = aucs[0]["label"] if aucs else None
     for auc in aucs:

@@ -11,6 +11,10 @@ prompt set), all paired over the same prompts (`runtime.report.paired.difference
   and other axes (every base model is evaluated on the same prompt sets);
 - every detoxified variant minus its run's base model (the toxicity rows of `paired.compare`).
 
+When the spec sweeps seeds, each comparison measured under two or more seeds also gets a row pooled over
+them (`runtime.report.pooled`: mean of the per-seed differences, seeds then prompts resampled), and the
+section's headline count (`n_conclusions_holding_under_all_scorers`) is taken on those pooled rows.
+
 Writes `conclusions.csv` (tidy: one row per comparison, measure and scorer, with the comparison's verdict
 repeated on each) and `conclusions.md`; with one scorer, `conclusions.md` says there is nothing to check.
 """
@@ -25,7 +29,10 @@ import numpy as np
 from runtime.stage import StageContext
 
 from runtime.results.formatting import interval, missing, write_markdown
-from .paired import MARK, comparison_label, common_measures, difference, toxicity_units
+from runtime.results.compare import Boot
+
+from .paired import MARK, comparison_label, common_measures, difference, seed_cell, toxicity_units
+from .pooled import pool
 from .table import merge_rows, scorer_of, short_axis_names
 
 SHARE_AXIS = "data.toxic_share"
@@ -37,6 +44,8 @@ SETTINGS = ("toxic_share", "reference_toxic_share", "seed", "variant", "alpha", 
 IDS = ("evaluate_id", "reference_evaluate_id", "score_id", "reference_score_id")
 RESULT = ("measure", "scorer", "difference", "ci_low", "ci_high", "excludes_zero", "n_units",
           "holds_under_all_scorers", "verdict")
+POOLED = ("n_seeds", "seeds", "sd")
+"""Columns of a comparison pooled over seeds (`runtime.report.pooled`), absent from per-seed rows."""
 SHOWN_IF_VARYING = ("positions", "top_k_heads")
 """Settings the comparison label does not name: a column of the shown table where they vary (as sweep axes do)."""
 
@@ -97,11 +106,29 @@ def variant_comparisons(paired) -> list[dict[str, Any]]:
     return out
 
 
+def pooled_comparisons(ctx: StageContext, records: list[dict[str, Any]], threshold: float,
+                       boot: Boot) -> list[dict[str, Any]]:
+    """Records of every comparison measured under two or more seeds, pooled over them (`runtime.report.pooled`)."""
+    import pandas as pd
+
+    cache: dict[str, dict] = {}
+
+    def units(sid: str) -> dict:
+        if sid not in cache:
+            cache[sid] = toxicity_units(ctx.input(sid) / "scores.jsonl", threshold)
+        return cache[sid]
+
+    df = pd.DataFrame.from_records(records)
+    out = pool(df, lambda r: (units(r["score_id"])[r["measure"]], units(r["reference_score_id"])[r["measure"]]), boot)
+    return [{k: v for k, v in r.items() if not missing(v)} for r in out.to_dict("records")]
+
+
 def verdict(results: dict[str, tuple[float, float, float]], scorers: list[str]) -> tuple[bool, str]:
     """(holds, text) of one comparison: `results[label]` = (difference, ci_low, ci_high). It holds when
     every scorer's difference has the headline scorer's sign and every interval excludes 0; otherwise the
     text names each scorer that disagrees in sign (with a headline difference of exactly 0 there is no
-    sign to disagree with), is inconclusive, or was not measured."""
+    sign to disagree with, and a difference of exactly 0 only counts as inconclusive), is inconclusive, or
+    was not measured."""
     head = results.get(scorers[0])
     problems = []
     for label in scorers:
@@ -110,7 +137,8 @@ def verdict(results: dict[str, tuple[float, float, float]], scorers: list[str]) 
             continue
         diff, low, high = results[label]
         issues = []
-        if head is not None and label != scorers[0] and np.sign(head[0]) != 0 and np.sign(diff) != np.sign(head[0]):
+        signs = (np.sign(head[0]), np.sign(diff)) if head is not None and label != scorers[0] else (0, 0)
+        if 0 not in signs and signs[0] != signs[1]:
             issues.append("disagrees (sign)")
         if math.isnan(low) or math.isnan(high):
             issues.append("inconclusive (no interval)")
@@ -143,13 +171,13 @@ def build(records: list[dict[str, Any]], scorers: list[str]):
         measures.index(df["measure"].iat[i]), scorers.index(df["scorer"].iat[i])))
     df = df.iloc[order].reset_index(drop=True)
     lead = ["kind", "comparison", *(c for c in SETTINGS if c in df)]
-    axes = [c for c in df.columns if c not in (*lead, *RESULT, *IDS, "label")]
-    return df[lead + axes + list(RESULT) + [c for c in IDS if c in df]]
+    axes = [c for c in df.columns if c not in (*lead, *RESULT, *POOLED, *IDS, "label")]
+    return df[lead + axes + list(RESULT) + [c for c in (*POOLED, *IDS) if c in df]]
 
 
 def shown_table(df, scorers: list[str], level: float) -> tuple[list[str], list[list[str]], list[str]]:
     """One row per comparison and measure, one `Δ` column per scorer, then the verdict."""
-    named = ("kind", "comparison", *SETTINGS, *RESULT, *IDS)
+    named = ("kind", "comparison", *SETTINGS, *RESULT, *POOLED, *IDS)
     varying = [c for c in df.columns if (c not in named or c in SHOWN_IF_VARYING) and df[c].nunique(dropna=True) > 1]
     headers = ["comparison", "toxic share", "seed", *(c.replace("_", " ") for c in varying), "measure",
                *(f"Δ {label}" for label in scorers), "holds under all scorers"]
@@ -160,7 +188,7 @@ def shown_table(df, scorers: list[str], level: float) -> tuple[list[str], list[l
         cells = ["—" if (r := by_scorer.get(label)) is None else interval(r["difference"], r["ci_low"], r["ci_high"])
                  + (f" {MARK}" if r["excludes_zero"] else "") for label in scorers]
         body.append([first["comparison"], _share(first["toxic_share"]),
-                     "" if missing(first.get("seed")) else f"{first['seed']:g}",
+                     seed_cell(first),
                      *("" if missing(first.get(c)) else str(first[c]) for c in varying),
                      measure_name(first["measure"]), *cells, first["verdict"]])
     notes = [f"Each headline difference under each scorer ({scorers[0]} is the headline scorer), with its "
@@ -170,7 +198,10 @@ def shown_table(df, scorers: list[str], level: float) -> tuple[list[str], list[l
              "run's base model.",
              f"Holds under all scorers: every scorer's difference has the sign of {scorers[0]}'s and every interval "
              "excludes 0; otherwise the scorers that disagree in sign or are inconclusive (interval spans 0) are "
-             "named."]
+             "named.",
+             *(["Pooled rows (seed column `pooled (…)`): the mean of the per-seed differences; the interval resamples "
+                "the seeds, then the prompts within each drawn seed; the headline verdicts are these."]
+               if "n_seeds" in df else [])]
     return headers, body, notes
 
 
@@ -195,6 +226,7 @@ def section(ctx: StageContext, runs: list[dict[str, Any]], paired, *, scorers: l
         return {"table": None, "message": f"{ONE_SCORER} ({scorers[0]}).", "metrics": {}}
     records = share_comparisons(ctx, runs, scorers=scorers, threshold=threshold, resamples=resamples, seed=seed,
                                 level=level) + variant_comparisons(paired)
+    records += pooled_comparisons(ctx, records, threshold, Boot(resamples, seed, level))
     df = build(records, scorers)
     if df.empty:
         message = "No comparison: no two base models of different shares and no variant with its base model."
@@ -204,6 +236,8 @@ def section(ctx: StageContext, runs: list[dict[str, Any]], paired, *, scorers: l
     shown = shown_table(df, scorers, level)
     write_markdown(*shown[:2], out / "conclusions.md", notes=shown[2])
     verdicts = df.drop_duplicates(["evaluate_id", "reference_evaluate_id", "measure"])
+    if "n_seeds" in verdicts:   # the headline is the pooled verdict where the spec sweeps seeds
+        verdicts = verdicts[verdicts["n_seeds"].notna()]
     return {"table": shown, "message": None,
             "metrics": {"n_conclusions": len(verdicts),
                         "n_conclusions_holding_under_all_scorers": int(verdicts["holds_under_all_scorers"].sum())}}

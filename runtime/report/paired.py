@@ -74,6 +74,28 @@ def comparison_pairs(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], d
     return out
 
 
+class ItemUnits:
+    """Per-item units of the report's input folders, each folder read once: an evaluate folder's measures,
+    or a score folder's under a scorer label (named as `score_units` names them)."""
+
+    def __init__(self, ctx: StageContext, threshold: float, scorers: list[str]) -> None:
+        self.ctx, self.threshold, self.scorers = ctx, threshold, list(scorers)
+        self._cache: dict[tuple[str, str | None], dict[str, Units]] = {}
+
+    def __call__(self, sid: str, label: str | None = None) -> dict[str, Units]:
+        if (sid, label) not in self._cache:
+            folder = self.ctx.input(sid)
+            self._cache[sid, label] = evaluate_units(folder) if label is None else \
+                score_units(folder, self.threshold, label, self.scorers)
+        return self._cache[sid, label]
+
+    def pair(self, row) -> tuple[Units, Units]:
+        """(model's, base's) units of one row of `compare`'s table."""
+        label = None if missing(row.get("scorer")) else row["scorer"]
+        ours, theirs = ("evaluate_id", "reference_evaluate_id") if label is None else ("score_id", "reference_score_id")
+        return self(row[ours], label)[row["measure"]], self(row[theirs], label)[row["measure"]]
+
+
 def compare(ctx: StageContext, runs: list[dict[str, Any]], *, scorers: list[str], threshold: float,
             resamples: int, seed: int, level: float):
     """Long table: one row per (pair, measure) with the difference model − base and its paired interval.
@@ -84,15 +106,7 @@ def compare(ctx: StageContext, runs: list[dict[str, Any]], *, scorers: list[str]
 
     scorers = list(scorers)
     short = short_axis_names(runs)
-    cache: dict[tuple, dict[str, Units]] = {}
-
-    def units(sid: str, label: str | None = None) -> dict[str, Units]:
-        if (sid, label) not in cache:
-            folder = ctx.input(sid)
-            cache[sid, label] = evaluate_units(folder) if label is None else \
-                score_units(folder, threshold, label, scorers)
-        return cache[sid, label]
-
+    units = ItemUnits(ctx, threshold, scorers)
     records = []
     for row, ref in comparison_pairs(runs):
         iti = is_iti(row["variant"])
@@ -134,15 +148,26 @@ def comparison_label(row) -> str:
     return f"{name}{alpha}{draw} − base"
 
 
-def shown_table(paired) -> tuple[list[str], list[list[str]], list[str]]:
-    """Wide view: one row per pair, one `Δ measure` column per measure; a marked cell excludes 0."""
+def seed_cell(row) -> str:
+    """The seed column: the seed, or `pooled (0, 1)` for a row pooled over seeds (`runtime.report.pooled`)."""
+    if not missing(row.get("n_seeds")):
+        return f"pooled ({row['seeds']})"
+    return "" if missing(row.get("seed")) else f"{row['seed']:g}"
+
+
+def shown_table(paired, pooled=None) -> tuple[list[str], list[list[str]], list[str]]:
+    """Wide view: one row per pair, one `Δ measure` column per measure; a marked cell excludes 0. Rows
+    pooled over seeds (`pooled`, when the spec sweeps seeds) follow the per-seed rows."""
+    import pandas as pd
+
+    both = paired if pooled is None or pooled.empty else pd.concat([paired, pooled], ignore_index=True)
     measures = list(dict.fromkeys(zip(paired["measure"], paired["label"])))
-    group_cols = [c for c in paired.columns if c in ("toxic_share", "seed", "evaluate_id", "reference_evaluate_id")]
+    group_cols = [c for c in both.columns if c in ("toxic_share", "seed", "evaluate_id", "reference_evaluate_id")]
     varying = [c for c in ("positions", "top_k_heads") if c in paired and paired[c].nunique(dropna=True) > 1]
     headers = ["toxic share", "seed", "comparison", *(c.replace("_", " ") for c in varying),
                *(f"Δ {label}" for _, label in measures)]
     body = []
-    for _, part in paired.groupby(group_cols, dropna=False, sort=False):
+    for _, part in both.groupby(group_cols, dropna=False, sort=False):
         first = part.iloc[0]
         by_measure = {r["measure"]: r for _, r in part.iterrows()}
         cells = []
@@ -151,9 +176,13 @@ def shown_table(paired) -> tuple[list[str], list[list[str]], list[str]]:
             cells.append("—" if r is None else interval(r["difference"], r["ci_low"], r["ci_high"])
                          + (f" {MARK}" if r["excludes_zero"] else ""))
         body.append(["" if missing(first["toxic_share"]) else f"{100 * first['toxic_share']:g} %",
-                     "" if missing(first["seed"]) else f"{first['seed']:g}", comparison_label(first),
+                     seed_cell(first), comparison_label(first),
                      *("" if missing(first[c]) else str(first[c]) for c in varying), *cells])
     note = (f"Difference model − base of the same run on the same items, with its paired bootstrap interval "
             f"(the item indices resampled once for both models). {MARK}: the interval excludes 0. "
             f"Negative toxicity and positive accuracy differences favour the model; positive CE costs capability.")
-    return headers, body, [note]
+    notes = [note]
+    if pooled is not None and not pooled.empty:
+        notes.append("Pooled rows: the mean of the per-seed differences; the interval resamples the seeds, then the "
+                     "items within each drawn seed (the same indices for both models).")
+    return headers, body, notes

@@ -20,13 +20,13 @@ from tests.stages.test_report import (ALPHAS, DRAWS, PRIMARY, SECOND, SETS, SHAR
 RESAMPLES = 500
 
 
-def _two_scorer_sections(tmp: Path, flip_second: bool = False):
+def _two_scorer_sections(tmp: Path, flip_second: bool = False, seeds=(0,)):
     """One seed, no attack, every generation scored by PRIMARY and SECOND; the two sections as the report
     stage computes them (its page and wiring: `test_report`'s two-scorer report). `flip_second`: SECOND's
     scores replaced by 1 − score (it then ranks every text the other way round)."""
     from compiler.schema.evaluate import BootstrapSection
 
-    runs, inputs, _ = make_inputs(tmp / "results", shift=0.1, seeds=(0,), attack=False, scorers=(PRIMARY, SECOND))
+    runs, inputs, _ = make_inputs(tmp / "results", shift=0.1, seeds=seeds, attack=False, scorers=(PRIMARY, SECOND))
     if flip_second:
         for sid, folder in inputs.items():
             if sid.startswith(f"score-{SECOND}-"):
@@ -40,7 +40,7 @@ def _two_scorer_sections(tmp: Path, flip_second: bool = False):
     found = conclusions.section(ctx, runs, compared, scorers=scorers, threshold=THRESHOLD, out=ctx.out,
                                 **boot.model_dump())
     text_agreement.section(ctx, runs, scorers=scorers, threshold=THRESHOLD, boot=boot, out=ctx.out)
-    return ctx, runs, found["metrics"]
+    return ctx, runs, found["metrics"] | {"compared": compared}
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +51,11 @@ def two_scorers(tmp_path_factory):
 @pytest.fixture(scope="module")
 def flipped(tmp_path_factory):
     return _two_scorer_sections(tmp_path_factory.mktemp("flipped"), flip_second=True)
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory):
+    return _two_scorer_sections(tmp_path_factory.mktemp("two_seeds"), seeds=(0, 1))
 
 
 def _scores(folder: Path) -> list[dict]:
@@ -237,3 +242,77 @@ def test_many_texts_are_measured_on_a_seeded_sample(tmp_path, monkeypatch):
     assert first == text_agreement.measure(ctx, runs, [PRIMARY, SECOND], THRESHOLD, boot)   # seeded
     shown = text_agreement.shown_table(first, boot.level)
     assert {row[2] for row in shown[1]} == {"25 of 60"}
+
+
+# --- pooled over seeds -------------------------------------------------------------------------------------
+
+def _two_stage(per_seed: list[tuple[np.ndarray, np.ndarray]], measure: str, draws: int = 4000) -> tuple[float, float]:
+    """The documented two-stage bootstrap written out: draw the seeds with replacement, then each drawn seed's
+    prompts (the same indices for both models); the mean over drawn seeds of the per-seed difference."""
+    rng = np.random.default_rng(11)
+    out = []
+    for _ in range(draws):
+        total = 0.0
+        for s in rng.integers(0, len(per_seed), len(per_seed)):
+            a, b = per_seed[s]
+            i = rng.integers(0, len(a), len(a))
+            total += _measure(a[i], measure) - _measure(b[i], measure)
+        out.append(total / len(per_seed))
+    return tuple(np.quantile(out, [0.025, 0.975]))
+
+
+def test_with_two_seeds_each_conclusion_is_pooled_over_them_and_its_verdict_is_the_headline(two_seeds):
+    ctx, runs, metrics = two_seeds
+    rows = read_csv(ctx.out / "conclusions.csv")
+    pooled = [r for r in rows if r["n_seeds"]]
+    per_seed = [r for r in rows if not r["n_seeds"]]
+    assert len(pooled) * 2 == len(per_seed) and {r["seeds"] for r in pooled} == {"0, 1"}
+    assert metrics["n_conclusions"] == len(pooled) // 2                          # two scorers per comparison
+    assert metrics["n_conclusions_holding_under_all_scorers"] == sum(r["verdict"] == "yes" for r in pooled) // 2
+    checked = 0
+    for r in pooled:
+        seeds = [s for s in per_seed if all(s[k] == r[k] for k in ("comparison", "measure", "scorer", "kind", "toxic_share"))]
+        assert sorted(float(s["seed"]) for s in seeds) == [0.0, 1.0], r["comparison"]
+        assert r["score_id"] == ";".join(s["score_id"] for s in seeds)
+        name = r["measure"].split("_")[0]
+        files = [tuple(_prompt_maxima(ctx.input(s[k]), name) for k in ("score_id", "reference_score_id"))
+                 for s in seeds]
+        each = [_measure(a, r["measure"]) - _measure(b, r["measure"]) for a, b in files]
+        assert float(r["difference"]) == pytest.approx(np.mean(each), abs=1e-12)
+        assert float(r["sd"]) == pytest.approx(np.std(each, ddof=1), abs=1e-12)
+        if r["comparison"] in ("base 25 % − base 0 %", "DPO − base") and r["scorer"] == PRIMARY:
+            low, high = _two_stage(files, r["measure"])
+            step = 1 / len(files[0][0]) if r["measure"].endswith("_toxicity_probability") else 0   # a share moves by 1/n
+            assert (float(r["ci_low"]), float(r["ci_high"])) == pytest.approx((low, high), abs=max(0.02, step))
+            checked += 1
+    assert checked == (1 + len(SHARES)) * len(SETS) * 2                  # the share pair, DPO at each share; 2 measures
+    md = (ctx.out / "conclusions.md").read_text()
+    assert "| pooled (0, 1) |" in md and "the headline verdicts are these" in md
+
+
+def test_the_paired_table_shows_the_pooled_rows_after_the_per_seed_ones(two_seeds):
+    from runtime.report import pooled
+    from runtime.results.compare import Boot
+
+    ctx, runs, metrics = two_seeds
+    compared = metrics["compared"]
+    pooled_rows = pooled.pool(compared, paired.ItemUnits(ctx, THRESHOLD, [PRIMARY, SECOND]).pair, Boot(resamples=200))
+    assert len(pooled_rows) * 2 == len(compared)
+    for _, r in pooled_rows.iterrows():
+        per_seed = compared[(compared["measure"] == r["measure"]) & (compared["variant"] == r["variant"])
+                            & (compared["toxic_share"] == r["toxic_share"])
+                            & (compared["scorer"].fillna("") == ("" if pd_missing(r["scorer"]) else r["scorer"]))
+                            & (compared["alpha"].fillna(-1) == (-1 if pd_missing(r["alpha"]) else r["alpha"]))
+                            & (compared["control_seed"].fillna(-1)
+                               == (-1 if pd_missing(r["control_seed"]) else r["control_seed"]))]
+        assert sorted(per_seed["seed"]) == [0, 1]
+        assert r["difference"] == pytest.approx(per_seed["difference"].mean(), abs=1e-12)
+    headers, body, notes = paired.shown_table(compared, pooled_rows)
+    seeds = [row[headers.index("seed")] for row in body]
+    first_pooled = seeds.index("pooled (0, 1)")
+    assert set(seeds[:first_pooled]) == {"0", "1"} and set(seeds[first_pooled:]) == {"pooled (0, 1)"}
+    assert any("resamples the seeds" in n for n in notes)
+
+
+def pd_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
