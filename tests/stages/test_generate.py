@@ -8,6 +8,7 @@ from scipy.stats import chisquare
 from transformers import (LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper)
 
 from compiler.errors import StageError
+from runtime import iti
 from runtime.generate import (Sampling, batch_bytes, draw, load_model, plan_batches, row_seed,
                               sample_continuations, uniforms)
 
@@ -19,6 +20,20 @@ MASK64 = (1 << 64) - 1
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
     return load_model(tiny_model_dir / "model", torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def last_steered(tiny_model_dir):
+    """The tiny model with ITI `last` hooks on three random heads (shift the last position of each call)."""
+    model, tok = load_model(tiny_model_dir / "model", torch.device("cpu"))
+    cfg = model.config
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    gen = torch.Generator().manual_seed(0)
+    heads = [{"layer": layer, "head": head, "direction": torch.randn(head_dim, generator=gen).tolist(),
+              "std": 1.0, "alpha": 8.0} for layer, head in ((0, 0), (0, 1), (cfg.num_hidden_layers - 1, 0))]
+    iti.add_last_position_hooks(model, {"n_layers": cfg.num_hidden_layers, "n_heads": cfg.num_attention_heads,
+                                        "head_dim": head_dim, "heads": heads, "positions": "last"})
+    return model, tok
 
 
 def _splitmix64(seed: int, k: int) -> float:
@@ -68,10 +83,12 @@ class _CounterDraws(LogitsProcessor):
         return torch.full_like(scores, float("-inf")).scatter_(-1, token.unsqueeze(-1), 0.0)
 
 
-def test_shared_prefill_equals_generate_on_expanded_rows(tiny):
+@pytest.mark.parametrize("which", ["tiny", "last_steered"])
+def test_shared_prefill_equals_generate_on_expanded_rows(which, request):
     """One prefill per prompt, cache repeated to the samples: token for token what HF `generate` gives when
-    every (prompt, sample) row is prefilled on its own, with the same draws (fp32, CPU)."""
-    model, tok = tiny
+    every (prompt, sample) row is prefilled on its own, with the same draws (fp32, CPU); also with ITI's
+    last-position hooks (prompt's last token and each new token shifted)."""
+    model, tok = request.getfixturevalue(which)
     s = Sampling(samples_per_prompt=3, max_new_tokens=8, temperature=1.0, top_p=0.9, batch_size=8, seed=0)
     ours = sample_continuations(model, tok, PROMPTS, KEYS, s, prefix="Be kind. ")
     enc = tok(["Be kind. " + p for p in PROMPTS], return_tensors="pt", padding=True, add_special_tokens=False)
