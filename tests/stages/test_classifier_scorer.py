@@ -89,7 +89,7 @@ def multi_label(tmp_path_factory) -> Path:
 
 def scorer(folder: Path, **fields) -> HFClassifierScorer:
     spec = ClassifierScorer(path=folder.name, **{"toxic_labels": ["toxic"], **fields})
-    return HFClassifierScorer(spec, folder.parent, device="cpu", progress=False)
+    return HFClassifierScorer(spec, folder.parent, progress=False)   # default placement: CPU fp32
 
 
 def test_single_label_softmax_matches_the_logits(single_label):

@@ -144,3 +144,42 @@ def test_dpo_changes_every_weight_and_widens_the_margin(tmp_path, tiny_model_dir
     assert metrics["reward_margin_last"] > metrics["reward_margin_first"]
     assert 0.0 <= metrics["reward_accuracy_last"] <= 1.0
     assert metrics["source_dpo_read"] == metrics["source_dpo_kept"] == len(PAIRS)
+
+
+def test_training_args_never_data_parallel(tmp_path):
+    """However many GPUs the process sees, the Trainer trains on one (no DataParallel, no batch × n_gpu)."""
+    from trl import SFTConfig
+
+    from compiler.schema.posttrain import SFTSection
+    from compiler.schema.precision import Compute
+    from runtime.device import Placement
+
+    section = SFTSection(data={"kind": "jsonl", "path": "x.jsonl"}, batch_size=4)
+    args = SFTConfig(**posttrain._training_args(section, 0, tmp_path, Placement(Compute())))
+    args.device
+    args._n_gpu = 4   # what TrainingArguments counts on a 4-GPU node
+    args = posttrain.single_device(args)
+    assert args.n_gpu == 1 and args.train_batch_size == 4
+    assert args.save_strategy == "no" and not args.bf16   # CPU: fp32; checkpoints come from the clock
+
+
+def test_checkpoints_by_wall_clock(tmp_path, tiny_model_dir, monkeypatch):
+    """No step interval: a checkpoint at the first step end after `save_every_minutes` of wall clock."""
+    import time as real_time
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(real_time, "monotonic", lambda: clock["now"])
+
+    def tick(trainer, *args, **kwargs):
+        clock["now"] += 25.0                           # each step "takes" 25 s: saves after steps 3 and 6
+        return real(trainer, *args, **kwargs)
+
+    from transformers import Trainer
+
+    real = Trainer.training_step
+    monkeypatch.setattr(Trainer, "training_step", tick)
+    cfg = sft_cfg(tmp_path, max_steps=7, save_steps=None, save_every_minutes=1.0)
+    out, metrics = run_posttrain(tmp_path, tiny_model_dir, cfg, work=tmp_path / "work")
+    assert metrics["steps"] == 7
+    saved = sorted(p.name for p in (tmp_path / "work" / "sft").iterdir() if p.name.startswith("checkpoint-"))
+    assert saved == ["checkpoint-3", "checkpoint-6"]

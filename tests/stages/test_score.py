@@ -47,8 +47,8 @@ def counting(monkeypatch):
 
     real, built = runtime.scoring.build_scorer, []
 
-    def build(spec, root, fail_on=None):
-        built.append(CountingScorer(real(spec, root), fail_on))
+    def build(spec, root, placement=None, fail_on=None):
+        built.append(CountingScorer(real(spec, root, placement), fail_on))
         return built[-1]
 
     monkeypatch.setattr(runtime.scoring, "build_scorer", build)
@@ -139,8 +139,8 @@ def test_a_killed_run_resumes_paying_only_for_what_is_missing(tmp_path, monkeypa
     folder = _generations(tmp_path / "evaluate", texts, samples=1)
     real, built = runtime.scoring.build_scorer, []
 
-    def build(spec, root):  # the first job is killed on its third chunk; the second runs through
-        built.append(CountingScorer(real(spec, root), fail_on=3 if not built else None))
+    def build(spec, root, placement=None):  # the first job is killed on its third chunk; the second runs through
+        built.append(CountingScorer(real(spec, root, placement), fail_on=3 if not built else None))
         return built[-1]
 
     monkeypatch.setattr(runtime.scoring, "build_scorer", build)

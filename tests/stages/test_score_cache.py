@@ -90,6 +90,23 @@ def test_operational_fields_and_name_do_not_change_the_scorer_id_but_the_endpoin
     assert scorer_id(perspective) != scorer_id(PerspectiveScorer(endpoint="http://proxy/comments:analyze"))
 
 
+def test_device_and_precision_key_model_scorers_only(tmp_path):
+    """CPU-fp32 and GPU-bf16 scores of one classifier never share a key; a scorer without a model ignores it."""
+    from compiler.schema.precision import Compute
+
+    clf, gpu = ClassifierScorer(model="org/clf", revision="a" * 40, toxic_labels=["toxic"]), Compute(
+        device="cuda", precision="bf16")
+    assert scorer_id(clf, compute=gpu) != scorer_id(clf, compute=Compute())
+    assert scorer_id(clf, compute=gpu) != scorer_id(clf, compute=Compute(device="cuda", precision="tf32"))
+    assert scorer_id(clf) == scorer_id(clf, compute=Compute())          # unplaced model scorers run on CPU fp32
+    assert scorer_id(OfflineScorer(), compute=gpu) == scorer_id(OfflineScorer())
+    cache = TextScoreCache(tmp_path / "s.sqlite")
+    cached(CountingScorer(), clf, cache, compute=gpu).score(["x"])
+    again = CountingScorer()
+    cached(again, clf, cache, compute=Compute()).score(["x"])
+    assert again.calls == [["x"]]                                       # the GPU score is not the CPU one
+
+
 def test_local_checkpoint_content_enters_the_id_with_a_root(tmp_path):
     spec = ClassifierScorer(path="clf", toxic_labels=["toxic"])
     (tmp_path / "clf").mkdir()

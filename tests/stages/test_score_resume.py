@@ -33,8 +33,8 @@ def test_sigterm_stops_between_chunks_and_the_rerun_scores_only_the_rest(tmp_pat
 
     real, built = runtime.scoring.build_scorer, []
 
-    def build(spec, root):  # the second job (the first to be stopped) gets SIGTERM in its second chunk
-        built.append(SigtermScorer(real(spec, root), at=2 if len(built) == 1 else None))
+    def build(spec, root, placement=None):  # the second job (the first to be stopped) gets SIGTERM in its second chunk
+        built.append(SigtermScorer(real(spec, root, placement), at=2 if len(built) == 1 else None))
         return built[-1]
 
     monkeypatch.setattr(runtime.scoring, "build_scorer", build)
