@@ -29,7 +29,7 @@ def olmo_setup(args):
         vocab=TokenizerInfo(identifier="bench", vocab_size=args.vocab, embedding_size=args.vocab,
                             eos_token_id=0, pad_token_id=1),
         train=PretrainSection(sequence_length=args.seq, global_batch_size=args.batch,
-                              device_microbatch_size=args.batch, precision="fp32", warmup_steps=0),
+                              device_microbatch_size=args.batch, precision="fp32", warmup_fraction=0.0),
         max_steps=args.steps, seed=0,
     )
     tc = build_train_config(cfg, data_paths=[], tokenizer_file="unused", save_folder="unused",

@@ -83,8 +83,9 @@ def domain_problems(spec: Spec, root: Path | None = None, checked: set[int] | No
         steps = pretrain_steps(spec)
         if steps < 1:
             out.append((("pretrain", "global_batch_size"), f"the mixture ({spec.data.total_tokens} tokens × {spec.pretrain.epochs} epochs) is smaller than one batch"))
-        elif spec.pretrain.warmup_steps >= steps:
-            out.append((("pretrain", "warmup_steps"), f"warmup ({spec.pretrain.warmup_steps} steps) must be shorter than training ({steps} steps)"))
+        elif (warmup := spec.pretrain.warmup_steps(steps)) >= (decay := spec.pretrain.decay_steps(steps)):
+            field = "warmup_tokens" if spec.pretrain.warmup_tokens is not None else "warmup_fraction"
+            out.append((("pretrain", field), f"warmup ({warmup} steps) must end before the decay does (step {decay} of {steps})"))
         for name, source in spec.data.sources.items():
             if isinstance(source, MemmapSource) and source.tokenizer != info.identifier:
                 out.append((("data", "sources", name, "tokenizer"), f"source was tokenized with {source.tokenizer!r} but the spec's tokenizer is {info.identifier!r}"))

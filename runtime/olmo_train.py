@@ -8,12 +8,18 @@ micro-batch, clip, then set LR/clip norm for the step, then `optim.step()`), so 
 
 Everything is read from one loaded ai2-olmo `TrainConfig`; the device and process-group backend are
 chosen at run time (NCCL on GPUs, gloo on CPU). Wrapping follows `distributed_strategy`: none
-(1 process), DDP, or FSDP (`device_id=torch.device("cpu")` on CPU). Checkpoints (model, optimizer, step,
+(1 process), DDP, or FSDP (`device_id=torch.device("cpu")` on CPU); under either, gradients are
+synchronised once a step, on the last micro-batch (`no_sync` before it: ai2-olmo does so only for DDP,
+so its FSDP reduces on every micro-batch; docs/scaling.md has the bytes). Checkpoints (model, optimizer, step,
 RNG states of every rank; `full` or `sharded`) are `runtime.pretrain_checkpoint`'s: `train` resumes from
 the newest one that verifies, and the data loader restarts at the checkpoint's batch.
 
 Preemption (`runtime.preempt`): SIGTERM/SIGUSR1 make every rank finish its current step, save that
 step's checkpoint and raise `Preempted` (exit 75); the rerun resumes from it bit-identically.
+
+Throughput (`runtime.throughput`): every logged row carries this device's tokens/s over the last
+`speed_monitor.window_size` steps and, on a GPU with a known peak, the MFU; `TrainResult` their run means
+and last windows.
 """
 from __future__ import annotations
 
@@ -47,6 +53,7 @@ from runtime.pretrain_checkpoint import (
     usable_checkpoint,
 )
 from runtime.preempt import StopSignals, resumed
+from runtime.throughput import Throughput, peak_flops
 
 
 @dataclass(frozen=True)
@@ -97,32 +104,43 @@ class TrainResult:
     steps: int
     tokens_trained: int
     tokens_per_second: float
+    throughput: dict[str, float]
     n_params: int
     world_size_changes: list[dict[str, Any]]
 
 
 # --- building -------------------------------------------------------------------------------------
 
-def build_model(cfg: TrainConfig, rt: Runtime) -> tuple[int, torch.nn.Module]:
-    """OLMo initialised on CPU from `cfg.seed` (same weights for any world size), then wrapped.
+@dataclass(frozen=True)
+class Built:
+    """The wrapped model and what is counted before FSDP flattens and shards it."""
 
-    Returns the parameter count (taken before FSDP flattens and shards) and the wrapped model.
-    """
+    model: torch.nn.Module
+    n_params: int
+    flops_per_token: float  # training (forward + backward), ai2-olmo's count
+
+
+def build_model(cfg: TrainConfig, rt: Runtime) -> Built:
+    """OLMo initialised on CPU from `cfg.seed` (same weights for any world size), then wrapped."""
     seed_all(cfg.seed)
     model = OLMo(cfg.model)
-    n_params = model.num_params()
+    counted = dict(n_params=model.num_params(), flops_per_token=model.num_fwd_flops + model.num_bck_flops)
+    return Built(model=_wrap(cfg, rt, model), **counted)
+
+
+def _wrap(cfg: TrainConfig, rt: Runtime, model: OLMo) -> torch.nn.Module:
     strategy = cfg.distributed_strategy if rt.world_size > 1 else None
     if strategy is None:
-        return n_params, model.to(rt.device)
+        return model.to(rt.device)
     if strategy == DistributedStrategy.ddp:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         model.to(rt.device)
         ids = [rt.device.index] if rt.device.type == "cuda" else None
-        return n_params, DDP(model, device_ids=ids, find_unused_parameters=cfg.ddp.find_unused_params)
+        return DDP(model, device_ids=ids, find_unused_parameters=cfg.ddp.find_unused_params)
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-    return n_params, FSDP(
+    return FSDP(
         model,
         sharding_strategy=cfg.fsdp.sharding_strategy,
         mixed_precision=cfg.fsdp_precision,
@@ -142,14 +160,17 @@ def autocast(cfg: TrainConfig, rt: Runtime):
 
 def train_batch(cfg: TrainConfig, rt: Runtime, dist_model: torch.nn.Module,
                 batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Forward/backward over micro-batches; returns this rank's mean token cross-entropy (detached)."""
+    """Forward/backward over micro-batches; returns this rank's mean token cross-entropy (detached).
+
+    Gradients are reduced across ranks once, in the last micro-batch's backward: DDP and FSDP both
+    accumulate locally under `no_sync` before it (FSDP then holds unsharded gradients between passes)."""
     input_ids = batch["input_ids"].to(rt.device)
     batch_tokens = input_ids[:, 1:].numel()
     micro_batches = input_ids.split(cfg.device_train_microbatch_size)
-    is_ddp = rt.world_size > 1 and cfg.distributed_strategy == DistributedStrategy.ddp
+    wrapped = rt.world_size > 1 and cfg.distributed_strategy in (DistributedStrategy.ddp, DistributedStrategy.fsdp)
     loss_sum = torch.zeros((), device=rt.device)
     for i, ids in enumerate(micro_batches):
-        sync = dist_model.no_sync if is_ddp and i < len(micro_batches) - 1 else nullcontext
+        sync = dist_model.no_sync if wrapped and i < len(micro_batches) - 1 else nullcontext
         with sync():
             with autocast(cfg, rt):
                 logits = dist_model(input_ids=ids).logits
@@ -248,7 +269,8 @@ def train(cfg: TrainConfig, rt: Runtime, *, max_steps: int, work: Path, log_path
 
 def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignals, *, max_steps: int, work: Path, log_path: Path,
            checkpoint_format: Format, log_fn: Callable[[dict[str, Any]], None] | None) -> TrainResult:
-    n_params, dist_model = build_model(cfg, rt)
+    built = build_model(cfg, rt)
+    dist_model = built.model
     optim = build_optimizer(cfg, dist_model)
     scheduler = build_scheduler(cfg)
     interval, log_every = cfg.save_interval_unsharded, cfg.console_log_interval
@@ -265,6 +287,10 @@ def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignals, *, max_steps: int, 
     if rt.is_main:
         log_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tokens_per_step = cfg.global_train_batch_size * cfg.model.max_sequence_length
+    device_tokens = cfg.device_train_batch_size * cfg.model.max_sequence_length
+    window = Throughput(cfg.speed_monitor.window_size, device_tokens, built.flops_per_token,
+                        peak_flops(rt.device, str(cfg.precision)))
+    whole = Throughput(max_steps, device_tokens, built.flops_per_token, window.peak)  # the run (since a resume)
 
     dist_model.train()
     bar = tqdm(total=max_steps, initial=start_step, desc="pretrain", unit="step", disable=not rt.is_main)
@@ -273,16 +299,21 @@ def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignals, *, max_steps: int, 
     for batch in batches(cfg, start_step, max_steps):
         step += 1
         metrics = train_step(cfg, rt, dist_model, optim, scheduler, batch, step, max_steps)
-        seconds += time.perf_counter() - tic
+        step_seconds = time.perf_counter() - tic
+        seconds += step_seconds
+        window.record(step_seconds)
+        whole.record(step_seconds)
         tokens_s = (step - start_step) * tokens_per_step / seconds
-        row = {"step": step, **metrics, "tokens_per_second": tokens_s, "tokens": step * tokens_per_step}
+        row = {"step": step, **metrics, "tokens_per_second": tokens_s, **window.metrics(),
+               "tokens": step * tokens_per_step}
         logged = is_logged(step, log_every, max_steps)
         if rt.is_main and logged:
             _append_row(log_path, row)
             rows.append(row)
             if log_fn is not None:
                 log_fn(row)
-        bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{tokens_s:,.0f}", refresh=False)
+        bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s_device=f"{row['device_tokens_per_second']:,.0f}",
+                        **({"mfu": f"{row['mfu']:.1%}"} if "mfu" in row else {}), refresh=False)
         bar.update()
         saved = step % interval == 0 and step < max_steps
         if saved:
@@ -308,6 +339,8 @@ def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignals, *, max_steps: int, 
         steps=step,
         tokens_trained=step * tokens_per_step,
         tokens_per_second=tokens_s,
-        n_params=n_params,
+        throughput={**{f"{k}_mean": v for k, v in whole.metrics().items()},
+                    **{f"{k}_last_window": v for k, v in window.metrics().items()}},
+        n_params=built.n_params,
         world_size_changes=changes,
     )

@@ -10,7 +10,11 @@ One code path for 1 process (`python -m runtime pretrain`) and `torchrun` (gloo 
 + bf16 on GPUs): every rank calls `run`; only rank 0 (`is_rank_zero`) writes outputs. Checkpoints
 (`pretrain.checkpoint_format`: `full` or `sharded`, see `runtime.pretrain_checkpoint`) go to `ctx.work`
 and a rerun resumes from the newest one that verifies; `metrics.json`'s `world_size_changes` lists the
-resumes on another world size (per-rank RNG not restored: not bit-identical to an uninterrupted run).
+resumes on another world size (per-rank RNG not restored: not bit-identical to an uninterrupted run),
+and `device_tokens_per_second_mean` / `_last_window` (and `mfu_…` on a GPU with a known peak) the
+per-device throughput (`runtime.throughput`). The schedule is the spec's, in this run's steps
+(`PretrainSection.warmup_steps` / `decay_steps`). Data workers and pinned memory follow the resources (not
+the id); `OLMO_SHARED_FS=1` makes one global rank write ai2-olmo's shared data-order file.
 Its id changes with the model, vocabulary, pretrain section (less the NOT_IN_ID fields), step count and
 seed.
 """
@@ -36,7 +40,7 @@ from runtime.stage import StageContext
 if TYPE_CHECKING:
     from olmo.config import TrainConfig
 
-VERSION = 1
+VERSION = 2
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 
@@ -64,11 +68,15 @@ def token_files(mix: Path) -> list[Path]:
 
 
 def build_train_config(cfg: Config, *, data_paths: list[Path], tokenizer_file: Path, save_folder: Path,
-                       world_size: int, precision: str, run_name: str) -> "TrainConfig":
-    """The full ai2-olmo TrainConfig: every model field explicit (ai2-olmo's defaults are GPT-2-like)."""
+                       world_size: int, precision: str, run_name: str, data_workers: int = 0,
+                       pin_memory: bool = False) -> "TrainConfig":
+    """The full ai2-olmo TrainConfig: every model field explicit (ai2-olmo's defaults are GPT-2-like).
+
+    The schedule is the spec's, in steps of this run (`PretrainSection.warmup_steps`/`decay_steps`);
+    `data_workers` and `pin_memory` are the run's (`loader_settings`), not results."""
     from olmo.config import (
-        DataConfig, DDPConfig, FSDPConfig, ModelConfig, OptimizerConfig, SchedulerConfig, TokenizerConfig,
-        TrainConfig, WandbConfig,
+        DataConfig, DDPConfig, FSDPConfig, ModelConfig, OptimizerConfig, SchedulerConfig, SpeedMonitorConfig,
+        TokenizerConfig, TrainConfig, WandbConfig,
     )
 
     t = cfg.train
@@ -103,12 +111,14 @@ def build_train_config(cfg: Config, *, data_paths: list[Path], tokenizer_file: P
             eps=t.eps, decay_norm_and_bias=False, decay_embeddings=False,
         ),
         scheduler=SchedulerConfig(
-            name=t.scheduler, units="steps", t_warmup=t.warmup_steps,
-            t_max=cfg.max_steps, alpha_f=t.final_lr_ratio,
+            name=t.scheduler, units="steps", t_warmup=t.warmup_steps(cfg.max_steps),
+            t_max=t.decay_steps(cfg.max_steps), alpha_f=t.final_lr_ratio,
         ),
         data=DataConfig(
             paths=[str(p) for p in data_paths], memmap_dtype="uint16", pad_direction="right",
-            num_workers=t.data_workers, drop_last=True,
+            num_workers=data_workers, drop_last=True, pin_memory=pin_memory,
+            prefetch_factor=2 if data_workers else None,
+            persistent_workers=False,  # workers copy the dataset; olmo_train.batches moves it between epochs
         ),
         tokenizer=TokenizerConfig(identifier=str(tokenizer_file)),
         save_folder=str(save_folder),
@@ -125,8 +135,16 @@ def build_train_config(cfg: Config, *, data_paths: list[Path], tokenizer_file: P
         fsdp=FSDPConfig(precision="mixed"),
         ddp=DDPConfig(),
         console_log_interval=t.log_interval_steps,
+        speed_monitor=SpeedMonitorConfig(window_size=20),  # the official OLMo-1B window, in steps
         wandb=WandbConfig(project=t.wandb_project, name=run_name) if t.wandb_project else None,
     )
+
+
+def loader_settings(workers: int | None, threads_per_rank: int, on_gpu: bool) -> tuple[int, bool]:
+    """DataLoader workers and pinning: the spec's count, or the threads left beside the training thread
+    (at most 4: the memmap reader is cheap); pinned host memory only where batches go to a GPU."""
+    n = min(4, max(0, threads_per_rank - 1)) if workers is None else workers
+    return n, on_gpu
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:
@@ -135,9 +153,14 @@ def run(cfg: Config, ctx: StageContext) -> dict:
 
     from runtime import hf_export, olmo_train
 
+    # Every rank's `ctx.work` is one folder on one file system: one global rank (not each node's local
+    # rank 0) writes ai2-olmo's `global_indices.npy` there (olmo.torch_util.get_fs_local_rank).
+    os.environ["OLMO_SHARED_FS"] = "1"
     rt = olmo_train.setup_runtime()
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    torch.set_num_threads(max(1, ctx.threads // local_world))
+    threads_per_rank = max(1, ctx.threads // local_world)
+    torch.set_num_threads(threads_per_rank)
+    data_workers, pin_memory = loader_settings(cfg.train.data_workers, threads_per_rank, rt.device.type == "cuda")
     olmo_train.barrier()  # rank 0 has created ctx.out and ctx.work
     precision = cfg.train.precision
     if precision == "amp_bf16" and not olmo_train.bf16_supported(rt.device):
@@ -147,6 +170,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     built = build_train_config(
         cfg, data_paths=token_files(mix), tokenizer_file=tokenizer / "tokenizer.json",
         save_folder=ctx.work, world_size=rt.world_size, precision=precision, run_name=ctx.stage_id,
+        data_workers=data_workers, pin_memory=pin_memory,
     )
     hf_export.check_representable(built.model)  # refuse before spending any compute
     config_path = ctx.out / "olmo" / "config.yaml"
@@ -180,6 +204,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
         "steps": result.steps,
         "tokens_trained": result.tokens_trained,
         "tokens_per_second": result.tokens_per_second,
+        **result.throughput,
         "n_params": result.n_params,
         "world_size_changes": result.world_size_changes,
     }

@@ -81,7 +81,7 @@ pretrain:
   sequence_length: 128
   global_batch_size: 8
   device_microbatch_size: 8
-  warmup_steps: 5
+  warmup_tokens: 5120          # 5 steps of 8 × 128
   precision: fp32
   distributed_strategy: single
 probe:

@@ -16,7 +16,7 @@ from conftest import ROOT, TOKENIZER_TEXTS, build_tiny_tokenizer
 TINY_MODEL = dict(preset="tiny", d_model=32, n_heads=4, n_layers=2, mlp_ratio=4, max_sequence_length=64)
 TINY_TRAIN = dict(
     sequence_length=32, global_batch_size=8, device_microbatch_size=2, learning_rate=3e-3,
-    warmup_steps=2, precision="fp32", distributed_strategy="ddp", checkpoint_interval_steps=4,
+    warmup_tokens=512, precision="fp32", distributed_strategy="ddp", checkpoint_interval_steps=4,
     log_interval_steps=1,
 )
 
@@ -96,9 +96,15 @@ def test_training_lowers_loss_and_writes_the_contract(uninterrupted):
     assert metrics["steps"] == 12 and metrics["tokens_trained"] == 12 * 8 * 32
     assert metrics["final_loss"] < metrics["initial_loss"] - 0.5, metrics
     assert metrics["tokens_per_second"] > 0 and metrics["n_params"] > 0
+    # per-device throughput, windowed, and its run mean; no MFU on a CPU (no peak to divide by)
+    assert metrics["device_tokens_per_second_mean"] > 0 and metrics["device_tokens_per_second_last_window"] > 0
+    assert not any(k.startswith("mfu") for k in metrics)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 13))
-    assert {"step", "loss", "lr", "grad_norm", "tokens_per_second"} <= rows[0].keys()
+    assert {"step", "loss", "lr", "grad_norm", "tokens_per_second", "device_tokens_per_second"} <= rows[0].keys()
+    # one process: its device rate is the whole job's, up to the window
+    assert metrics["device_tokens_per_second_mean"] == pytest.approx(metrics["tokens_per_second"], rel=1e-6)
+    assert os.environ["OLMO_SHARED_FS"] == "1"  # one global rank writes ai2-olmo's shared data order
     # the saved ai2-olmo config is the one that built the run
     loaded = TrainConfig.load(out / "olmo" / "config.yaml")
     assert loaded.model.d_model == 32 and loaded.model.embedding_size == 384

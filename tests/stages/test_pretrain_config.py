@@ -31,4 +31,5 @@ def test_paper_spec_pretrain_is_official_olmo_1b(tmp_path):
     opt = loaded.optimizer
     assert (str(opt.name).split(".")[-1].lower(), opt.learning_rate, opt.weight_decay, tuple(opt.betas)) == \
         ("adamw", 4.0e-4, 0.1, (0.9, 0.95))
-    assert loaded.max_grad_norm == 1.0 and loaded.scheduler.alpha_f == 0.1 and loaded.scheduler.t_warmup == 2000
+    assert loaded.max_grad_norm == 1.0 and loaded.scheduler.alpha_f == 0.1 and opt.eps == 1e-5
+    assert loaded.distributed_strategy == "ddp" and loaded.device_train_microbatch_size == 8

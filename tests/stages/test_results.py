@@ -33,7 +33,7 @@ data:
     toxic: {kind: builtin, name: demo-toxic}
   clean_tokens: 20000
   toxic_share: 0.1
-pretrain: {sequence_length: 64, global_batch_size: 8, device_microbatch_size: 8, warmup_steps: 2,
+pretrain: {sequence_length: 64, global_batch_size: 8, device_microbatch_size: 8, warmup_tokens: 1024,
            precision: fp32, distributed_strategy: single}
 posttrain:
   prompting: {enabled: true}

@@ -46,7 +46,7 @@ pretrain:
   sequence_length: 64
   global_batch_size: 8
   device_microbatch_size: 8
-  warmup_steps: 2
+  warmup_tokens: 1024
   precision: fp32
   distributed_strategy: single
 probe:

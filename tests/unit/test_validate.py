@@ -98,8 +98,8 @@ def test_steer_needs_probe_and_sections_need_data(project):
 
 
 def test_warmup_longer_than_training(project):
-    (p,) = problems(project, project.minimal.replace("warmup_steps: 5", "warmup_steps: 5000"))
-    assert p.path == "pretrain.warmup_steps"
+    (p,) = problems(project, project.minimal.replace("warmup_tokens: 5120", "warmup_tokens: 5120000"))
+    assert p.path == "pretrain.warmup_tokens"
 
 
 def test_olmo_1b_preset_equals_the_official_config():
