@@ -16,6 +16,8 @@ import sys
 
 # Every job runs through runtime.attempt: each attempt logs to a file of its own, {log} links to the newest;
 # exit 75 (stopped, state saved) is requeued under SLURM, or resumed in place, never a retry (profiles/slurm).
+# Locally it also gives the job CUDA_VISIBLE_DEVICES naming `gpus` GPUs no other local job holds
+# (runtime.device.gpu_slots); under SLURM the gres allocation has set it.
 ATTEMPT = shlex.join([sys.executable, "-m", "runtime.attempt"])
 
 
@@ -29,6 +31,7 @@ rule tokenizer:
     params:
         attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
+        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
@@ -45,7 +48,7 @@ rule tokenizer:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.attempt} --log {log} -- {params.launcher} -m runtime tokenizer --config build/stages/{wildcards.id}.json"
+        "{params.attempt} --log {log} --gpus {params.gpus} -- {params.launcher} -m runtime tokenizer --config build/stages/{wildcards.id}.json"
 
 rule tokenize:
     input:
@@ -57,6 +60,7 @@ rule tokenize:
     params:
         attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
+        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
@@ -73,7 +77,7 @@ rule tokenize:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.attempt} --log {log} -- {params.launcher} -m runtime tokenize --config build/stages/{wildcards.id}.json"
+        "{params.attempt} --log {log} --gpus {params.gpus} -- {params.launcher} -m runtime tokenize --config build/stages/{wildcards.id}.json"
 
 rule mix:
     input:
@@ -85,6 +89,7 @@ rule mix:
     params:
         attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
+        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
@@ -101,7 +106,7 @@ rule mix:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.attempt} --log {log} -- {params.launcher} -m runtime mix --config build/stages/{wildcards.id}.json"
+        "{params.attempt} --log {log} --gpus {params.gpus} -- {params.launcher} -m runtime mix --config build/stages/{wildcards.id}.json"
 
 rule pretrain:
     input:
@@ -113,6 +118,7 @@ rule pretrain:
     params:
         attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
+        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
@@ -129,7 +135,7 @@ rule pretrain:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.attempt} --log {log} -- {params.launcher} -m runtime pretrain --config build/stages/{wildcards.id}.json"
+        "{params.attempt} --log {log} --gpus {params.gpus} -- {params.launcher} -m runtime pretrain --config build/stages/{wildcards.id}.json"
 
 rule activations:
     input:
@@ -141,6 +147,7 @@ rule activations:
     params:
         attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
+        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
@@ -157,7 +164,7 @@ rule activations:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.attempt} --log {log} -- {params.launcher} -m runtime activations --config build/stages/{wildcards.id}.json"
+        "{params.attempt} --log {log} --gpus {params.gpus} -- {params.launcher} -m runtime activations --config build/stages/{wildcards.id}.json"
 
 rule probe:
     input:
@@ -169,6 +176,7 @@ rule probe:
     params:
         attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
+        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
@@ -185,7 +193,7 @@ rule probe:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.attempt} --log {log} -- {params.launcher} -m runtime probe --config build/stages/{wildcards.id}.json"
+        "{params.attempt} --log {log} --gpus {params.gpus} -- {params.launcher} -m runtime probe --config build/stages/{wildcards.id}.json"
 
 rule steer:
     input:
@@ -197,6 +205,7 @@ rule steer:
     params:
         attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
+        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
@@ -213,7 +222,7 @@ rule steer:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.attempt} --log {log} -- {params.launcher} -m runtime steer --config build/stages/{wildcards.id}.json"
+        "{params.attempt} --log {log} --gpus {params.gpus} -- {params.launcher} -m runtime steer --config build/stages/{wildcards.id}.json"
 
 rule posttrain:
     input:
@@ -225,6 +234,7 @@ rule posttrain:
     params:
         attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
+        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
@@ -241,7 +251,7 @@ rule posttrain:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.attempt} --log {log} -- {params.launcher} -m runtime posttrain --config build/stages/{wildcards.id}.json"
+        "{params.attempt} --log {log} --gpus {params.gpus} -- {params.launcher} -m runtime posttrain --config build/stages/{wildcards.id}.json"
 
 rule evaluate:
     input:
@@ -253,6 +263,7 @@ rule evaluate:
     params:
         attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
+        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
@@ -269,7 +280,7 @@ rule evaluate:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.attempt} --log {log} -- {params.launcher} -m runtime evaluate --config build/stages/{wildcards.id}.json"
+        "{params.attempt} --log {log} --gpus {params.gpus} -- {params.launcher} -m runtime evaluate --config build/stages/{wildcards.id}.json"
 
 rule attack:
     input:
@@ -281,6 +292,7 @@ rule attack:
     params:
         attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
+        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
@@ -297,7 +309,7 @@ rule attack:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.attempt} --log {log} -- {params.launcher} -m runtime attack --config build/stages/{wildcards.id}.json"
+        "{params.attempt} --log {log} --gpus {params.gpus} -- {params.launcher} -m runtime attack --config build/stages/{wildcards.id}.json"
 
 rule score:
     input:
@@ -309,6 +321,7 @@ rule score:
     params:
         attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
+        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
@@ -325,7 +338,7 @@ rule score:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.attempt} --log {log} -- {params.launcher} -m runtime score --config build/stages/{wildcards.id}.json"
+        "{params.attempt} --log {log} --gpus {params.gpus} -- {params.launcher} -m runtime score --config build/stages/{wildcards.id}.json"
 
 rule toy:
     input:
@@ -337,6 +350,7 @@ rule toy:
     params:
         attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
+        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
@@ -353,7 +367,7 @@ rule toy:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.attempt} --log {log} -- {params.launcher} -m runtime toy --config build/stages/{wildcards.id}.json"
+        "{params.attempt} --log {log} --gpus {params.gpus} -- {params.launcher} -m runtime toy --config build/stages/{wildcards.id}.json"
 
 rule scorer_check:
     input:
@@ -365,6 +379,7 @@ rule scorer_check:
     params:
         attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
+        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
@@ -381,7 +396,7 @@ rule scorer_check:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.attempt} --log {log} -- {params.launcher} -m runtime scorer_check --config build/stages/{wildcards.id}.json"
+        "{params.attempt} --log {log} --gpus {params.gpus} -- {params.launcher} -m runtime scorer_check --config build/stages/{wildcards.id}.json"
 
 rule report:
     input:
@@ -394,6 +409,7 @@ rule report:
     params:
         attempt=ATTEMPT,
         launcher=lambda wc: MIXSTEER.launcher(wc.id),
+        gpus=lambda wc: MIXSTEER.resource(wc.id, 'gpus'),
     threads: lambda wc: MIXSTEER.resource(wc.id, 'threads')
     resources:
         mem_mb=lambda wc: MIXSTEER.resource(wc.id, 'mem_mb'),
@@ -410,4 +426,4 @@ rule report:
     conda:
         "../../envs/mixsteer.yaml"
     shell:
-        "{params.attempt} --log {log} -- {params.launcher} -m runtime report --config build/stages/{wildcards.id}.json"
+        "{params.attempt} --log {log} --gpus {params.gpus} -- {params.launcher} -m runtime report --config build/stages/{wildcards.id}.json"
