@@ -28,7 +28,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not _slurm_answers(), reason=
 def _run(root: Path, *args: str) -> str:
     run = subprocess.run(
         [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--slurm-status-command", "squeue", *args],
-        cwd=root, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        cwd=root, capture_output=True, text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "MIXSTEER_ALLOW_CPU": "1"})  # placeholder GPUs: run on CPU
     assert run.returncode == 0, run.stderr[-4000:]
     return run.stdout + run.stderr
 

@@ -27,7 +27,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "tests" / "slurm" / "two_nodes.yaml"
 NODES = ("mxs-node1", "mxs-node2")
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+       "MIXSTEER_ALLOW_CPU": "1"}  # the gres GPUs are placeholder devices: stages asking for them run on CPU
 SLURM_ARGS = ("--profile", "profiles/slurm", "--slurm-status-command", "squeue",
               "--slurm-init-seconds-before-status-checks", "5")
 

@@ -68,3 +68,27 @@ def test_slots_leave_slurm_and_cpu_jobs_alone(tmp_path):
     with pytest.raises(StageError, match="asks for 5 GPUs but this machine has 4"):
         with gpu_slots(5, tmp_path, {}, total=4):
             pass
+
+
+def test_every_stage_asking_for_gpus_stops_before_it_runs(tmp_path, monkeypatch):
+    """`runtime.stage.execute` checks the stage JSON's resources first: no CUDA, no run, nothing written."""
+    import types
+
+    from compiler.ids import stage_id
+    from compiler.schema.base import StrictModel
+    from runtime.stage import execute
+
+    class Config(StrictModel):
+        value: int
+
+    ran = []
+    module = types.SimpleNamespace(VERSION=1, Config=Config, run=lambda cfg, ctx: ran.append(cfg) or {})
+    sid = stage_id("toy", 1, Config(value=3).id_json(), {})
+    envelope = {"kind": "toy", "id": sid, "version": 1, "config": {"value": 3}, "inputs": {},
+                "root": str(tmp_path), "resources": {"threads": 1, "gpus": 1}}
+    monkeypatch.delenv(ALLOW_CPU_ENV, raising=False)
+    with pytest.raises(StageError, match="toy: its resources ask for 1 GPU"):
+        execute(envelope, module)
+    assert not ran and not (tmp_path / "results").exists()
+    monkeypatch.setenv(ALLOW_CPU_ENV, "1")
+    assert (execute(envelope, module) / "stage.json").is_file() and ran
