@@ -8,9 +8,10 @@ micro-batch, clip, then set LR/clip norm for the step, then `optim.step()`), so 
 
 Everything is read from one loaded ai2-olmo `TrainConfig`; the device and process-group backend are
 chosen at run time (NCCL on GPUs, gloo on CPU). Wrapping follows `distributed_strategy`: none
-(1 process), DDP, or FSDP (`device_id=torch.device("cpu")` on CPU); under either, gradients are
-synchronised once a step, on the last micro-batch (`no_sync` before it: ai2-olmo does so only for DDP,
-so its FSDP reduces on every micro-batch; docs/scaling.md has the bytes). Checkpoints (model, optimizer, step,
+(1 process), DDP, or FSDP (`device_id=torch.device("cpu")` on CPU). Gradients are reduced across ranks
+once a step, on the last micro-batch (`no_sync` before it, `accumulates_locally`): under DDP always, as
+ai2-olmo does; under FSDP too where its parameters are fp32 (ai2-olmo's FSDP reduces every micro-batch;
+docs/scaling.md has the bytes). Checkpoints (model, optimizer, step,
 RNG states of every rank; `full` or `sharded`) are `runtime.pretrain_checkpoint`'s: `train` resumes from
 the newest one that verifies, and the data loader restarts at the checkpoint's batch.
 
@@ -158,19 +159,30 @@ def autocast(cfg: TrainConfig, rt: Runtime):
 
 # --- the step -------------------------------------------------------------------------------------
 
+def accumulates_locally(cfg: TrainConfig, rt: Runtime) -> bool:
+    """Whether micro-batches before the last skip the gradient reduction (`no_sync`).
+
+    DDP: yes, its gradients are the fp32 parameters'. FSDP: only with fp32 parameters; with bf16 ones
+    (ai2-olmo's "mixed"/"pure" under amp_bf16) torch's FSDP would sum the unsharded gradients in bf16
+    until the reduce, so it reduces every micro-batch in fp32, as ai2-olmo does."""
+    if rt.world_size == 1 or cfg.distributed_strategy is None:
+        return False
+    if cfg.distributed_strategy == DistributedStrategy.ddp:
+        return True
+    precision = cfg.fsdp_precision
+    return precision is None or precision.param_dtype in (None, torch.float32)
+
+
 def train_batch(cfg: TrainConfig, rt: Runtime, dist_model: torch.nn.Module,
                 batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Forward/backward over micro-batches; returns this rank's mean token cross-entropy (detached).
-
-    Gradients are reduced across ranks once, in the last micro-batch's backward: DDP and FSDP both
-    accumulate locally under `no_sync` before it (FSDP then holds unsharded gradients between passes)."""
+    """Forward/backward over micro-batches; returns this rank's mean token cross-entropy (detached)."""
     input_ids = batch["input_ids"].to(rt.device)
     batch_tokens = input_ids[:, 1:].numel()
     micro_batches = input_ids.split(cfg.device_train_microbatch_size)
-    wrapped = rt.world_size > 1 and cfg.distributed_strategy in (DistributedStrategy.ddp, DistributedStrategy.fsdp)
+    local = accumulates_locally(cfg, rt)
     loss_sum = torch.zeros((), device=rt.device)
     for i, ids in enumerate(micro_batches):
-        sync = dist_model.no_sync if wrapped and i < len(micro_batches) - 1 else nullcontext
+        sync = dist_model.no_sync if local and i < len(micro_batches) - 1 else nullcontext
         with sync():
             with autocast(cfg, rt):
                 logits = dist_model(input_ids=ids).logits

@@ -62,8 +62,8 @@ class PretrainSection(StrictModel):
         "ddp",
         description="Process wrapping under torchrun; `single` only for 1 process. `ddp` (default: a 1 B model "
                     "with its AdamW state fits one 80 GB GPU) reduces gradients once a step; `fsdp` shards "
-                    "parameters for models that do not fit. Either skips the gradient sync on all but the last "
-                    "micro-batch (docs/scaling.md).")
+                    "parameters for models that do not fit. DDP skips the gradient sync on all but the last "
+                    "micro-batch, FSDP only with fp32 parameters (docs/scaling.md).")
     checkpoint_interval_steps: int = Field(
         1000, gt=0, description="Save a resumable checkpoint every N steps.", json_schema_extra=NOT_IN_ID
     )
