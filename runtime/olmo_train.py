@@ -19,8 +19,8 @@ Preemption (`runtime.preempt`): SIGTERM/SIGUSR1 make every rank finish its curre
 step's checkpoint and raise `Preempted` (exit 75); the rerun resumes from it bit-identically.
 
 Throughput (`runtime.throughput`): every logged row carries this device's tokens/s over the last
-`speed_monitor.window_size` steps and, on a GPU with a known peak, the MFU; `TrainResult` their run means
-and last windows.
+`speed_monitor.window_size` steps and, on a GPU with a known peak, the MFU; `TrainResult` their means
+over the run (since its last resume) and last windows.
 """
 from __future__ import annotations
 

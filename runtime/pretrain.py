@@ -6,8 +6,8 @@ and the mix's own cut copies) and tokenizer (`tokenizer.json`, `info.json`) arti
 only the loaded copy is used), `olmo/model.pt` (OLMo state dict), `model/` (HF `OlmoForCausalLM` +
 tokenizer), `metrics.jsonl`.
 
-One code path for 1 process (`python -m runtime pretrain`) and `torchrun` (gloo on CPU, NCCL + FSDP
-+ bf16 on GPUs): every rank calls `run`; only rank 0 (`is_rank_zero`) writes outputs. Checkpoints
+One code path for 1 process (`python -m runtime pretrain`) and `torchrun` (gloo on CPU, NCCL + DDP or
+FSDP + bf16 on GPUs): every rank calls `run`; only rank 0 (`is_rank_zero`) writes outputs. Checkpoints
 (`pretrain.checkpoint_format`: `full` or `sharded`, see `runtime.pretrain_checkpoint`) go to `ctx.work`
 and a rerun resumes from the newest one that verifies; `metrics.json`'s `world_size_changes` lists the
 resumes on another world size (per-rank RNG not restored: not bit-identical to an uninterrupted run),
