@@ -185,7 +185,7 @@ class ReferenceEcho:
 def test_a_scorer_that_is_the_reference_agrees_perfectly(tmp_path, monkeypatch):
     import runtime.scoring
 
-    monkeypatch.setattr(runtime.scoring, "build_scorer", lambda spec, root: ReferenceEcho())
+    monkeypatch.setattr(runtime.scoring, "build_scorer", lambda spec, root, placement=None: ReferenceEcho())
     metrics, out = run_stage(tmp_path, section())
     result = json.loads((out / "agreement.json").read_text())
     assert {r["reference"] for r in result["agreement"]} == {"rtp_prompt", "rtp_continuation", "rtp_all", "toxigen"}
