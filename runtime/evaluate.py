@@ -166,7 +166,8 @@ def _generations(cfg: Config, ctx: StageContext, model, tok, stop: StopSignals) 
         metrics |= counts.metrics(f"prompts_{ps.name}")
     device = next(model.parameters()).device
     header = {"batches": [len(c[2]) for c in chunks], "memory_budget": memory_budget(model, sampling),
-              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type, "torch": torch.__version__, "transformers": transformers.__version__}
+              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+              "torch": torch.__version__, "transformers": transformers.__version__}
     ctx.work.mkdir(parents=True, exist_ok=True)
     log = RowLog(ctx.work / "generations.jsonl", planned, ("continuation",), header)
     done, dropped = log.resume()

@@ -3,7 +3,7 @@
 Every row (one sample of one prompt) owns a 63-bit seed `row_seed(seed, prompt key, sample)`; its draw at
 decoding step t is the t-th output of SplitMix64 seeded with it (`uniforms`: a counter-based generator,
 computed for all rows at once on the device), and the token is the inverse CDF of the temperature- and
-top-p-warped softmax (HF's own warpers) at that uniform. A row's draws therefore depend neither on the
+top-p-warped softmax (HF's top-p rule, `draw`) at that uniform. A row's draws therefore depend neither on the
 batch it shares nor on the batch size. `model.generate` draws every row from one global RNG, so the
 decoding loop is ours (`_decode`): the distinct prompts of a batch are prefilled once, left-padded with
 HF's position ids, and their KV cache is repeated to `samples_per_prompt` rows (`DynamicCache.
@@ -25,8 +25,7 @@ from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
-from transformers import (DynamicCache, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase,
-                          TemperatureLogitsWarper, TopPLogitsWarper)
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from compiler.errors import StageError
 from runtime import iti
@@ -41,6 +40,9 @@ CUDA_BUDGET_FRACTION = 0.8
 LOGITS_COPIES = 8
 """Float32 vocabulary-wide tensors alive per row while a token is drawn (logits, warped, sorted values and
 their int64 indices, softmax, cumulative sum, masks)."""
+
+HISTOGRAM_BINS, HISTOGRAM_ROUNDS = 256, 2
+"""The nucleus boundary is narrowed to 1 / 256² of the row's log-probability span (a handful of tokens)."""
 
 _GAMMA, _M1, _M2 = (int(h, 16) - (1 << 64) for h in ("9e3779b97f4a7c15", "bf58476d1ce4e5b9", "94d049bb133111eb"))
 """SplitMix64's increment and mixing multipliers, as two's-complement int64 (torch has no uint64 maths)."""
@@ -107,13 +109,43 @@ def uniforms(seeds: torch.Tensor, step: int) -> torch.Tensor:
     return _shr(z, 11).double() * 2.0 ** -53
 
 
+def nucleus(logp: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The tokens HF's `TopPLogitsWarper` keeps, as a mask: token i is kept when the tokens more likely than
+    it hold less than `top_p` of the mass (so the most likely always is). Found without sorting the
+    vocabulary: `HISTOGRAM_ROUNDS` passes bin the log-probabilities into `HISTOGRAM_BINS` equal bins (plus
+    one below and one above the range) and narrow the range to the bin where the ascending mass crosses
+    1 − top_p; bins above it are kept, bins below dropped, and only the few tokens of that bin are sorted.
+    Bins are monotone in the log-probability, so what is dropped is always a least-likely set. Bin masses
+    are float64 sums (`scatter_add_`: in a fixed order on CPU, in atomic order on CUDA)."""
+    probs = logp.exp().double()
+    hi = logp.amax(-1, keepdim=True)
+    lo = logp.masked_fill(logp.isinf(), float("inf")).amin(-1, keepdim=True)
+    for _ in range(HISTOGRAM_ROUNDS):
+        lo, hi = lo - (hi - lo) / HISTOGRAM_BINS, hi + (hi - lo) / HISTOGRAM_BINS   # a bin of slack each side
+        width = (hi - lo) / HISTOGRAM_BINS
+        bins = ((logp - lo) / width).floor().clamp(-1, HISTOGRAM_BINS).long() + 1   # 0: below lo; last: above hi
+        mass = torch.zeros(len(logp), HISTOGRAM_BINS + 2, dtype=torch.float64).to(probs.device)
+        cum = mass.scatter_add_(-1, bins, probs).cumsum(-1)
+        edge = (cum <= 1 - top_p).sum(-1, keepdim=True).clamp_max(HISTOGRAM_BINS + 1)   # first bin crossing
+        lo = lo + (edge - 1).to(lo.dtype) * width
+        hi = lo + width
+    above, band = bins > edge, bins == edge
+    size = max(int(band.sum(-1).max()), 1)
+    vals, idx = torch.topk(logp.masked_fill(~band, float("-inf")), size, dim=-1)
+    band_probs = vals.double().exp()
+    before = cum[:, -1:] - cum.gather(-1, edge) + band_probs.cumsum(-1) - band_probs
+    kept = above.scatter(-1, idx, (before < top_p) & vals.isfinite() | above.gather(-1, idx))
+    return kept.scatter(-1, logp.argmax(-1, keepdim=True), True)   # top_p = 0 keeps the most likely alone
+
+
 def draw(scores: torch.Tensor, u: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """One token per row: the inverse CDF of softmax(top-p(scores / temperature)) at the row's uniform `u`."""
-    warp = LogitsProcessorList([TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p)])
-    probs = torch.softmax(warp(None, scores.float()), dim=-1)
+    """One token per row: the inverse CDF, at the row's uniform `u`, of softmax(scores / temperature) cut to
+    its nucleus (`nucleus`), taken over the kept tokens in vocabulary order."""
+    logp = torch.log_softmax(scores.float() / temperature, dim=-1)
+    probs = logp.exp() if top_p >= 1 else torch.where(nucleus(logp, top_p), logp.exp(), 0.0)
     cdf = probs.cumsum(-1)
-    target = (u.to(cdf.dtype) * cdf[:, -1]).unsqueeze(-1)
-    return torch.searchsorted(cdf, target).squeeze(-1).clamp_max(probs.shape[-1] - 1)
+    rank = torch.searchsorted(cdf, u.to(cdf.dtype).unsqueeze(-1) * cdf[:, -1:], right=True)  # never a 0-mass token
+    return rank.squeeze(-1).clamp_max(probs.shape[-1] - 1)
 
 
 def _kv_bytes_per_token(model: PreTrainedModel) -> int:

@@ -9,7 +9,7 @@ from transformers import (LogitsProcessor, LogitsProcessorList, TemperatureLogit
 
 from compiler.errors import StageError
 from runtime import iti
-from runtime.generate import (Sampling, batch_bytes, draw, load_model, plan_batches, row_seed,
+from runtime.generate import (Sampling, batch_bytes, draw, load_model, nucleus, plan_batches, row_seed,
                               sample_continuations, uniforms)
 
 PROMPTS = ["the quick brown fox jumps over", "you are a", "thank you for the lovely", "what", "and then"]
@@ -69,6 +69,23 @@ def test_draws_follow_the_warped_softmax(temperature, top_p):
     assert chisquare(counts[kept].numpy(), exp.numpy()).pvalue > 1e-3
     if top_p < 1:
         assert kept.sum() < len(logits)   # the case really cut the tail
+
+
+@pytest.mark.parametrize("top_p", [0.0, 0.3, 0.9, 0.99])
+def test_nucleus_keeps_what_hf_top_p_keeps(top_p):
+    """The sort-free nucleus equals HF's `TopPLogitsWarper` mask, on flat and on peaked rows."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.cat([torch.randn(8, 5000, generator=gen) * scale for scale in (0.5, 3.0, 8.0)])
+    logp = torch.log_softmax(logits, -1)
+    hf = TopPLogitsWarper(top_p) if top_p > 0 else TopPLogitsWarper(1e-12)
+    assert torch.equal(nucleus(logp, top_p), hf(None, logits).isfinite())
+
+
+def test_top_p_zero_draws_the_most_likely_token():
+    logits = torch.tensor([[0.5, 3.0, -1.0, 2.9], [4.0, 0.0, 1.0, 3.0]])
+    u = uniforms(torch.arange(2), 0)
+    assert draw(logits, u, 1.0, 0.0).tolist() == [1, 0]
+    assert draw(logits, torch.tensor([0.999999, 0.999999]), 1.0, 1e-9).tolist() == [1, 0]
 
 
 class _CounterDraws(LogitsProcessor):
