@@ -85,7 +85,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
         "toxic_share": float(labels.float().mean()), "n_layers": len(layers),
         "n_heads": heads.shape[2], "head_dim": heads.shape[3], "d_model": resid.shape[2],
         "mean_tokens": float(n_tokens.float().mean()),
-        "n_truncated": int((n_tokens >= cfg.max_length_tokens).sum()),
+        "n_truncated": int((n_tokens >= cfg.max_length_tokens).sum()), "computed_in": placement.compute.label,
         **counts.metrics("probe"),
     }
 

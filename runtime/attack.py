@@ -341,4 +341,4 @@ def _attack(cfg: Config, ctx: StageContext, stop: StopSignals) -> dict:
     with open(ctx.out / "attacks.jsonl", "w", encoding="utf-8") as out:
         for row in prompt_rows + gcg_rows:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return summarize(prompt_rows, gcg_rows) | counts.metrics("attack")
+    return summarize(prompt_rows, gcg_rows) | counts.metrics("attack") | {"computed_in": placement.compute.label}

@@ -8,8 +8,8 @@ pass `placement.load_kwargs()` to `from_pretrained` and move the model to `place
 No silent fallback: a stage whose resources ask for GPUs and that sees no CUDA fails with a `StageError`
 (`require_cuda`; `runtime.stage.execute` checks it for every stage, pretraining included), rather than
 running for days on CPU. One opt-out, `MIXSTEER_ALLOW_CPU=1`, for clusters whose GPUs are placeholders
-(tests/slurm): the stage then computes on CPU in fp32, says so on stderr and in its placement, while its
-id still names the planned compute.
+(tests/slurm): the stage then computes on CPU in fp32 and says so on stderr and in its metrics
+(`computed_in`, the label of what ran), while its id still names the planned compute.
 
 One GPU set per local job: `gpu_slots` (used by `runtime.attempt`, which wraps every job) gives a local job
 `CUDA_VISIBLE_DEVICES` naming as many free GPUs as its resources ask, so local jobs neither share cuda:0

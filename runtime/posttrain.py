@@ -108,7 +108,8 @@ def _posttrain(cfg: Config, ctx: StageContext, stop: StopSignals) -> dict:
         stop.stop(f"checkpoint-{stop_check.stopped_at} in {output_dir}")
     trainer.model.config.use_cache = use_cache
     save_model_folder(trainer.model, model_dir, ctx.out / "model")
-    return {"method": method, "steps": trainer.state.global_step, **_log_metrics(trainer.state.log_history),
+    return {"method": method, "steps": trainer.state.global_step, "computed_in": placement.compute.label,
+            **_log_metrics(trainer.state.log_history),
             **counts.metrics(method)}
 
 

@@ -98,7 +98,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
 
     shift_norms = [abs(h["alpha"] * h["std"]) for h in intervention["heads"]]
     return {"n_heads_steered": len(shift_norms), "alpha": cfg.alpha, "positions": cfg.positions,
-            "control": cfg.control, "control_seed": cfg.control_seed,
+            "control": cfg.control, "control_seed": cfg.control_seed, "computed_in": placement.compute.label,
             "mean_shift_norm": float(np.mean(shift_norms)), **mechanistic}
 
 
