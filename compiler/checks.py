@@ -22,8 +22,7 @@ Finding = tuple[tuple[Any, ...], str]
 def pretrain_steps(spec: Spec) -> int:
     """Optimizer steps: epochs over the mixture at global_batch × sequence_length tokens per step."""
     assert spec.data is not None
-    per_step = spec.pretrain.global_batch_size * spec.pretrain.sequence_length
-    return int(spec.data.total_tokens * spec.pretrain.epochs // per_step)
+    return int(spec.data.total_tokens * spec.pretrain.epochs // spec.pretrain.tokens_per_step)
 
 
 def walk_models(model: BaseModel, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], BaseModel]]:

@@ -100,6 +100,7 @@ class PretrainSection(StrictModel):
 
     @property
     def tokens_per_step(self) -> int:
+        """Tokens in one optimizer step, all devices."""
         return self.global_batch_size * self.sequence_length
 
     def warmup_steps(self, max_steps: int) -> int:
