@@ -148,3 +148,21 @@ def test_load_model_refuses_a_bad_intervention_file(steered, tmp_path, tiny_mode
     with pytest.raises(StageError, match="intervention.json"):
         load_model(folder, torch.device("cpu"))
     assert AutoTokenizer.from_pretrained(folder)  # the folder itself stays a normal checkpoint
+
+
+def test_hooks_follow_a_model_cast_after_loading(tmp_path, tiny_model_dir, steered):
+    """A `last`-steered model cast to bf16 after its hooks were added (attack's `runtime.device` placement)
+    runs, and its logits stay within bf16 rounding of the fp32 model's."""
+    _, last, _, _, tok = steered
+    probe = random_probe(tmp_path / "probe")
+    out, _ = run_steer(tmp_path, tiny_model_dir, probe, out="last", top_k_heads=5, alpha=6.0, positions="last")
+    cast, _ = load_model(out / "model", torch.device("cpu"))
+    cast.to(torch.bfloat16)
+    tok.padding_side = "left"
+    enc = tok(PROMPTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        want = last(**enc).logits
+        got = cast(**enc).logits.float()
+        with iti.steer_from(cast, 0):
+            assert cast(**enc).logits.dtype == torch.bfloat16
+    assert (got - want).abs().max() <= 0.05 * want.abs().max()
