@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ from runtime.pretrain_checkpoint import (
     save_checkpoint,
     usable_checkpoint,
 )
-from runtime.preempt import StopSignals, resumed
+from runtime.preempt import STOP_SIGNALS, StopSignals, resumed
 from runtime.throughput import Throughput, peak_flops
 
 
@@ -221,9 +222,17 @@ def train_step(cfg: TrainConfig, rt: Runtime, dist_model: torch.nn.Module, optim
 
 # --- data -----------------------------------------------------------------------------------------
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader worker init: leave stop signals to the training process. SLURM signals every process of
+    the job, and torch's worker handler dies on a SIGTERM, which fails the step that was to be saved."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def batches(cfg: TrainConfig, start_step: int, max_steps: int) -> Iterator[dict[str, torch.Tensor]]:
     """Batches for steps start_step+1 … max_steps: epoch-wise reshuffles, restart mid-epoch exactly."""
     loader = build_train_dataloader(cfg)
+    loader.worker_init_fn = ignore_stop_signals
     dataset = loader.dataset
     steps_per_epoch = len(dataset.dataset) // cfg.global_train_batch_size  # drop_last
     if steps_per_epoch == 0:

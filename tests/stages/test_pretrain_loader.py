@@ -47,3 +47,37 @@ def test_worker_processes_yield_the_same_batches_across_epochs_and_a_resume(tmp_
     assert steps_per_epoch < 12  # the 12 steps cross an epoch boundary (a reshuffle)
     for got in (stream(2, 0, 12), [*plain[:5], *stream(2, 5, 12)]):
         assert len(got) == len(plain) and all(torch.equal(a, b) for a, b in zip(got, plain))
+
+
+def test_a_stop_signal_sent_to_every_process_leaves_the_workers_running(tmp_path):
+    """SLURM signals every process of a job: the workers must leave the stop to the training process
+    (which finishes its step and saves) instead of dying and failing that step."""
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    from olmo.config import TrainConfig
+
+    from runtime import olmo_train
+    from runtime.pretrain import Config, build_train_config, token_files
+
+    inputs = write_artifacts(tmp_path, n_documents=40)
+    cfg = Config.model_validate(envelope(tmp_path, inputs)["config"])
+    built = build_train_config(
+        cfg, data_paths=token_files(tmp_path / inputs["mix"]), tokenizer_file=tmp_path / "t.json",
+        save_folder=tmp_path / "save", world_size=1, precision="fp32", run_name="x", data_workers=2,
+    )
+    built.save(tmp_path / "c.yaml")
+    train_cfg = TrainConfig.load(tmp_path / "c.yaml")
+    plain = [b["input_ids"] for b in olmo_train.batches(train_cfg, 0, 3)]   # one epoch: one set of workers
+    stream = olmo_train.batches(train_cfg, 0, 3)
+    got = [next(stream)["input_ids"]]
+    time.sleep(1)  # both workers past their init (a signal before it is the default: a test race only)
+    workers = multiprocessing.active_children()
+    assert workers, "the loader started no worker processes"
+    for worker in workers:
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            os.kill(worker.pid, sig)
+    got += [b["input_ids"] for b in stream]
+    assert len(got) == len(plain) and all(torch.equal(a, b) for a, b in zip(got, plain))
