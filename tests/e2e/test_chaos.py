@@ -32,8 +32,10 @@ GRACE_S = 60
 """How long a stopped attempt may take to save and exit before its survivors count as orphans."""
 
 VOLATILE_FILES = {"stage.json"}
-VOLATILE_KEY = re.compile(r"(time|seconds|_s$|per_s|throughput|elapsed|peak_|resumed|restarted|memory|date|wall)")
-"""stage.json (timing, host, the attempt's own log) and timing-like metrics differ between any two runs."""
+VOLATILE_KEY = re.compile(r"(time|seconds|_s$|per_s|throughput|elapsed|peak_|resumed|restarted|memory|date|wall"
+                          r"|cached_texts|scored_texts)")
+"""stage.json (timing, host, the attempt's own log) and timing-like metrics differ between any two runs; so does
+the score cache's hit/miss split: a stopped score's rerun answers from the shared cache what it scored before."""
 
 
 def make_project(root: Path) -> Path:
