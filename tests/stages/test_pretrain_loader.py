@@ -1,8 +1,6 @@
 """Pretraining data loading: worker processes and pinned memory change how batches arrive, never which."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
