@@ -95,7 +95,8 @@ class PretrainSection(StrictModel):
     @model_validator(mode="after")
     def _one_warmup(self) -> "PretrainSection":
         if (self.warmup_fraction is None) == (self.warmup_tokens is None):
-            raise ValueError("set exactly one of warmup_fraction and warmup_tokens")
+            raise ValueError("set exactly one of warmup_fraction and warmup_tokens (over a base spec that "
+                             "sets the other, set that one to null)")
         return self
 
     @property
