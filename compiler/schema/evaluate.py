@@ -71,8 +71,8 @@ class MMLUSection(StrictModel):
         "test", description="Split whose questions are scored (ai2-olmo's in-loop eval uses validation)."
     )
     batch_size: int = Field(
-        16, gt=0, description="(context, choice) pairs per forward pass, longest first (a 5-shot pair is "
-        "~500-1000 tokens: 16 fit an OLMo-1B on a 24 GB GPU).", json_schema_extra=NOT_IN_ID)
+        16, gt=0, description="(context, choice) pairs per forward pass, batched longest first (only the "
+        "answer positions reach the output layer).", json_schema_extra=NOT_IN_ID)
 
 
 class DetectionSection(StrictModel):
