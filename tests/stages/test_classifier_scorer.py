@@ -198,7 +198,7 @@ def test_max_windows_is_the_max_over_each_window_scored_alone(word_sensitive):
     # abs 2e-5: the ×3000 weight magnifies float32 rounding (padding, batch shape) from ~1e-7 to ~4e-6
     assert scores == pytest.approx([best for best, _ in reference], abs=2e-5)
     truncated = scorer(word_sensitive, max_length_tokens=limit).score(texts)
-    assert all(w >= t - 1e-6 for w, t in zip(scores, truncated))
+    assert all(w >= t - 2e-5 for w, t in zip(scores, truncated))   # the same float32 rounding as above
     assert sum(w > t + 0.01 for w, t in zip(scores, truncated)) >= 2   # the later windows change scores
     assert windowed.long_texts(texts) == [n > 1 for _, n in reference]
     assert windowed.description() | {"transformers": None} == {
