@@ -326,3 +326,28 @@ def test_run_reads_every_source_and_measures_cross_entropy_on_a_source(tiny_mode
     det = json.loads((ctx.out / "detection.json").read_text())["per_example"]
     assert metrics["source_detection_kept"] == 7 and len(det) == 6
     assert all(r["label"] == int(scores[r["index"]] >= 2.5) for r in det)
+
+
+def test_generation_chunks_follow_the_memory_budget_and_are_in_the_header(tiny_model_dir, tmp_path):
+    """A 1 MiB budget cuts the prompts into several chunks, recorded in the row log's header (a resume under
+    another budget discards the rows); the continuations equal those of a run in one batch."""
+    def generations(budget_mb: int | None, name: str) -> tuple[list[dict], dict]:
+        section = EvaluateSection.model_validate({
+            "prompt_sets": [{"name": "demo", "max_prompts": 6, "source": {"kind": "jsonl",
+                                                                           "path": "data/demo/prompts.jsonl"}}],
+            "generation": {"samples_per_prompt": 8, "max_new_tokens": 8, "batch_size": 8,
+                           "memory_budget_mb": budget_mb},
+            "mmlu": {"enabled": False}, "detection": {"enabled": False}})
+        cfg = Config(**section_fields(section), seed=5)
+        ctx = StageContext(kind="evaluate", stage_id="evaluate-test", root=ROOT, out=tmp_path / name / "out",
+                           work=tmp_path / name / "work", inputs={"model": tiny_model_dir})
+        ctx.out.mkdir(parents=True)
+        run(cfg, ctx)
+        rows = [json.loads(l) for l in (ctx.out / "generations.jsonl").read_text().splitlines()]
+        return rows, json.loads((ctx.work / "generations.jsonl.header.json").read_text())
+
+    small, small_header = generations(1, "small")
+    whole, whole_header = generations(None, "whole")
+    assert small_header["memory_budget"] == 2 ** 20 and whole_header["batches"] == [6]
+    assert sum(small_header["batches"]) == 6 and len(small_header["batches"]) > 1
+    assert small == whole
