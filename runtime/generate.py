@@ -3,8 +3,8 @@
 Every row (one sample of one prompt) owns a 63-bit seed `row_seed(seed, prompt key, sample)`; its draw at
 decoding step t is the t-th output of SplitMix64 seeded with it (`uniforms`: a counter-based generator,
 computed for all rows at once on the device), and the token is the inverse CDF of the temperature- and
-top-p-warped softmax (HF's top-p rule, `draw`) at that uniform. A row's draws therefore depend neither on the
-batch it shares nor on the batch size. `model.generate` draws every row from one global RNG, so the
+top-p-warped softmax (HF's top-p rule, `draw`) at that uniform. A row's draws therefore depend neither
+on the batch it shares nor on the batch size. `model.generate` draws every row from one global RNG, so the
 decoding loop is ours (`_decode`): the distinct prompts of a batch are prefilled once, left-padded with
 HF's position ids, and their KV cache is repeated to `samples_per_prompt` rows (`DynamicCache.
 batch_repeat_interleave`); only the last position's logits are computed. A row that emits EOS is padded,
@@ -37,9 +37,9 @@ CPU_MEMORY_BUDGET = 2 * 1024 ** 3
 CUDA_BUDGET_FRACTION = 0.8
 """Share of the device memory not held by this process's tensors (the model) that a batch may use."""
 
-LOGITS_COPIES = 8
-"""Float32 vocabulary-wide tensors alive per row while a token is drawn (logits, warped, sorted values and
-their int64 indices, softmax, cumulative sum, masks)."""
+DRAW_BYTES = 48
+"""Bytes per row and vocabulary entry alive while a token is drawn (`draw`: the model's logits, float32
+log-probabilities, float64 probabilities, int64 bins, float32 temporaries and boolean masks)."""
 
 HISTOGRAM_BINS, HISTOGRAM_ROUNDS = 256, 2
 """The nucleus boundary is narrowed to 1 / 256² of the row's log-probability span (a handful of tokens)."""
@@ -124,7 +124,7 @@ def nucleus(logp: torch.Tensor, top_p: float) -> torch.Tensor:
         lo, hi = lo - (hi - lo) / HISTOGRAM_BINS, hi + (hi - lo) / HISTOGRAM_BINS   # a bin of slack each side
         width = (hi - lo) / HISTOGRAM_BINS
         bins = ((logp - lo) / width).floor().clamp(-1, HISTOGRAM_BINS).long() + 1   # 0: below lo; last: above hi
-        mass = torch.zeros(len(logp), HISTOGRAM_BINS + 2, dtype=torch.float64).to(probs.device)
+        mass = torch.zeros(len(logp), HISTOGRAM_BINS + 2, dtype=torch.float64, device=probs.device)
         cum = mass.scatter_add_(-1, bins, probs).cumsum(-1)
         edge = (cum <= 1 - top_p).sum(-1, keepdim=True).clamp_max(HISTOGRAM_BINS + 1)   # first bin crossing
         lo = lo + (edge - 1).to(lo.dtype) * width
@@ -144,7 +144,8 @@ def draw(scores: torch.Tensor, u: torch.Tensor, temperature: float, top_p: float
     logp = torch.log_softmax(scores.float() / temperature, dim=-1)
     probs = logp.exp() if top_p >= 1 else torch.where(nucleus(logp, top_p), logp.exp(), 0.0)
     cdf = probs.cumsum(-1)
-    rank = torch.searchsorted(cdf, u.to(cdf.dtype).unsqueeze(-1) * cdf[:, -1:], right=True)  # never a 0-mass token
+    # right=True: the first token whose cumulative mass exceeds the target, never one of mass 0
+    rank = torch.searchsorted(cdf, u.to(cdf.dtype).unsqueeze(-1) * cdf[:, -1:], right=True)
     return rank.squeeze(-1).clamp_max(probs.shape[-1] - 1)
 
 
@@ -157,18 +158,18 @@ def _kv_bytes_per_token(model: PreTrainedModel) -> int:
 
 
 def batch_bytes(model: PreTrainedModel, prompts: int, prompt_tokens: int, s: Sampling) -> int:
-    """Estimated peak bytes of one batch beyond the weights: the prefill's cache, activations (hidden
-    states, MLP, attention scores) and last-position logits for `prompts` prompts padded to `prompt_tokens`,
-    then the cache repeated to every sample row at full length (plus one layer's copy while it grows) and
-    the vocabulary-wide tensors of each draw."""
+    """Estimated peak bytes of one batch beyond the weights: the prefill's cache for `prompts` prompts
+    padded to `prompt_tokens` (alive until it is repeated), plus the larger of the prefill's activations
+    (hidden states, MLP, attention scores) with its last-position logits, and the cache repeated to every
+    sample row at full length (plus one layer's copy while it grows) with the tensors of each draw."""
     cfg, item = model.config, model.dtype.itemsize
     rows, length = prompts * s.samples_per_prompt, prompt_tokens + s.max_new_tokens
     kv = _kv_bytes_per_token(model)
-    prefill = prompts * prompt_tokens * (
-        kv + item * (4 * cfg.hidden_size + 2 * cfg.intermediate_size + cfg.num_attention_heads * prompt_tokens))
+    activations = prompts * prompt_tokens * item * (
+        4 * cfg.hidden_size + 2 * cfg.intermediate_size + cfg.num_attention_heads * prompt_tokens)
     decode = rows * length * kv * (cfg.num_hidden_layers + 1) // cfg.num_hidden_layers
-    logits = rows * cfg.vocab_size * 4 * LOGITS_COPIES
-    return prompts * prompt_tokens * kv + max(prefill + prompts * cfg.vocab_size * 4, decode + logits)
+    draws = rows * cfg.vocab_size * DRAW_BYTES
+    return prompts * prompt_tokens * kv + max(activations + prompts * cfg.vocab_size * 4, decode + draws)
 
 
 def memory_budget(model: PreTrainedModel, s: Sampling) -> int:
