@@ -158,3 +158,29 @@ def test_batch_bytes_grow_with_samples_and_length(tiny):
     more = Sampling(**{**s.__dict__, "samples_per_prompt": 8})
     assert batch_bytes(model, 2, 10, s) < batch_bytes(model, 2, 10, more)
     assert batch_bytes(model, 2, 10, s) < batch_bytes(model, 2, 100, s) < batch_bytes(model, 4, 100, s)
+
+
+def test_rows_after_their_eos_are_padded_as_generate_pads_them(tiny):
+    """With a frequent token made the EOS, rows stop at different steps: the decoding loop pads each after
+    its EOS, token for token as HF `generate` does, and stops once every row has stopped."""
+    from types import SimpleNamespace
+
+    from runtime.generate import _decode, _encode, _prepare
+
+    model, tok = tiny
+    s = Sampling(samples_per_prompt=4, max_new_tokens=10, temperature=1.0, top_p=0.9, batch_size=8, seed=1)
+    enc = dict(_encode(tok, PROMPTS, None, _prepare(model, tok, s)))
+    seeds = torch.tensor([row_seed(1, k, j) for k in KEYS for j in range(4)])
+    free = _decode(model, SimpleNamespace(eos_token_id=None, pad_token_id=tok.pad_token_id), enc, seeds, s)
+    eos = int(free[:, :3].flatten().mode().values)    # a token some rows draw early
+    ours = _decode(model, SimpleNamespace(eos_token_id=eos, pad_token_id=tok.pad_token_id), enc, seeds, s)
+    stopped = (ours == eos).any(-1)
+    assert 0 < int(stopped.sum()) < len(seeds)     # some rows stop, others run on
+    for row in ours[stopped]:
+        after = row[int((row == eos).nonzero()[0]) + 1:]
+        assert (after == tok.pad_token_id).all()
+    expanded = {k: v.repeat_interleave(4, dim=0) for k, v in enc.items()}
+    width = expanded["input_ids"].shape[1]
+    ids = model.generate(**expanded, do_sample=False, max_new_tokens=10, pad_token_id=tok.pad_token_id,
+                         eos_token_id=eos, logits_processor=LogitsProcessorList([_CounterDraws(seeds, width, s)]))
+    assert torch.equal(ours, ids[:, width:])
