@@ -333,8 +333,7 @@ def _attack(cfg: Config, ctx: StageContext, stop: StopSignals) -> dict:
     counts = SourceCounts()
     prompts = load_prompts(cfg.attack, ctx, counts)  # before the model: bad data fails at once
     placement = place(cfg.compute, "attack")
-    model, tok = load_model(ctx.input("model") / "model", placement.device)
-    model.to(placement.dtype)  # GCG's gradients and candidate batches in the policy's format (logits upcast)
+    model, tok = load_model(ctx.input("model") / "model", placement)  # GCG's gradients in the policy's format
     prompt_rows = prompt_attack(cfg, model, tok, prompts[:cfg.attack.max_prompts])
     gcg_rows = gcg_attack_rows(cfg, model, tok, prompts[:cfg.attack.gcg.max_prompts], ctx.work, stop) \
         if _gcg_on(cfg.attack) else []

@@ -61,6 +61,7 @@ from compiler.errors import StageError
 from compiler.schema.base import StrictModel, same_as
 from compiler.schema.evaluate import (BootstrapSection, CrossEntropySection, DetectionSection, EvaluateSection,
                                       GenerationSection, MMLUSection, PromptSet)
+from compiler.schema.precision import Compute, compute_field
 from compiler.schema.probe import LabelledData
 from compiler.schema.spec import Spec
 from runtime.preempt import StopSignals, pause_point, resumed
@@ -88,6 +89,7 @@ class Config(StrictModel):
     bootstrap: BootstrapSection = same_as(EvaluateSection, "bootstrap")
     prefix: str | None = Field(None, description="Prompting baseline: text prepended to every prompt.")
     seed: int = same_as(Spec, "seed")
+    compute: Compute = compute_field()
     detection_data: LabelledData | None = Field(
         None, description="Labelled data for detection when `detection.data` is null "
         "(the compiler passes the probe data).",
@@ -235,14 +237,14 @@ def _cross_entropy_documents(cfg: Config, ctx: StageContext, tok) -> tuple[list,
     return docs, counts.metrics("cross_entropy")
 
 
-def _cross_entropy_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float]:
+def _cross_entropy_metrics(cfg: Config, ctx: StageContext, model, tok, placement) -> dict[str, float]:
     from runtime import capability, stats
     from runtime.generate import load_model
 
     docs, source_counts = _cross_entropy_documents(cfg, ctx, tok)
     base = None
     if cfg.cross_entropy.kl_to_base and "base" in ctx.inputs:
-        base, _ = load_model(ctx.input("base") / "model", next(model.parameters()).device)
+        base, _ = load_model(ctx.input("base") / "model", placement)
     res = capability.cross_entropy_and_kl(model, docs, cfg.generation.batch_size, base=base)
     write_json(ctx.out / "cross_entropy.json", res)
     rows, boot = res["per_document"], cfg.bootstrap
@@ -278,6 +280,7 @@ def _detection_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, 
 def run(cfg: Config, ctx: StageContext) -> dict:
     import torch
 
+    from runtime.device import place
     from runtime.generate import load_model
 
     torch.set_num_threads(max(1, ctx.threads))
@@ -287,7 +290,8 @@ def run(cfg: Config, ctx: StageContext) -> dict:
         raise StageError("kl_to_base needs documents: set evaluate.cross_entropy.source, or give this evaluate "
                          "the mix's held-out tokens (a `mix` input)")
     with StopSignals("evaluate") as stop:
-        model, tok = load_model(ctx.input("model") / "model")
+        placement = place(cfg.compute, "evaluate")
+        model, tok = load_model(ctx.input("model") / "model", placement)
         metrics, resuming = _generations(cfg, ctx, model, tok, stop)
         with stop.interrupting(f"the generations are saved; {CAPABILITY_RESTART}"):
             pause_point("evaluate", "capability", stop)
@@ -297,7 +301,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
             if cfg.mmlu.enabled:
                 metrics |= _mmlu_metrics(cfg, ctx, model, tok)
             if has_documents:
-                metrics |= _cross_entropy_metrics(cfg, ctx, model, tok)
+                metrics |= _cross_entropy_metrics(cfg, ctx, model, tok, placement)
             if cfg.detection.enabled:
                 metrics |= _detection_metrics(cfg, ctx, model, tok)
-    return metrics
+    return metrics | {"computed_in": placement.compute.label}

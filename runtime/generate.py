@@ -29,7 +29,9 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from compiler.errors import StageError
 from runtime import iti
+from compiler.schema.precision import Compute
 from runtime.artifacts import load_causal_lm, load_tokenizer
+from runtime.device import Placement
 
 CPU_MEMORY_BUDGET = 2 * 1024 ** 3
 """Bytes a CPU generation batch may use when no budget is given (a fixed default: a laptop's share)."""
@@ -62,19 +64,16 @@ class Sampling:
     memory_budget: int | None = None
 
 
-def device_for_run() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def load_model(folder: Path, device: torch.device | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """An HF checkpoint folder (the model-folder contract) → eval-mode model and tokenizer.
+def load_model(folder: Path, placement: Placement | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """An HF checkpoint folder (the model-folder contract) → eval-mode model and tokenizer, on the device and
+    in the dtype of `placement` (`runtime.device.place`; CPU fp32 without one).
 
     A folder holding `intervention.json` (ITI with `positions: last`, written by the steer stage) gets
     that intervention as last-position hooks (`runtime.iti`); wrap teacher-forced scoring in
     `runtime.iti.steer_from` to shift a whole continuation."""
+    placement = placement or Placement(Compute())
     tok = load_tokenizer(folder)
-    model = load_causal_lm(folder, dtype=torch.float32)
-    model = model.to(device or device_for_run()).eval()
+    model = load_causal_lm(folder, **placement.load_kwargs()).to(placement.device).eval()
     intervention_file = folder / iti.INTERVENTION_FILE
     if intervention_file.exists():
         try:

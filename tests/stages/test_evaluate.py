@@ -23,7 +23,7 @@ PROMPTS = ["the quick brown fox", "you are a", "thank you for the", "what a wond
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    return load_model(tiny_model_dir / "model", torch.device("cpu"))
+    return load_model(tiny_model_dir / "model")
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_heldout_documents_and_cross_entropy(tiny, tmp_path):
 
 def test_kl_to_a_different_base_is_positive(tiny, other_model_dir, tmp_path):
     model, tok = tiny
-    base, _ = load_model(other_model_dir / "model", torch.device("cpu"))
+    base, _ = load_model(other_model_dir / "model")
     docs = capability.heldout_documents(_heldout(tok, tmp_path / "c.npy", 3), tok.eos_token_id, 3, 10)
     got = capability.cross_entropy_and_kl(model, docs, batch_size=3, base=base)
     assert got["kl_to_base"] > 1e-3
@@ -161,7 +161,7 @@ def test_len_norm_divides_by_the_choice_without_its_leading_space():
 
 
 def test_run_end_to_end(tiny_model_dir, other_model_dir, tmp_path):
-    _, tok = load_model(tiny_model_dir / "model", torch.device("cpu"))
+    _, tok = load_model(tiny_model_dir / "model")
     mix = tmp_path / "mix"
     _heldout(tok, mix / "heldout" / "clean.npy", 4)
     section = EvaluateSection.model_validate({
@@ -287,7 +287,7 @@ def test_run_reads_every_source_and_measures_cross_entropy_on_a_source(tiny_mode
     cross-entropy and KL on an OpenWebText-like JSONL without any mix input; each source's counts are metrics."""
     from layouts import write_jsonl, write_toxigen_annotated
 
-    model, tok = load_model(tiny_model_dir / "model", torch.device("cpu"))
+    model, tok = load_model(tiny_model_dir / "model")
     owt = ["", *(f"{w} the quick brown fox jumps over the lazy dog and thanks you" for w in ("a", "you", "what", "i"))]
     write_jsonl(tmp_path / "owt" / "train.jsonl", [{"text": t} for t in owt])
     scores = [4.7, 1.0, 3.3, 1.7, 2.5, 1.3, 5.0, 2.0]

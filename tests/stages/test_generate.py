@@ -19,13 +19,13 @@ MASK64 = (1 << 64) - 1
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    return load_model(tiny_model_dir / "model", torch.device("cpu"))
+    return load_model(tiny_model_dir / "model")
 
 
 @pytest.fixture(scope="module")
 def last_steered(tiny_model_dir):
     """The tiny model with ITI `last` hooks on three random heads (shift the last position of each call)."""
-    model, tok = load_model(tiny_model_dir / "model", torch.device("cpu"))
+    model, tok = load_model(tiny_model_dir / "model")
     cfg = model.config
     head_dim = cfg.hidden_size // cfg.num_attention_heads
     gen = torch.Generator().manual_seed(0)

@@ -26,10 +26,9 @@ def steered(tmp_path_factory, tiny_model_dir):
     probe = random_probe(tmp / "probe")
     last_out, _ = run_steer(tmp, tiny_model_dir, probe, out="last", top_k_heads=5, alpha=6.0, positions="last")
     all_out, _ = run_steer(tmp, tiny_model_dir, probe, out="all", top_k_heads=5, alpha=6.0, positions="all")
-    cpu = torch.device("cpu")
-    base, tok = load_model(tiny_model_dir / "model", cpu)
-    last, _ = load_model(last_out / "model", cpu)
-    folded, _ = load_model(all_out / "model", cpu)
+    base, tok = load_model(tiny_model_dir / "model")
+    last, _ = load_model(last_out / "model")
+    folded, _ = load_model(all_out / "model")
     return base, last, folded, iti.load_intervention(last_out / "intervention.json"), tok
 
 
@@ -146,7 +145,7 @@ def test_load_model_refuses_a_bad_intervention_file(steered, tmp_path, tiny_mode
     _, _, _, intervention, _ = steered
     (folder / iti.INTERVENTION_FILE).write_text(json.dumps(intervention | {"positions": "all"}))
     with pytest.raises(StageError, match="intervention.json"):
-        load_model(folder, torch.device("cpu"))
+        load_model(folder)
     assert AutoTokenizer.from_pretrained(folder)  # the folder itself stays a normal checkpoint
 
 
@@ -156,7 +155,7 @@ def test_hooks_follow_a_model_cast_after_loading(tmp_path, tiny_model_dir, steer
     _, last, _, _, tok = steered
     probe = random_probe(tmp_path / "probe")
     out, _ = run_steer(tmp_path, tiny_model_dir, probe, out="last", top_k_heads=5, alpha=6.0, positions="last")
-    cast, _ = load_model(out / "model", torch.device("cpu"))
+    cast, _ = load_model(out / "model")
     cast.to(torch.bfloat16)
     tok.padding_side = "left"
     enc = tok(PROMPTS, return_tensors="pt", padding=True)

@@ -2,7 +2,7 @@
 something: CPU stages compute in fp32 whatever `precision.cuda` says."""
 from test_ids import assert_diff, assert_same, plan_of
 
-MODEL_ROLES = ("activations", "steer", "attack/base", "score/offline/evaluate/base")
+MODEL_ROLES = ("activations", "steer", "evaluate/base", "attack/base", "score/offline/evaluate/base")
 
 
 def with_attack(project):
@@ -25,7 +25,7 @@ def test_precision_moves_gpu_stage_ids_only(project):
     cpu = with_attack(project)
     gpu = cpu + "resources:\n  default: {gpus: 1}\n"
     tf32 = gpu + "precision: {cuda: tf32}\n"
-    for role in ("activations", "steer", "attack/base"):
+    for role in ("activations", "steer", "evaluate/base", "attack/base"):
         assert_diff(project, cpu, gpu, role)          # CPU-fp32 and GPU-bf16 results never share an id
         assert_diff(project, gpu, tf32, role)
         assert_same(project, cpu, cpu + "precision: {cuda: tf32}\n", role)   # CPU is fp32 either way
