@@ -150,6 +150,8 @@ def check_pretrain(shape: dict[str, Any], device: torch.device, work: Path, out:
     from runtime.olmo_train import Runtime, build_model, train_step
     from runtime.throughput import Throughput, peak_flops
 
+    if device.type == "cuda":  # DDP's device_ids and FSDP's device_id want an indexed device
+        device = torch.device("cuda", torch.cuda.current_device())
     precision = "amp_bf16" if device.type == "cuda" else "fp32"
     rt = Runtime(device=device, rank=0, local_rank=device.index or 0, world_size=1)
     one_process_group(device, work)
