@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from compiler.errors import StageError
-from runtime import iti
 from compiler.schema.precision import Compute
+from runtime import iti
 from runtime.artifacts import load_causal_lm, load_tokenizer
 from runtime.device import Placement
 
