@@ -45,8 +45,7 @@ def make_project(root: Path) -> Path:
     shutil.copytree(ROOT / "specs", root / "specs")
     shutil.copy(ROOT / "tests/e2e/chaos/chaos.yaml", root / SPEC)
     shutil.copytree(ROOT / "tests/data/scorer_check", root / "tests/data/scorer_check")
-    subprocess.run([sys.executable, str(ROOT / "tests/data/real_formats.py"), str(root / "data/real_formats")],
-                   check=True)
+    shutil.copytree(ROOT / "data/demo", root / "data/demo")
     return root
 
 
