@@ -17,7 +17,7 @@ from typing import Any
 
 from .ids import canonical_json
 from .plan import Plan, StageInstance
-from .workflow import KIND_ORDER
+from .kinds import KIND_ORDER
 
 IGNORED_FIELDS = ("name",)
 RUNS_SHOWN = 6

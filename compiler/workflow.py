@@ -19,14 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .plan import Plan, StageInstance, build_plan
-from .schema.resources import StageResources
-from .render import RULE_VALUES, render_rules, write_build, write_if_changed, write_stage_files
+from .kinds import KIND_ORDER
 from .load import dotted
+from .plan import Plan, StageInstance, build_plan
+from .render import RULE_VALUES, render_rules, write_build, write_if_changed, write_stage_files
+from .schema.resources import StageResources
 from .validate import load_spec
 
-KIND_ORDER = ["tokenizer", "tokenize", "mix", "pretrain", "activations", "probe", "steer", "posttrain",
-              "evaluate", "attack", "score", "toy", "scorer_check", "report"]
 
 
 def environment(root: Path) -> dict[str, Any]:

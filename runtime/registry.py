@@ -1,25 +1,13 @@
-"""The stage kinds, in one explicit table (no discovery magic). Modules import torch lazily."""
+"""The runtime implementation of every stage kind, from the one table of kinds (`compiler.kinds`; no
+discovery magic). Modules import torch lazily."""
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
 
-STAGES: dict[str, str] = {
-    "tokenizer": "runtime.tokenizer",
-    "tokenize": "runtime.tokenize",
-    "mix": "runtime.mix",
-    "pretrain": "runtime.pretrain",
-    "activations": "runtime.activations",
-    "probe": "runtime.probe",
-    "steer": "runtime.steer",
-    "posttrain": "runtime.posttrain",
-    "evaluate": "runtime.evaluate",
-    "attack": "runtime.attack",
-    "score": "runtime.score",
-    "toy": "runtime.toy",
-    "scorer_check": "runtime.scorer_check",
-    "report": "runtime.report",
-}
+from compiler.kinds import KINDS
+
+STAGES: dict[str, str] = {k.name: k.module for k in KINDS}
 
 
 def load_stage(kind: str) -> ModuleType:

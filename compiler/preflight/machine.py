@@ -5,7 +5,7 @@ from typing import Any, Callable, Mapping
 
 from ..checks import walk_models
 from ..schema import Spec
-from ..schema.resources import STAGE_KINDS
+from ..kinds import KIND_ORDER
 from ..schema.scoring import PerspectiveScorer
 from .estimates import human_bytes
 from .findings import Finding
@@ -30,7 +30,7 @@ def perspective_findings(spec: Spec, env: Mapping[str, str], checked: set[int]) 
 def largest_gpu_request(spec: Spec) -> tuple[tuple[Any, ...], int]:
     """(key path, GPUs per node) of the most GPUs one stage kind asks for."""
     best: tuple[tuple[Any, ...], int] = (("resources", "default", "gpus"), spec.resources.default.gpus)
-    for kind in STAGE_KINDS:
+    for kind in KIND_ORDER:
         if getattr(spec.resources, kind, None) is not None and spec.resources.of(kind).gpus > best[1]:
             best = (("resources", kind, "gpus"), spec.resources.of(kind).gpus)
     return best

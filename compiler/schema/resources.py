@@ -7,17 +7,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from ..kinds import KIND_ORDER, NO_GPU_KINDS
 from .base import StrictModel
-
-STAGE_KINDS = (
-    "tokenizer", "tokenize", "mix", "pretrain", "activations", "probe", "steer", "posttrain",
-    "evaluate", "attack", "score", "toy", "scorer_check", "report",
-)
-NO_GPU_KINDS = ("tokenize", "probe", "score", "scorer_check")
-"""Kinds whose unset section means `default` without GPUs (tokenizing is CPU work; the probe's default
-`compiled` fit runs on CPU cores, a `batched` fit that wants a GPU says so in `resources.probe`; scoring: an
-API client or a classifier that runs on CPU; a spec whose classifier wants a GPU says so in `resources.score`)."""
-
 
 class StageResources(StrictModel):
     """Scheduler request of one stage instance."""

@@ -45,7 +45,8 @@ def test_bad_spec_fails_the_parse_with_located_problems(tmp_path):
 def _fake_outputs(root: Path, spec: str, kinds) -> None:
     """Mark every instance of `kinds` in the spec's plan as done (an empty stage.json), in DAG order."""
     sys.path.insert(0, str(ROOT))
-    from compiler.workflow import KIND_ORDER, compile_spec
+    from compiler.kinds import KIND_ORDER
+    from compiler.workflow import compile_spec
 
     plan = compile_spec(Path(spec), root)
     for kind in (k for k in KIND_ORDER if k in kinds):
@@ -81,7 +82,8 @@ def test_rescoring_the_demo_plans_only_scoring_and_the_report(tmp_path):
     for name in ("demo.yaml", "demo_rescore.yaml"):
         shutil.copy(ROOT / "specs" / name, tmp_path / name)
     sys.path.insert(0, str(ROOT))
-    from compiler.workflow import KIND_ORDER, compile_spec
+    from compiler.kinds import KIND_ORDER
+    from compiler.workflow import compile_spec
 
     _fake_outputs(tmp_path, "demo.yaml", [k for k in KIND_ORDER if k not in ("score", "report")])
     r = snakemake("-n", "--config", "spec=demo_rescore.yaml", cwd=tmp_path)

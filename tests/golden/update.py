@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from compiler.render import render_rules  # noqa: E402
-from compiler.workflow import KIND_ORDER, compile_spec  # noqa: E402
+from compiler.kinds import KIND_ORDER
+from compiler.workflow import compile_spec  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "golden"
 

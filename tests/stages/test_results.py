@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 
 from compiler.cli import main
+from compiler.kinds import KIND_ORDER
 from compiler.render import envelope_json
-from compiler.workflow import KIND_ORDER, compile_spec
+from compiler.workflow import compile_spec
 from runtime.registry import load_stage
 from runtime.results.compare import Boot, compare, pooled
 from runtime.results.table import IDS, LEAD, results_folder

@@ -129,7 +129,8 @@ def run_here(root: Path, kind: str, sid: str) -> int:
 def pipeline(tmp_path_factory) -> Pipeline:
     """The spec compiled and every stage instance run once, uninterrupted, in dependency order."""
     from compiler.render import write_stage_files
-    from compiler.workflow import KIND_ORDER, compile_spec
+    from compiler.kinds import KIND_ORDER
+    from compiler.workflow import compile_spec
 
     root = tmp_path_factory.mktemp("stop_pipeline")
     write_project(root)

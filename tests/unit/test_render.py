@@ -9,7 +9,8 @@ import pytest
 from compiler.errors import SpecError
 from compiler.render import render_rules
 from compiler.validate import load_spec
-from compiler.workflow import KIND_ORDER, Workflow
+from compiler.kinds import KIND_ORDER
+from compiler.workflow import Workflow
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
