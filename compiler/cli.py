@@ -443,7 +443,8 @@ def _result_specs(plans: list[Any], names: list[str]) -> list[Any]:
     between the plans (`mixsteer diff`, less description, report and resources)."""
     from runtime.results.table import SpecRuns
 
-    from .diff import diff_plans, flatten
+    from .diff import diff_plans
+    from .fields import flatten
     from .plan import result_rows
 
     paths = sorted({f.path for other in plans[1:] for f in diff_plans(plans[0], other).fields

@@ -15,21 +15,13 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from .fields import flatten
 from .ids import canonical_json
-from .plan import Plan, StageInstance
 from .kinds import KIND_ORDER
+from .plan import Plan, StageInstance
 
 IGNORED_FIELDS = ("name",)
 RUNS_SHOWN = 6
-
-
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and value:
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: value}
 
 
 @dataclass

@@ -79,3 +79,13 @@ def check_path(root: type[BaseModel], parts: tuple[str, ...]) -> str | None:
             prefix = ".".join(parts[:i]) or "the spec"
             return f"unknown spec path {'.'.join(parts)!r}: {parts[i]!r} is not a field of {prefix}{did_you_mean(parts[i], known)}"
     return None
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts (a dumped spec or stage config) → {dotted path: leaf}; an empty dict is a leaf."""
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from compiler.fields import flatten
 from runtime import stats
 from runtime.artifacts import read_json
 
@@ -46,16 +47,6 @@ class Boot:
     resamples: int = 1000
     seed: int = 0
     level: float = 0.95
-
-
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts → {dotted path: leaf}."""
-    if isinstance(value, dict) and value:
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: value}
 
 
 def changed_fields(folder: Folder, base_id: str, other_id: str) -> list[str]:
