@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -151,3 +152,17 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+WEIGHT_FILES = ("config.json", "generation_config.json", "model.safetensors",
+                "model.safetensors.index.json", "pytorch_model.bin")
+"""Files of the input model folder that `save_pretrained` rewrites; every other file is copied."""
+
+
+def save_model_folder(model: Any, model_dir: Path, out: Path) -> None:
+    """`model` in HF format plus every non-weight file of `model_dir` (the tokenizer), byte for byte."""
+    out.mkdir(parents=True)
+    for f in model_dir.iterdir():
+        if f.is_file() and f.name not in WEIGHT_FILES:
+            shutil.copy2(f, out / f.name)
+    model.save_pretrained(out)

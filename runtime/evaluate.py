@@ -69,7 +69,6 @@ from runtime.stage import StageContext, write_json
 
 if TYPE_CHECKING:
     from runtime.sources import SourceCounts
-    from runtime.stats import Statistic
 
 VERSION = 5
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
@@ -100,17 +99,6 @@ def section_fields(ev: EvaluateSection) -> dict[str, Any]:
     """The Config fields an evaluate section gives (the planner adds prefix, seed and detection data)."""
     return dict(prompt_sets=ev.prompt_sets, generation=ev.generation, mmlu=ev.mmlu, detection=ev.detection,
                 cross_entropy=ev.cross_entropy, bootstrap=ev.bootstrap)
-
-
-def with_interval(name: str, units, statistic: Statistic, boot: BootstrapSection) -> dict[str, float]:
-    """`name`, `name_ci_low`, `name_ci_high`: the statistic of the units and its bootstrap interval."""
-    import numpy as np
-
-    from runtime import stats
-
-    units = np.asarray(units, dtype=float)
-    low, high = stats.bootstrap_ci(units, statistic, resamples=boot.resamples, seed=boot.seed, level=boot.level)
-    return {name: float(statistic(units[None])[0]), f"{name}_ci_low": low, f"{name}_ci_high": high}
 
 
 def load_prompts(ps: PromptSet, root: Path, counts: SourceCounts | None = None) -> tuple[list[str], list[bool] | None]:
@@ -217,8 +205,9 @@ def _mmlu_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float
     write_json(ctx.out / "mmlu.json", {**res, "shots": m.shots, "split": m.split,
                                        "prompt_variant": capability.mmlu_prompt_variant(m.shots)})
     questions, boot = res["per_question"], cfg.bootstrap
-    return (with_interval("mmlu_accuracy", [q["correct"] for q in questions], stats.mean, boot)
-            | with_interval("mmlu_accuracy_len_norm", [q["correct_len_norm"] for q in questions], stats.mean, boot)
+    return (stats.with_interval("mmlu_accuracy", [q["correct"] for q in questions], stats.mean, boot)
+            | stats.with_interval("mmlu_accuracy_len_norm", [q["correct_len_norm"] for q in questions], stats.mean,
+                                  boot)
             | {"mmlu_chance": res["chance"], "mmlu_questions": float(res["questions"])})
 
 
@@ -248,15 +237,17 @@ def _cross_entropy_metrics(cfg: Config, ctx: StageContext, model, tok, placement
     res = capability.cross_entropy_and_kl(model, docs, cfg.generation.batch_size, base=base)
     write_json(ctx.out / "cross_entropy.json", res)
     rows, boot = res["per_document"], cfg.bootstrap
-    metrics = with_interval("cross_entropy", [(d["nll_sum"], d["tokens"]) for d in rows], stats.ratio_of_sums, boot)
+    metrics = stats.with_interval("cross_entropy", [(d["nll_sum"], d["tokens"]) for d in rows],
+                                  stats.ratio_of_sums, boot)
     if base is not None:
-        metrics |= with_interval("kl_to_base", [(d["kl_sum"], d["tokens"]) for d in rows], stats.ratio_of_sums, boot)
+        metrics |= stats.with_interval("kl_to_base", [(d["kl_sum"], d["tokens"]) for d in rows],
+                                       stats.ratio_of_sums, boot)
     return metrics | {"cross_entropy_tokens": res["cross_entropy_tokens"]} | source_counts
 
 
 def _detection_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float]:
     from runtime import capability, stats
-    from runtime.activations import load_examples
+    from runtime.sources.labelled import load_examples
     from runtime.sources import SourceCounts
 
     det = cfg.detection
@@ -270,8 +261,8 @@ def _detection_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, 
                                         seed=cfg.seed, batch_size=cfg.generation.batch_size)
     write_json(ctx.out / "detection.json", res)
     rows, boot = res["per_example"], cfg.bootstrap
-    return (with_interval("detection_accuracy", [e["correct"] for e in rows], stats.mean, boot)
-            | with_interval("detection_balanced_accuracy", [(e["label"], e["correct"]) for e in rows],
+    return (stats.with_interval("detection_accuracy", [e["correct"] for e in rows], stats.mean, boot)
+            | stats.with_interval("detection_balanced_accuracy", [(e["label"], e["correct"]) for e in rows],
                             stats.balanced_accuracy, boot)
             | {"detection_chance": res["chance"], "detection_examples": float(res["examples"])}
             | counts.metrics("detection"))

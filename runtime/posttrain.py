@@ -33,7 +33,7 @@ from compiler.schema.base import StrictModel, same_as
 from compiler.schema.precision import Compute, compute_field
 from compiler.schema.posttrain import DPOSection, SFTSection
 from compiler.schema.spec import Spec
-from runtime.artifacts import load_causal_lm, load_tokenizer, safetensors_problem
+from runtime.artifacts import load_causal_lm, load_tokenizer, safetensors_problem, save_model_folder
 from runtime.preempt import StopSignals, resumed
 from runtime.stage import StageContext
 
@@ -43,11 +43,6 @@ if TYPE_CHECKING:
 
 VERSION = 3
 """Bump by hand whenever a change of this module changes results (it changes every id)."""
-
-WEIGHT_FILES = ("config.json", "generation_config.json", "model.safetensors",
-                "model.safetensors.index.json", "pytorch_model.bin")
-"""Files of the input model folder that `save_pretrained` rewrites; every other file is copied."""
-
 
 class Config(StrictModel):
     sft: SFTSection | None = None
@@ -302,15 +297,6 @@ def _complete_zip(path: Path) -> bool:
             return True
     except (zipfile.BadZipFile, OSError):
         return False
-
-
-def save_model_folder(model: Any, model_dir: Path, out: Path) -> None:
-    """`model` in HF format plus every non-weight file of `model_dir` (the tokenizer), byte for byte."""
-    out.mkdir(parents=True)
-    for f in model_dir.iterdir():
-        if f.is_file() and f.name not in WEIGHT_FILES:
-            shutil.copy2(f, out / f.name)
-    model.save_pretrained(out)
 
 
 def _log_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:

@@ -14,7 +14,7 @@ blocks, so results do not depend on memory limits.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -103,3 +103,11 @@ def paired_bootstrap_diff(a, b, statistic: Statistic = mean, *, resamples: int =
     index = _index_matrix(len(ua), resamples, seed)
     low, high = _percentiles(_resampled(ua, index, statistic) - _resampled(ub, index, statistic), level)
     return diff, low, high
+
+
+def with_interval(name: str, units: Any, statistic: Statistic, boot: Any) -> dict[str, float]:
+    """`name`, `name_ci_low`, `name_ci_high`: the statistic of the units and its `bootstrap_ci` (`boot`: any
+    object with `resamples`, `seed` and `level`, e.g. the spec's `evaluate.bootstrap`)."""
+    units = np.asarray(units, dtype=float)
+    low, high = bootstrap_ci(units, statistic, resamples=boot.resamples, seed=boot.seed, level=boot.level)
+    return {name: float(statistic(units[None])[0]), f"{name}_ci_low": low, f"{name}_ci_high": high}

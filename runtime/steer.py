@@ -66,9 +66,8 @@ def run(cfg: Config, ctx: StageContext) -> dict:
 
     from compiler.errors import StageError
     from runtime import iti
-    from runtime.artifacts import load_causal_lm, load_tokenizer
+    from runtime.artifacts import load_causal_lm, load_tokenizer, save_model_folder
     from runtime.device import place
-    from runtime.posttrain import save_model_folder
     from runtime.stage import write_json
 
     torch.set_num_threads(ctx.threads)

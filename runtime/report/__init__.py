@@ -228,7 +228,7 @@ def scorer_agreement(ctx: StageContext) -> dict[str, Any] | None:
     and shown on the page."""
     import shutil
 
-    from runtime.scorer_check import table as check_table
+    from runtime.results import scorer_check_tables as check_table
 
     check = next((i for i in ctx.inputs if i.startswith("scorer_check-")), None)
     if check is None:

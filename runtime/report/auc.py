@@ -3,7 +3,7 @@
 The probe learns the labels of its labelled texts; the evaluation measures toxicity with a scorer. If the
 scorer cannot tell the probe's toxic texts from its non-toxic ones, steering along the probe's direction
 need not move measured toxicity at all. The report scores the probe's labelled texts (read exactly as the
-activations stage reads them, `runtime.activations.load_examples`) with each evaluation scorer (the
+activations stage reads them, `runtime.sources.labelled.load_examples`) with each evaluation scorer (the
 primary first) and reports the ROC AUC of score against label, with a percentile bootstrap interval over
 texts (`runtime.stats.bootstrap_ci`): with several scorers, a reader sees which of them measures the
 probe's concept.
@@ -55,7 +55,7 @@ def scorer_label_auc(scorer_spec: Any, data: LabelledData, ctx: StageContext, *,
 def scorers_label_auc(scorer_specs: list[Any], data: LabelledData, ctx: StageContext, *, resamples: int, seed: int,
                       level: float) -> list[dict[str, Any]]:
     """`scorer_label_auc` of each scorer, in order, the labelled texts read once."""
-    from runtime.activations import load_examples
+    from runtime.sources.labelled import load_examples
     from runtime.sources import describe
 
     examples = load_examples(data, ctx)
@@ -76,6 +76,6 @@ def scorers_label_auc(scorer_specs: list[Any], data: LabelledData, ctx: StageCon
 
 def _scores(spec: Any, texts: list[str], ctx: StageContext) -> list[float]:
     """Through the score stage's shared cache: a classifier or an API never scores the same text twice."""
-    from runtime.score import score_texts
+    from runtime.scoring.texts import score_texts
 
     return score_texts(spec, texts, ctx.root)[0]

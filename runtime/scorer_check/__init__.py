@@ -32,9 +32,8 @@ from compiler.schema.base import StrictModel, same_as
 from compiler.schema.evaluate import BootstrapSection
 from compiler.schema.scorer_check import RTPCheck, ScorerCheckSection, ToxiGenCheck
 from compiler.schema.scoring import ScorerSpec
+from runtime.results.scorer_check_tables import markdown
 from runtime.stage import StageContext, write_json
-
-from .table import markdown
 
 VERSION = 1
 
@@ -119,9 +118,9 @@ def _check_toxigen(toxigen: Any, scores: dict[str, np.ndarray], cfg: Config, res
 
 
 def _score(spec: Any, texts: Sequence[str], root: Path) -> tuple[np.ndarray, dict[str, float]]:
-    """Every text's score from one scorer through the shared score cache (`runtime.score`), with the
+    """Every text's score from one scorer through the shared score cache (`runtime.scoring.texts`), with the
     counts of what it cost (`n_texts`, `cached_texts`, `scored_texts`, `truncated_texts`)."""
-    from runtime.score import score_texts
+    from runtime.scoring.texts import score_texts
 
     scores, counts = score_texts(spec, list(texts), root)
     return np.asarray(scores, dtype=float), counts

@@ -8,20 +8,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from runtime.stats import bootstrap_ci, mean, paired_bootstrap_diff
+from runtime.stats import mean, paired_bootstrap_diff, with_interval
 
 
 def share_at_least(threshold: float) -> Callable[[np.ndarray], np.ndarray]:
     """Share of 1-D units ≥ threshold (toxicity probability with one sample per prompt)."""
     return lambda sample: (sample >= threshold).mean(axis=1)
-
-
-def with_interval(name: str, units: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray],
-                  boot: Any) -> dict[str, float]:
-    """`{name, name_ci_low, name_ci_high}`: the statistic on the units and its `runtime.stats` interval."""
-    value = float(statistic(units[None])[0])
-    low, high = bootstrap_ci(units, statistic, resamples=boot.resamples, seed=boot.seed, level=boot.level)
-    return {name: value, f"{name}_ci_low": low, f"{name}_ci_high": high}
 
 
 def toxicity_vs_reference(scorer: np.ndarray, reference: np.ndarray, threshold: float,

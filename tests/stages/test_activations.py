@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from compiler.errors import StageError  # noqa: E402
 from compiler.schema.probe import LabelledData  # noqa: E402
 from runtime import activations  # noqa: E402
+from runtime.sources import labelled  # noqa: E402
 from runtime.stage import StageContext  # noqa: E402
 
 SHORT = "you are kind"
@@ -72,9 +73,9 @@ def test_head_split_follows_the_model_heads(tiny_model_dir):
 
 
 def test_group_key_normalises_case_space_and_unicode():
-    assert activations.group_key("Hello   World ") == activations.group_key("hello world")
-    assert activations.group_key("ﬁne") == activations.group_key("fine")        # NFKC ligature
-    assert activations.group_key("hello world") != activations.group_key("hello, world")
+    assert labelled.group_key("Hello   World ") == labelled.group_key("hello world")
+    assert labelled.group_key("ﬁne") == labelled.group_key("fine")        # NFKC ligature
+    assert labelled.group_key("hello world") != labelled.group_key("hello, world")
 
 
 def _write_data(root, rows):
@@ -90,12 +91,12 @@ def test_labels_are_binarised_or_rejected(tmp_path):
     ctx = StageContext("activations", "a-test", tmp_path, tmp_path / "out", tmp_path / "work", {})
     data = LabelledData(source={"kind": "jsonl", "path": rel}, label_field="score", label_threshold=2.5,
                         attribute_fields=["group"], max_examples=3)
-    examples = activations.load_examples(data, ctx)
+    examples = labelled.load_examples(data, ctx)
     assert [e["label"] for e in examples] == [0, 1, 1]
     assert [e["attributes"]["group"] for e in examples] == ["a", "b", "a"]
     no_threshold = data.model_copy(update={"label_threshold": None})
     with pytest.raises(StageError, match="not 0/1"):
-        activations.load_examples(no_threshold, ctx)
+        labelled.load_examples(no_threshold, ctx)
 
 
 def test_stage_writes_the_contract(tiny_model_dir, tmp_path):
@@ -152,7 +153,7 @@ def test_toxigen_annotated_parquet_is_read_through_the_source(tmp_path):
     data = LabelledData(source={"kind": "parquet", "path": "annotated"}, label_field="toxicity_human",
                         label_threshold=2.5, attribute_fields=["target_group"])
     counts = SourceCounts()
-    examples = activations.load_examples(data, ctx, counts)
+    examples = labelled.load_examples(data, ctx, counts)
     kept = [r for r in rows if r[0]]
     assert [e["text"] for e in examples] == [t for t, _, _ in kept]
     assert [e["label"] for e in examples] == [int(s >= 2.5) for _, _, s in kept]
@@ -162,7 +163,7 @@ def test_toxigen_annotated_parquet_is_read_through_the_source(tmp_path):
     write_toxigen_annotated(tmp_path / "annotated" / "train-00000-of-00001.parquet",
                             [("fine", "asian", 1.0), ("no score", "asian", None)])
     with pytest.raises(StageError, match=r"parquet source 'annotated': record 1.*'toxicity_human'"):
-        activations.load_examples(data, ctx)
+        labelled.load_examples(data, ctx)
 
 
 def test_dotted_text_and_label_fields(tmp_path):
@@ -172,5 +173,5 @@ def test_dotted_text_and_label_fields(tmp_path):
     ctx = StageContext("activations", "a-test", tmp_path, tmp_path / "out", tmp_path / "work", {})
     data = LabelledData(source={"kind": "jsonl", "path": rel, "text_field": "prompt.text"},
                         label_field="prompt.toxicity", label_threshold=0.5)
-    examples = activations.load_examples(data, ctx)
+    examples = labelled.load_examples(data, ctx)
     assert [(e["text"], e["label"]) for e in examples] == [("text 0", 1), ("text 1", 0), ("text 2", 1)]

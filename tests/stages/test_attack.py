@@ -20,7 +20,7 @@ GCG = {"target": TARGET, "suffix_tokens": SUFFIX_TOKENS, "steps": 20, "candidate
     ("both", True, False, True), ("both", True, True, False), ("both", False, False, False),
 ])
 def test_judge(judge, toxic, was_refused, expected):
-    from runtime.attack import judged
+    from runtime.score import judged
 
     assert judged(judge, toxic, was_refused) is expected
 

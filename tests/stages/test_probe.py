@@ -167,7 +167,7 @@ def test_compiled_results_do_not_depend_on_the_thread_count():
 
 
 def test_grouped_split_keeps_duplicates_together_and_is_seeded():
-    from runtime.activations import group_key
+    from runtime.sources.labelled import group_key
 
     texts = [f"text number {i % 70}" if i % 3 else f"TEXT   number {i % 70}" for i in range(300)]
     groups = [group_key(t) for t in texts]

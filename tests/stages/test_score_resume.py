@@ -30,6 +30,7 @@ class SigtermScorer(CountingScorer):
 
 def test_sigterm_stops_between_chunks_and_the_rerun_scores_only_the_rest(tmp_path, monkeypatch, capsys):
     import runtime.scoring
+    import runtime.scoring.texts
 
     real, built = runtime.scoring.build_scorer, []
 
@@ -38,7 +39,7 @@ def test_sigterm_stops_between_chunks_and_the_rerun_scores_only_the_rest(tmp_pat
         return built[-1]
 
     monkeypatch.setattr(runtime.scoring, "build_scorer", build)
-    monkeypatch.setattr(stage, "PROGRESS_CHUNK", CHUNK)
+    monkeypatch.setattr(runtime.scoring.texts, "PROGRESS_CHUNK", CHUNK)
     texts = _generations(tmp_path / "evaluate")
     for root in ("whole", "stopped"):
         (tmp_path / root).mkdir()  # separate projects: separate score caches

@@ -1,4 +1,5 @@
-"""`agreement.md`: the scorer check's tables, from the `agreement.json` content (printed by the CLI)."""
+"""`agreement.md`: the scorer check's tables, from its `agreement.json` content: written by the scorer_check
+stage, shown again by the report stage and printed by the CLI."""
 from __future__ import annotations
 
 import math
