@@ -37,6 +37,7 @@ from .plan_scorer_check import plan_scorer_check
 from .schema import Spec
 from .schema.base import StrictModel
 from .schema.data import DataSection, TokenizerInfo
+from .schema.report import VARIANT_ORDER
 from .schema.resources import StageResources
 
 
@@ -341,19 +342,16 @@ def _plan_steer(b: _Builder, spec: Spec, roles: dict[str, str]) -> dict[str, str
     return models
 
 
-_VARIANT_ORDER = ["base", "prompting", "iti", "iti_random_direction", "iti_random_heads", "sft", "dpo"]
-
-
 def _variant_rank(variant: str) -> tuple[int, int]:
     """Sort key of a variant (`iti_random_heads/3` → after every random-direction draw, by draw)."""
     kind, _, draw = variant.partition("/")
-    return _VARIANT_ORDER.index(kind), int(draw or 0)
+    return VARIANT_ORDER.index(kind), int(draw or 0)
 
 
 def _report_row(rp: RunPlan, instances: dict[str, StageInstance]) -> list[dict[str, Any]]:
     """One row per evaluated model variant of a run: what the report tabulates and plots.
 
-    `variant` is one of `_VARIANT_ORDER`; a control row also names `control` and `control_seed`; ITI rows
+    `variant` is one of `VARIANT_ORDER`; a control row also names `control` and `control_seed`; ITI rows
     (real and controls) carry their `steer` id, `alpha`, `positions` and `top_k_heads`, other rows None."""
     spec = rp.spec
     common = {

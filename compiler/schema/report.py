@@ -5,6 +5,11 @@ from pydantic import Field
 
 from .base import StrictModel
 
+VARIANT_ORDER = ("base", "prompting", "iti", "iti_random_direction", "iti_random_heads", "sft", "dpo")
+"""The model variants of a run, in the order the planner writes its rows and the report shows them."""
+STEER_FIELDS = ("alpha", "positions", "top_k_heads", "control_seed")
+"""The steer settings a run row carries for ITI variants (real and controls); None on every other row."""
+
 
 class ReportSection(StrictModel):
     """Report settings."""

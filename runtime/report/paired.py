@@ -27,11 +27,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from compiler.schema.report import STEER_FIELDS
 from runtime import stats
 from runtime.results.items import Units, aligned, evaluate_units, toxicity_units
+from runtime.results.formatting import interval, missing
 from runtime.stage import StageContext
 
-from runtime.results.formatting import interval, missing
 from .table import CONTROLS, is_iti, scored, short_axis_names, variant_rank
 
 MARK = "*"
@@ -111,7 +112,7 @@ def compare(ctx: StageContext, runs: list[dict[str, Any]], *, scorers: list[str]
     for row, ref in comparison_pairs(runs):
         iti = is_iti(row["variant"])
         settings = {"toxic_share": row.get("toxic_share"), "seed": row.get("seed"), "variant": row["variant"]}
-        settings |= {k: (row.get(k) if iti else None) for k in ("alpha", "positions", "top_k_heads", "control_seed")}
+        settings |= {k: (row.get(k) if iti else None) for k in STEER_FIELDS}
         settings |= {short[p]: v for p, v in row.get("axes", {}).items() if p in short}
         settings |= {"evaluate_id": row["evaluate"], "reference_evaluate_id": ref["evaluate"]}
         toxicity = []
@@ -137,7 +138,7 @@ def compare(ctx: StageContext, runs: list[dict[str, Any]], *, scorers: list[str]
 def _sort_key(row) -> tuple:
     return tuple((1, "") if missing(row.get(k)) else (0, row.get(k)) for k in ("toxic_share", "seed")) + \
         (variant_rank(row["variant"]),) + tuple((1, "") if missing(row.get(k)) else (0, row.get(k))
-                                                for k in ("alpha", "positions", "top_k_heads", "control_seed"))
+                                                for k in STEER_FIELDS)
 
 
 def comparison_label(row) -> str:

@@ -18,9 +18,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from compiler.schema.report import VARIANT_ORDER  # noqa: E402
+
 from .main_table import HEADLINE_TOXICITY, model_label  # noqa: E402
 from .probes import ProbeAccuracy  # noqa: E402
-from .table import CONTROLS, VARIANT_ORDER, scorer_of  # noqa: E402
+from .table import CONTROLS, scorer_of  # noqa: E402
 
 TOXICITY = re.compile(r"^(?!attack)(?!.*_challenging_)[a-z0-9_]+_(expected_max_toxicity|toxicity_probability)$")
 CAPABILITY = ("detection_balanced_accuracy", "mmlu_accuracy_len_norm", "cross_entropy", "kl_to_base")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from compiler.errors import StageError
+from compiler.schema.report import STEER_FIELDS, VARIANT_ORDER
 from runtime.artifacts import read_json
 from runtime.stage import StageContext
 
@@ -22,12 +23,8 @@ METRIC_STAGES = ("evaluate", "steer", "attack", "probe", "pretrain", "mix", "toy
 """Stages whose metrics become table columns, in column order. Evaluate keys keep their names; the
 others get a `<stage>_` prefix unless they already start with the stage name."""
 
-VARIANT_ORDER = ["base", "prompting", "iti", "iti_random_direction", "iti_random_heads", "sft", "dpo"]
 CONTROLS = {"iti_random_direction": "random direction", "iti_random_heads": "random heads"}
 """Control variants of ITI → their display name."""
-
-STEER_FIELDS = ("alpha", "positions", "top_k_heads", "control_seed")
-"""Row fields that describe an ITI model; empty for every other variant."""
 OPTIONAL_SETTINGS = ("positions", "top_k_heads", "control_seed")
 """Setting columns dropped when no row has them (`alpha` always stays)."""
 
