@@ -124,8 +124,9 @@ def run(cfg: Config, ctx: StageContext) -> dict:
         main = main_table.shown_table(summary, chance, cfg.bootstrap.level, scorers)
         write_markdown(*main[:2], ctx.out / "main_table.md", notes=main[2])
 
-    comparisons = paired.compare(ctx, cfg.runs, scorers=scorers, threshold=cfg.toxic_threshold, **boot)
-    pooled_pairs = pooled.pool(comparisons, paired.ItemUnits(ctx, cfg.toxic_threshold, scorers).pair, Boot(**boot))
+    units = paired.ItemUnits(ctx, cfg.toxic_threshold, scorers)
+    comparisons = paired.compare(ctx, cfg.runs, scorers=scorers, threshold=cfg.toxic_threshold, units=units, **boot)
+    pooled_pairs = pooled.pool(comparisons, units.pair, Boot(**boot))
     shown_pairs = None
     if not comparisons.empty:
         comparisons.to_csv(ctx.out / "paired.csv", index=False)

@@ -65,17 +65,22 @@ def share_pairs(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[s
     return sorted(out, key=lambda p: (repr(p[0].get("seed")), p[0]["toxic_share"]))
 
 
-def share_comparisons(ctx: StageContext, runs: list[dict[str, Any]], *, scorers: list[str], threshold: float,
-                      resamples: int, seed: int, level: float) -> list[dict[str, Any]]:
+class ScoreUnits:
+    """Per-prompt toxicity units of the report's score folders by measure (plain names), each read once."""
+
+    def __init__(self, ctx: StageContext, threshold: float) -> None:
+        self.ctx, self.threshold, self._cache = ctx, threshold, {}
+
+    def __call__(self, sid: str) -> dict:
+        if sid not in self._cache:
+            self._cache[sid] = toxicity_units(self.ctx.input(sid) / "scores.jsonl", self.threshold)
+        return self._cache[sid]
+
+
+def share_comparisons(units: ScoreUnits, runs: list[dict[str, Any]], *, scorers: list[str], resamples: int,
+                      seed: int, level: float) -> list[dict[str, Any]]:
     """Records (one per share pair, headline measure and scorer) of base(s) − base(smallest share)."""
     short = short_axis_names(runs)
-    cache: dict[str, dict] = {}
-
-    def units(sid: str) -> dict:
-        if sid not in cache:
-            cache[sid] = toxicity_units(ctx.input(sid) / "scores.jsonl", threshold)
-        return cache[sid]
-
     records = []
     for row, ref in share_pairs(runs):
         name = f"base {_share(row['toxic_share'])} − base {_share(ref['toxic_share'])}"
@@ -106,17 +111,9 @@ def variant_comparisons(paired) -> list[dict[str, Any]]:
     return out
 
 
-def pooled_comparisons(ctx: StageContext, records: list[dict[str, Any]], threshold: float,
-                       boot: Boot) -> list[dict[str, Any]]:
+def pooled_comparisons(units: ScoreUnits, records: list[dict[str, Any]], boot: Boot) -> list[dict[str, Any]]:
     """Records of every comparison measured under two or more seeds, pooled over them (`runtime.report.pooled`)."""
     import pandas as pd
-
-    cache: dict[str, dict] = {}
-
-    def units(sid: str) -> dict:
-        if sid not in cache:
-            cache[sid] = toxicity_units(ctx.input(sid) / "scores.jsonl", threshold)
-        return cache[sid]
 
     df = pd.DataFrame.from_records(records)
     out = pool(df, lambda r: (units(r["score_id"])[r["measure"]], units(r["reference_score_id"])[r["measure"]]), boot)
@@ -224,9 +221,10 @@ def section(ctx: StageContext, runs: list[dict[str, Any]], paired, *, scorers: l
     if len(scorers) == 1:
         (out / "conclusions.md").write_text(f"{ONE_SCORER} ({scorers[0]}).\n", encoding="utf-8")
         return {"table": None, "message": f"{ONE_SCORER} ({scorers[0]}).", "metrics": {}}
-    records = share_comparisons(ctx, runs, scorers=scorers, threshold=threshold, resamples=resamples, seed=seed,
+    units = ScoreUnits(ctx, threshold)
+    records = share_comparisons(units, runs, scorers=scorers, resamples=resamples, seed=seed,
                                 level=level) + variant_comparisons(paired)
-    records += pooled_comparisons(ctx, records, threshold, Boot(resamples, seed, level))
+    records += pooled_comparisons(units, records, Boot(resamples, seed, level))
     df = build(records, scorers)
     if df.empty:
         message = "No comparison: no two base models of different shares and no variant with its base model."

@@ -98,16 +98,17 @@ class ItemUnits:
 
 
 def compare(ctx: StageContext, runs: list[dict[str, Any]], *, scorers: list[str], threshold: float,
-            resamples: int, seed: int, level: float):
+            resamples: int, seed: int, level: float, units: ItemUnits | None = None):
     """Long table: one row per (pair, measure) with the difference model − base and its paired interval.
 
     Toxicity first, each measure's scorers side by side (`scorers`: labels, primary first), then the
-    evaluate measures. Toxicity rows name their `scorer` and the two score ids."""
+    evaluate measures. Toxicity rows name their `scorer` and the two score ids. `units`: a reader to share
+    with the caller (pooling over seeds reads the same folders)."""
     import pandas as pd
 
     scorers = list(scorers)
     short = short_axis_names(runs)
-    units = ItemUnits(ctx, threshold, scorers)
+    units = units or ItemUnits(ctx, threshold, scorers)
     records = []
     for row, ref in comparison_pairs(runs):
         iti = is_iti(row["variant"])
