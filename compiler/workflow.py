@@ -22,16 +22,14 @@ from typing import Any
 from .kinds import KIND_ORDER
 from .load import dotted
 from .plan import Plan, StageInstance, build_plan
+from .provenance import git_commit, package_versions
 from .render import RULE_VALUES, render_rules, write_build, write_if_changed, write_stage_files
 from .schema.resources import StageResources
 from .validate import load_spec
 
 
-
 def environment(root: Path) -> dict[str, Any]:
     """Code commit and package versions recorded in lock.json (kept out of golden comparisons)."""
-    from runtime.stage import git_commit, package_versions
-
     return {"git_commit": git_commit(root), "packages": package_versions(), "python": sys.version.split()[0]}
 
 

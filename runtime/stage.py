@@ -24,24 +24,18 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
 from compiler.errors import StageError
+from compiler.provenance import git_commit, package_versions
 from runtime.device import require_resources
 from runtime.launch_worker import exit_if_orphaned
 from runtime.preempt import StopSignals, pause_point, stage_stops
 from runtime.stage_paths import stage_paths
-
-TRACKED_PACKAGES = (
-    "mixsteer", "torch", "ai2-olmo", "transformers", "trl", "datasets", "tokenizers",
-    "scikit-learn", "numpy", "snakemake", "pydantic",
-)
 
 
 @dataclass(frozen=True)
@@ -56,6 +50,8 @@ class StageContext:
     inputs: dict[str, Path]
     threads: int = 1
     resources: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    """The stage JSON's `files`: each local file the config reads → its content fingerprint at compile time."""
 
     def resolve(self, path: str | os.PathLike) -> Path:
         """A path from a config: relative paths are relative to the project root."""
@@ -68,25 +64,6 @@ class StageContext:
         except KeyError:
             raise StageError(f"{self.kind} {self.stage_id}: missing input {name!r} "
                              f"(have {sorted(self.inputs)})") from None
-
-
-def package_versions() -> dict[str, str]:
-    out = {}
-    for name in TRACKED_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def git_commit(root: Path) -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip() or None
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def strict_json(obj: Any) -> Any:
@@ -145,7 +122,7 @@ def execute(envelope: dict[str, Any], module: Any, *, root: Path | None = None,
         kind=kind, stage_id=stage_id, root=root, out=tmp, work=work,
         inputs=paths.inputs,
         threads=int(envelope.get("resources", {}).get("threads", 1)),
-        resources=envelope.get("resources", {}),
+        resources=envelope.get("resources", {}), files=envelope.get("files", {}),
     )
     started = time.time()
     with stage_stops(kind, getattr(module, "RESTART", None), tmp, work):  # a stop: exit 75, tmp removed

@@ -17,9 +17,8 @@ from pydantic import BaseModel
 from ..checks import walk_models
 from ..schema import Spec
 from ..schema.posttrain import DPOSection
-from ..schema.scorer_check import RTPCheck, ToxiGenCheck
+from ..schema.scorer_check import RTP_FIELDS, RTPCheck, ToxiGenCheck
 from ..schema.sources import TextSourceSpec
-from runtime.scorer_check.references import RTP_FIELDS
 
 SOURCE_TYPES: tuple[type, ...] = get_args(get_args(TextSourceSpec)[0])
 """Every source kind of the `TextSourceSpec` union."""

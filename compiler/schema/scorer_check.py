@@ -21,6 +21,11 @@ from .evaluate import BootstrapSection
 from .scoring import ScorerSpec
 from .sources import TextSourceSpec
 
+RTP_FIELDS = {"prompt": ("prompt.text", "prompt.toxicity"),
+              "continuation": ("continuation.text", "continuation.toxicity")}
+"""Text and Perspective toxicity of each RTP part, as dotted paths into a record (RTP's public layout:
+the stage reads them, `mixsteer check` looks for them)."""
+
 
 class RecordSelection(StrictModel):
     """Which RTP records to use, applied in this order: the file-order range [`skip`, `skip + take`),

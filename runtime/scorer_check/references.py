@@ -16,12 +16,8 @@ from typing import Any
 import numpy as np
 
 from compiler.errors import StageError
-from compiler.schema.scorer_check import RTPCheck, ToxiGenCheck
+from compiler.schema.scorer_check import RTP_FIELDS, RTPCheck, ToxiGenCheck
 from runtime.sources import describe, iter_records
-
-RTP_FIELDS = {"prompt": ("prompt.text", "prompt.toxicity"),
-              "continuation": ("continuation.text", "continuation.toxicity")}
-"""Text and Perspective toxicity of each RTP part, as dotted paths into a record."""
 
 
 def dotted(record: dict[str, Any], path: str, where: str) -> Any:
