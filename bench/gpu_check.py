@@ -5,12 +5,12 @@ shapes of the paper's runs, and writes one JSON and one markdown table, so that 
 answers "does each stage run, how fast, in how much memory" without downloading anything. Sections:
 
 - `pretrain`: OLMo-1B-shape (d 2048, 16 layers, 16 heads, MLP ratio 8, vocabulary 50,304) training steps
-  through `runtime.olmo_train.train_step`, amp_bf16 on CUDA, wrapped in DDP and in FSDP on a one-process
-  group (`runtime.olmo_train.build_model`); tokens/s and MFU by `runtime.throughput`;
+  through `runtime.pretrain.olmo_train.train_step`, amp_bf16 on CUDA, wrapped in DDP and in FSDP on a one-process
+  group (`runtime.pretrain.olmo_train.build_model`); tokens/s and MFU by `runtime.pretrain.throughput`;
 - `generate`: the evaluate stage's sampler (`runtime.generate.sample_continuations`) at the paper's 25 samples
   per prompt on ~250-token prompts, against HF `generate(num_return_sequences=25)` (bench/eval_throughput.py's
   paths and token counter); tokens/s, memory high-water mark and `batch_bytes`' estimate of it;
-- `gcg`: the time of one `runtime.gcg.gcg_attack` step at the spec's defaults (20-token suffix, 512
+- `gcg`: the time of one `runtime.attack.gcg.gcg_attack` step at the spec's defaults (20-token suffix, 512
   candidates, top-256), early stop off;
 - `probe`: the batched probe fit (`runtime.probe.fit.fit_probes`, `implementation="batched"`) of 16 × 16
   heads of 128 features on the device (bench/probe_speed.py's synthetic problem);
@@ -50,7 +50,7 @@ from compiler.schema.precision import Compute  # noqa: E402
 from runtime.device import Placement, place  # noqa: E402
 
 if TYPE_CHECKING:
-    from runtime.olmo_train import Runtime
+    from runtime.pretrain.olmo_train import Runtime
 
 SECTIONS = ("pretrain", "generate", "gcg", "probe", "classifier")
 
@@ -147,7 +147,7 @@ def one_process_group(device: torch.device, folder: Path) -> None:
 def check_pretrain(shape: dict[str, Any], device: torch.device, work: Path, out: Section) -> None:
     import torch.distributed as dist
 
-    from runtime.olmo_train import Runtime
+    from runtime.pretrain.olmo_train import Runtime
 
     if device.type == "cuda":  # DDP's device_ids and FSDP's device_id want an indexed device
         device = torch.device("cuda", torch.cuda.current_device())
@@ -166,8 +166,8 @@ def time_strategy(shape: dict[str, Any], strategy: str, rt: "Runtime", out: Sect
     FSDP's flat parameters) and is not timed."""
     from olmo.optim import build_optimizer, build_scheduler
 
-    from runtime.olmo_train import build_model, train_step
-    from runtime.throughput import Throughput, peak_flops
+    from runtime.pretrain.olmo_train import build_model, train_step
+    from runtime.pretrain.throughput import Throughput, peak_flops
 
     device, steps, tokens = rt.device, shape["train_steps"], shape["batch"] * shape["seq"]
     cfg = train_config(shape, strategy, "amp_bf16" if device.type == "cuda" else "fp32")
@@ -203,11 +203,11 @@ def time_strategy(shape: dict[str, Any], strategy: str, rt: "Runtime", out: Sect
 # --- generation, GCG -----------------------------------------------------------------------------
 
 def hf_olmo(shape: dict[str, Any], placement: Placement, tok):
-    """A random HF OLMo of the pretrain stage's exported shape (runtime.hf_export.hf_config) and the
+    """A random HF OLMo of the pretrain stage's exported shape (runtime.pretrain.hf_export.hf_config) and the
     tokenizer's 50,304-row embedding, on the placement's device and dtype."""
     from transformers import OlmoForCausalLM
 
-    from runtime.hf_export import hf_config
+    from runtime.pretrain.hf_export import hf_config
 
     cfg = train_config({**shape, "vocab": 50304}, "single", "fp32").model
     config = hf_config(cfg)
@@ -270,7 +270,7 @@ def check_generate(shape: dict[str, Any], placement: Placement, out: Section) ->
 
 def check_gcg(shape: dict[str, Any], placement: Placement, out: Section) -> None:
     from bench.eval_throughput import olmo_tokenizer
-    from runtime.gcg import GCGSettings, gcg_attack
+    from runtime.attack.gcg import GCGSettings, gcg_attack
 
     tok = olmo_tokenizer()
     model = hf_olmo(shape, placement, tok)

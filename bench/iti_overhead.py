@@ -2,8 +2,8 @@
 
 One random HF OLMo (no download), one random intervention on the top-K heads, three models:
 - unsteered: the checkpoint as saved;
-- folded: `runtime.iti.fold_into_o_proj`, saved and reloaded with plain `from_pretrained`;
-- hooks: the unsteered checkpoint with `runtime.iti.add_shift_hooks` (the honest_llama/pyvene way).
+- folded: `runtime.steer.iti.fold_into_o_proj`, saved and reloaded with plain `from_pretrained`;
+- hooks: the unsteered checkpoint with `runtime.intervention.add_shift_hooks` (the honest_llama/pyvene way).
 Same prompts, greedy, exactly `--new-tokens` tokens each (EOS off), rounds interleaved so machine load
 hits all three alike; prints the median tokens/s per model and the ratio to unsteered. Goal: folded
 ≥ 0.98× unsteered. The folded and hooked generations are checked token-identical.
@@ -24,7 +24,8 @@ import torch
 from transformers import AutoModelForCausalLM, OlmoConfig, OlmoForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from runtime import iti  # noqa: E402
+from runtime.intervention import ProbeHeads, add_shift_hooks  # noqa: E402
+from runtime.steer.iti import build_intervention, fold_into_o_proj  # noqa: E402
 
 
 def build_models(args: argparse.Namespace, folder: Path, device: str):
@@ -38,19 +39,19 @@ def build_models(args: argparse.Namespace, folder: Path, device: str):
     rng = np.random.default_rng(0)
     accuracy = rng.uniform(0.5, 1, (args.layers, args.heads))
     ranking = [divmod(int(g), args.heads) for g in np.argsort(accuracy.ravel(), kind="stable")[::-1]]
-    probe = iti.ProbeHeads(layers=list(range(args.layers)), accuracy=accuracy, ranking=ranking,
+    probe = ProbeHeads(layers=list(range(args.layers)), accuracy=accuracy, ranking=ranking,
                            directions=rng.normal(size=(args.layers, args.heads, head_dim)),
                            stds=rng.uniform(0.5, 2, (args.layers, args.heads)))
-    intervention = iti.build_intervention(probe, top_k_heads=args.top_k, alpha=8.0, direction="mass_mean",
+    intervention = build_intervention(probe, top_k_heads=args.top_k, alpha=8.0, direction="mass_mean",
                                           positions="all", n_layers=args.layers)
-    folded = iti.fold_into_o_proj(AutoModelForCausalLM.from_pretrained(folder / "base"), intervention)
+    folded = fold_into_o_proj(AutoModelForCausalLM.from_pretrained(folder / "base"), intervention)
     folded.save_pretrained(folder / "folded")
 
     def load(name: str):
         return AutoModelForCausalLM.from_pretrained(folder / name, dtype=torch.float32).to(device).eval()
 
     hooked = load("base")
-    iti.add_shift_hooks(hooked, intervention)
+    add_shift_hooks(hooked, intervention)
     return {"unsteered": load("base"), "folded": load("folded"), "hooks": hooked}
 
 

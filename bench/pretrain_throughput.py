@@ -1,7 +1,7 @@
 """Tokens/s of the pretrain stage's training step vs a plain transformers `OlmoForCausalLM` loop.
 
 Same architecture (the `tiny` preset), same initial weights (the OLMo init exported with
-`runtime.hf_export`), same random batches, fp32 on CPU, AdamW and grad clipping in both. The reference is
+`runtime.pretrain.hf_export`), same random batches, fp32 on CPU, AdamW and grad clipping in both. The reference is
 the textbook HF loop: `model(input_ids, labels=input_ids).loss`, `clip_grad_norm_`, `torch.optim.AdamW`.
 
     python bench/pretrain_throughput.py [--steps 20] [--vocab 4096] [--seq 256] [--batch 8] [--threads 2]
@@ -21,7 +21,7 @@ def olmo_setup(args):
     from compiler.schema.data import TokenizerInfo
     from compiler.schema.model import ModelSection
     from compiler.schema.pretrain import PretrainSection
-    from runtime.olmo_train import Runtime
+    from runtime.pretrain.olmo_train import Runtime
     from runtime.pretrain import Config, build_train_config
 
     cfg = Config(
@@ -57,8 +57,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from runtime.hf_export import to_hf_model
-    from runtime.olmo_train import train_step
+    from runtime.pretrain.hf_export import to_hf_model
+    from runtime.pretrain.olmo_train import train_step
 
     tc, olmo, optim, sched, rt = olmo_setup(args)
     hf = to_hf_model(tc.model, olmo.state_dict()).train()

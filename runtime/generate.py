@@ -29,7 +29,7 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from compiler.errors import StageError
 from compiler.schema.precision import Compute
-from runtime import iti
+from runtime.intervention import INTERVENTION_FILE, add_last_position_hooks, load_intervention
 from runtime.artifacts import load_causal_lm, load_tokenizer
 from runtime.device import Placement
 
@@ -69,18 +69,18 @@ def load_model(folder: Path, placement: Placement | None = None) -> tuple[PreTra
     in the dtype of `placement` (`runtime.device.place`; CPU fp32 without one).
 
     A folder holding `intervention.json` (ITI with `positions: last`, written by the steer stage) gets
-    that intervention as last-position hooks (`runtime.iti`); wrap teacher-forced scoring in
-    `runtime.iti.steer_from` to shift a whole continuation."""
+    that intervention as last-position hooks (`runtime.intervention`); wrap teacher-forced scoring in
+    `runtime.intervention.steer_from` to shift a whole continuation."""
     placement = placement or Placement(Compute())
     tok = load_tokenizer(folder)
     model = load_causal_lm(folder, **placement.load_kwargs()).to(placement.device).eval()
-    intervention_file = folder / iti.INTERVENTION_FILE
+    intervention_file = folder / INTERVENTION_FILE
     if intervention_file.exists():
         try:
-            intervention = iti.load_intervention(intervention_file)
+            intervention = load_intervention(intervention_file)
             if intervention["positions"] != "last":
                 raise ValueError(f"positions is {intervention['positions']!r}; only 'last' is applied at load")
-            iti.add_last_position_hooks(model, intervention)
+            add_last_position_hooks(model, intervention)
         except (ValueError, KeyError) as exc:
             raise StageError(f"{intervention_file}: {exc!r}") from None
     return model, tok

@@ -153,7 +153,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     figures = plots.make_plots(table, summary, by_share, tests, ctx.out / "plots", chance, scorers)
     views = []
     if cfg.token_view_texts:
-        from runtime import token_view
+        from runtime.report import token_view
 
         views = token_view.token_views(ctx, rows, cfg.token_view_texts, top_k=cfg.token_view_top_k_heads)
     agreement = scorer_agreement(ctx)

@@ -23,7 +23,7 @@ class GradientSpy:
     """Counts GCG steps (one suffix gradient each); sends SIGTERM to this process during step `sigterm_at`."""
 
     def __init__(self, monkeypatch, sigterm_at: int | None = None) -> None:
-        import runtime.gcg as gcg
+        import runtime.attack.gcg as gcg
 
         self.steps, real = 0, gcg.suffix_gradient
 

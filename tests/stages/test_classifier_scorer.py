@@ -240,14 +240,14 @@ def test_an_uncached_hub_model_offline_says_how_to_fix_it(tmp_path):
 def test_build_scorer_reaches_the_classifier_through_the_cache(single_label, tmp_path):
     """End to end: the spec → `build_scorer` → the shared cache; the second pass is all hits."""
     from runtime.scoring import build_scorer
+    from compiler.fingerprint import fingerprint
     from runtime.scoring.cache import TextScoreCache, cached
 
     spec = ClassifierScorer(path=single_label.name, toxic_labels=["toxic"])
-    first = cached(build_scorer(spec, single_label.parent), spec, TextScoreCache(tmp_path / "s.sqlite"),
-                   single_label.parent)
+    files = {single_label.name: fingerprint(single_label)}  # what the compiler puts in the stage JSON
+    first = cached(build_scorer(spec, single_label.parent), spec, TextScoreCache(tmp_path / "s.sqlite"), files)
     direct = scorer(single_label).score(TEXTS)
     assert first.score(TEXTS) == pytest.approx(direct, abs=1e-6)
-    again = cached(build_scorer(spec, single_label.parent), spec, TextScoreCache(tmp_path / "s.sqlite"),
-                   single_label.parent)
+    again = cached(build_scorer(spec, single_label.parent), spec, TextScoreCache(tmp_path / "s.sqlite"), files)
     assert again.score(TEXTS) == pytest.approx(direct, abs=1e-6)
     assert (first.misses, again.hits, again.misses) == (len(TEXTS), len(TEXTS), 0)

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from compiler.schema.evaluate import EvaluateSection
-from runtime import capability, stats
+from runtime import stats
+from runtime.evaluate import capability
 from runtime.evaluate import Config, run, section_fields
 from runtime.generate import Sampling, load_model, row_seed, sample_continuations
 from runtime.stage import StageContext

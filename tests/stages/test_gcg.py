@@ -100,7 +100,7 @@ def planted(planted_dir):
 
 
 def _settings(**kw):
-    from runtime.gcg import GCGSettings
+    from runtime.attack.gcg import GCGSettings
 
     return GCGSettings(**({"suffix_tokens": SUFFIX_TOKENS, "steps": 20, "candidates_per_step": 64,
                            "top_k_tokens": 16} | kw))
@@ -110,7 +110,7 @@ def _random_start(tok, prompt: str, seed: int) -> list[int]:
     """A random round-tripping start suffix drawn from the noise pool (so it holds no trigger)."""
     import torch
 
-    from runtime.gcg import random_suffix
+    from runtime.attack.gcg import random_suffix
 
     pool = torch.zeros(len(tok), dtype=torch.bool)
     pool[noise_pool(tok)] = True
@@ -120,7 +120,7 @@ def _random_start(tok, prompt: str, seed: int) -> list[int]:
 
 def test_planted_model_knows_its_trigger(planted):
     """Sanity of the known answer: the trigger flips the continuation, its absence does not."""
-    from runtime.gcg import target_losses
+    from runtime.attack.gcg import target_losses
     import torch
 
     model, tok = planted
@@ -134,7 +134,7 @@ def test_planted_model_knows_its_trigger(planted):
 
 
 def test_gcg_finds_the_planted_trigger(planted):
-    from runtime.gcg import gcg_attack
+    from runtime.attack.gcg import gcg_attack
 
     model, tok = planted
     prompt = PROMPTS[1]
@@ -154,11 +154,11 @@ def test_gcg_finds_the_planted_trigger(planted):
 
 
 class Recorder:
-    """Wraps `runtime.gcg.target_losses` and `suffix_gradient`: keeps every scored batch (rows, losses) and
+    """Wraps `runtime.attack.gcg.target_losses` and `suffix_gradient`: keeps every scored batch (rows, losses) and
     the suffix each step's gradient is taken at; `penalty` is added to every candidate batch's losses."""
 
     def __init__(self, monkeypatch, penalty: float = 0.0) -> None:
-        import runtime.gcg as gcg
+        import runtime.attack.gcg as gcg
 
         self.batches: list[tuple[list[list[int]], list[float]]] = []
         self.grad_at: list[list[int]] = []
@@ -186,7 +186,7 @@ class Recorder:
 
 
 def _history_run(planted, monkeypatch, penalty: float, steps: int = 6):
-    from runtime.gcg import gcg_attack
+    from runtime.attack.gcg import gcg_attack
 
     model, tok = planted
     prompt = PROMPTS[2]
@@ -224,7 +224,7 @@ def test_a_worse_best_candidate_is_still_moved_to(planted, monkeypatch):
 
 
 def test_gcg_is_deterministic(planted):
-    from runtime.gcg import gcg_attack
+    from runtime.attack.gcg import gcg_attack
 
     model, tok = planted
     prompt = PROMPTS[2]
@@ -239,7 +239,7 @@ def test_gcg_is_deterministic(planted):
 @pytest.mark.parametrize("every", [1, 3])
 def test_early_stop_follows_the_success_check_on_the_best_suffix(planted, monkeypatch, every):
     """The check sees the best suffix at init and every `every` steps if it improved since; a pass stops."""
-    from runtime.gcg import gcg_attack
+    from runtime.attack.gcg import gcg_attack
 
     model, tok = planted
     prompt = PROMPTS[1]
@@ -266,7 +266,7 @@ def test_early_stop_follows_the_success_check_on_the_best_suffix(planted, monkey
 def test_candidates_swap_llm_attacks_positions_for_allowed_top_k_tokens(n, count):
     import torch
 
-    from runtime.gcg import candidate_positions, sample_candidates
+    from runtime.attack.gcg import candidate_positions, sample_candidates
 
     vocab = 50
     allowed = torch.ones(vocab, dtype=torch.bool)
@@ -286,7 +286,7 @@ def test_candidates_swap_llm_attacks_positions_for_allowed_top_k_tokens(n, count
 
 
 def test_initial_suffix_round_trips(planted):
-    from runtime.gcg import allowed_token_mask, initial_suffix, roundtrips
+    from runtime.attack.gcg import allowed_token_mask, initial_suffix, roundtrips
 
     _, tok = planted
     for prompt in PROMPTS:
@@ -306,7 +306,7 @@ def test_a_search_stopped_after_a_step_resumes_to_the_same_result(planted, stop_
     histories, same early stop) as if it had never stopped."""
     import json
 
-    from runtime.gcg import GCGState, gcg_attack
+    from runtime.attack.gcg import GCGState, gcg_attack
 
     model, tok = planted
     prompt = PROMPTS[1]

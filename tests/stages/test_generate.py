@@ -8,7 +8,7 @@ from scipy.stats import chisquare
 from transformers import (LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper)
 
 from compiler.errors import StageError
-from runtime import iti
+from runtime.intervention import add_last_position_hooks
 from runtime.generate import (Sampling, batch_bytes, draw, load_model, nucleus, plan_batches, row_seed,
                               sample_continuations, uniforms)
 
@@ -31,7 +31,7 @@ def last_steered(tiny_model_dir):
     gen = torch.Generator().manual_seed(0)
     heads = [{"layer": layer, "head": head, "direction": torch.randn(head_dim, generator=gen).tolist(),
               "std": 1.0, "alpha": 8.0} for layer, head in ((0, 0), (0, 1), (cfg.num_hidden_layers - 1, 0))]
-    iti.add_last_position_hooks(model, {"n_layers": cfg.num_hidden_layers, "n_heads": cfg.num_attention_heads,
+    add_last_position_hooks(model, {"n_layers": cfg.num_hidden_layers, "n_heads": cfg.num_attention_heads,
                                         "head_dim": head_dim, "heads": heads, "positions": "last"})
     return model, tok
 

@@ -24,7 +24,7 @@ def olmo_config(**overrides):
 def max_logit_gap(cfg, seq_len: int = 24, seed: int = 0) -> float:
     from olmo.model import OLMo
 
-    from runtime.hf_export import to_hf_model
+    from runtime.pretrain.hf_export import to_hf_model
 
     torch.manual_seed(seed)
     olmo = OLMo(cfg).eval()
@@ -56,7 +56,7 @@ def test_olmo_1b_shape_parity_two_layers():
 
 def test_parity_check_is_sensitive_to_swapped_swiglu_halves(monkeypatch):
     """Guard for the test itself: swapping up/gate (a classic export bug) breaks parity by far."""
-    from runtime import hf_export
+    from runtime.pretrain import hf_export
 
     real = hf_export.convert_state_dict
 
@@ -72,7 +72,7 @@ def test_parity_check_is_sensitive_to_swapped_swiglu_halves(monkeypatch):
 
 
 def test_clip_qkv_is_carried_into_the_config():
-    from runtime.hf_export import hf_config
+    from runtime.pretrain.hf_export import hf_config
 
     assert hf_config(olmo_config(clip_qkv=0.05)).clip_qkv == 0.05
     assert hf_config(olmo_config()).vocab_size == 384  # embedding_size, not the tokenizer's 300
@@ -86,7 +86,7 @@ def test_clip_qkv_is_carried_into_the_config():
     ({"rope": False}, "rope"),
 ])
 def test_unrepresentable_architectures_are_refused(overrides, words):
-    from runtime.hf_export import check_representable
+    from runtime.pretrain.hf_export import check_representable
 
     with pytest.raises(StageError, match=words):
         check_representable(olmo_config(**overrides))
@@ -100,7 +100,7 @@ def test_export_folder_loads_offline(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from conftest import build_tiny_tokenizer
-    from runtime.hf_export import export
+    from runtime.pretrain.hf_export import export
 
     tok_dir = tmp_path / "tok"
     tok_dir.mkdir()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from runtime import capability
+from runtime.evaluate import capability
 
 SUBJECTS = ["abstract_algebra", "anatomy", "management"]
 QUESTIONS = 8

@@ -120,7 +120,7 @@ def test_training_lowers_loss_and_writes_the_contract(uninterrupted):
 
 def test_resume_after_crash_reaches_the_same_loss(uninterrupted, tmp_path, monkeypatch):
     """Crash right after the step-8 checkpoint; the rerun resumes from it and ends where the clean run did."""
-    from runtime import olmo_train
+    from runtime.pretrain import olmo_train
 
     _, _, clean_out = uninterrupted
     root = tmp_path                          # the same instance as the clean run, in a project of its own

@@ -22,7 +22,7 @@ def test_loader_settings(workers, threads, on_gpu, expected):
 def test_worker_processes_yield_the_same_batches_across_epochs_and_a_resume(tmp_path):
     from olmo.config import TrainConfig
 
-    from runtime import olmo_train
+    from runtime.pretrain import olmo_train
     from runtime.pretrain import Config, build_train_config, token_files
 
     inputs = write_artifacts(tmp_path, n_documents=40)
@@ -57,7 +57,7 @@ def test_a_stop_signal_sent_to_every_process_leaves_the_workers_running(tmp_path
 
     from olmo.config import TrainConfig
 
-    from runtime import olmo_train
+    from runtime.pretrain import olmo_train
     from runtime.pretrain import Config, build_train_config, token_files
 
     inputs = write_artifacts(tmp_path, n_documents=40)

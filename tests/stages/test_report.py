@@ -123,7 +123,8 @@ def scorer_json(label: str, n_texts: int) -> dict:
 
     spec = OfflineScorer() if label == "offline" else ClassifierScorer(path=label, toxic_labels=["toxic"], name=label)
     counts = dict.fromkeys(("truncated_texts", "windowed_texts", "unknown_length_texts", "cached_texts"), 0.0)
-    return scorer_record(spec, label, None, counts | {"n_texts": n_texts, "scored_texts": n_texts}, [], Path("."))
+    ctx = StageContext(kind="score", stage_id="score-test", root=Path("."), out=Path("."), work=Path("."), inputs={})
+    return scorer_record(spec, label, None, counts | {"n_texts": n_texts, "scored_texts": n_texts}, [], ctx)
 
 
 def make_inputs(root: Path, *, shift: float, seeds=SEEDS, model_dir: Path | None = None, attack: bool = True,

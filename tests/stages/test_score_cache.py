@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from compiler.errors import StageError
+from compiler.fingerprint import fingerprint
 from compiler.schema.scoring import ClassifierScorer, OfflineScorer, PerspectiveScorer
 from runtime.scoring.cache import TextScoreCache, cached, scorer_id
 
@@ -107,14 +108,44 @@ def test_device_and_precision_key_model_scorers_only(tmp_path):
     assert again.calls == [["x"]]                                       # the GPU score is not the CPU one
 
 
-def test_local_checkpoint_content_enters_the_id_with_a_root(tmp_path):
+def test_local_checkpoint_content_enters_the_id_through_the_stage_files(tmp_path):
     spec = ClassifierScorer(path="clf", toxic_labels=["toxic"])
     (tmp_path / "clf").mkdir()
     (tmp_path / "clf" / "model.safetensors").write_bytes(b"weights v1")
-    first = scorer_id(spec, tmp_path)
+    first = scorer_id(spec, {"clf": fingerprint(tmp_path / "clf")})
     (tmp_path / "clf" / "model.safetensors").write_bytes(b"weights v2")
-    assert scorer_id(spec, tmp_path) != first
-    assert scorer_id(spec) == scorer_id(spec.model_copy())   # without a root: the spec alone
+    assert scorer_id(spec, {"clf": fingerprint(tmp_path / "clf")}) != first
+    assert scorer_id(spec) == scorer_id(spec.model_copy())   # without files: the spec alone
+
+
+# Scorer ids computed before they were taken from the stage JSON's `files` (the scorer fingerprinted the
+# files itself from the project root): a score cache written then must still be hit.
+IDS_BEFORE = {
+    "clf": "73a640989348c333e5e71ded57b0239607010ad6bdecbd4d7f3d79439e8e0560",
+    "clf-gpu": "d488ec493875de55c39c06a08da5a31c0911f1c8dfe9590e8a52a034b9ea0d06",
+    "clf-no-files": "08d0fc0970bc31627a84ca30614161ad861b666a720ca241dda2b5920a2b08c2",
+    "lexicon": "35b200458678c43ce33ec88823e0f50f5f7738f4f5793f3f4b7ff745539de285",
+    "missing": "2cc6d50ae75bb2533430cceb0d7158e888346afe0c27db77896f3a018da64d9e",
+}
+
+
+def test_scorer_ids_from_the_stage_files_equal_those_computed_before(tmp_path):
+    """A local classifier folder and word list fingerprinted as the compiler does for a stage's `files`: the
+    ids from those fingerprints are the ids the scorer once computed by hashing the same files itself."""
+    from compiler.schema.precision import Compute
+    from compiler.schema.scoring import LexiconScorer
+
+    (tmp_path / "clf").mkdir()
+    (tmp_path / "clf" / "model.safetensors").write_bytes(b"weights v1")
+    (tmp_path / "clf" / "config.json").write_text('{"a": 1}')
+    (tmp_path / "words.txt").write_text("bad\nworse\n")
+    clf, lexicon = ClassifierScorer(path="clf", toxic_labels=["toxic"]), LexiconScorer(path="words.txt")
+    files = {path: fingerprint(tmp_path / path) for path in ("clf", "words.txt")}
+    assert scorer_id(clf, files) == IDS_BEFORE["clf"]
+    assert scorer_id(clf, files, Compute(device="cuda", precision="bf16")) == IDS_BEFORE["clf-gpu"]
+    assert scorer_id(clf) == IDS_BEFORE["clf-no-files"]
+    assert scorer_id(lexicon, files) == IDS_BEFORE["lexicon"]
+    assert scorer_id(ClassifierScorer(path="nope", toxic_labels=["toxic"]), files) == IDS_BEFORE["missing"]
 
 
 def test_scores_are_stored_chunk_by_chunk(tmp_path):

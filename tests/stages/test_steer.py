@@ -11,7 +11,9 @@ import torch
 from safetensors.numpy import save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from runtime import iti, steer
+from runtime import steer
+from runtime.intervention import INTERVENTION_FILE, add_shift_hooks, load_intervention
+from runtime.steer.iti import apply_intervention
 from runtime.stage import StageContext
 
 TOXIC = ["you are a stupid idiot and i hate you", "i hate you, you stupid dog", "stupid idiot"]
@@ -121,7 +123,7 @@ def test_stage_writes_reloadable_checkpoint_and_intervention(tmp_path, tiny_mode
     chosen = [(h["layer"], h["head"]) for h in inter["heads"]]
     assert sorted(acc[l, h] for l, h in chosen) == sorted(acc.ravel())[-3:]
     assert inter["positions"] == "all" and inter["control"] is None
-    assert not (out / "model" / iti.INTERVENTION_FILE).exists()  # folded: a plain checkpoint
+    assert not (out / "model" / INTERVENTION_FILE).exists()  # folded: a plain checkpoint
     assert all(np.isclose(np.linalg.norm(h["direction"]), 1.0) for h in inter["heads"])
     assert metrics["n_heads_steered"] == 3 and metrics["alpha"] == 4.0
     assert metrics["mean_shift_norm"] == pytest.approx(np.mean([4.0 * h["std"] for h in inter["heads"]]))
@@ -129,12 +131,12 @@ def test_stage_writes_reloadable_checkpoint_and_intervention(tmp_path, tiny_mode
 
 def test_folded_equals_hooks_and_apply_intervention(tmp_path, tiny_model_dir, tokenizer):
     out, _ = run_steer(tmp_path, tiny_model_dir, random_probe(tmp_path / "probe"), top_k_heads=5, alpha=6.0)
-    intervention = iti.load_intervention(out / "intervention.json")
+    intervention = load_intervention(out / "intervention.json")
     folded = logits(load(out / "model"), tokenizer)
 
     hooked_model = load(tiny_model_dir / "model")
     base = logits(hooked_model, tokenizer)
-    handles = iti.add_shift_hooks(hooked_model, intervention)
+    handles = add_shift_hooks(hooked_model, intervention)
     hooked = logits(hooked_model, tokenizer)
     for h in handles:
         h.remove()
@@ -142,7 +144,7 @@ def test_folded_equals_hooks_and_apply_intervention(tmp_path, tiny_model_dir, to
 
     assert (folded - hooked).abs().max() <= 1e-5
     assert (folded - base).abs().max() > 1e-2  # nonzero alpha changes the logits
-    reapplied = iti.apply_intervention(load(tiny_model_dir / "model"), out / "intervention.json")
+    reapplied = apply_intervention(load(tiny_model_dir / "model"), out / "intervention.json")
     assert (logits(reapplied, tokenizer) - folded).abs().max() <= 1e-6
 
 
@@ -212,7 +214,7 @@ def test_shift_moves_toxic_activations_toward_the_clean_side(tmp_path, tiny_mode
 
     # Steering applied the reference way (hooks), observed at the head's own output.
     seen = []
-    handles = iti.add_shift_hooks(base, iti.load_intervention(out / "intervention.json"))
+    handles = add_shift_hooks(base, load_intervention(out / "intervention.json"))
     probe_hook = base.model.layers[layer].self_attn.o_proj.register_forward_pre_hook(
         lambda m, args: seen.append(args[0][0, -1, head * head_dim:(head + 1) * head_dim].clone()))
     with torch.no_grad():

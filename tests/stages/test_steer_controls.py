@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from runtime import iti
+from runtime.intervention import head_shift, load_intervention
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_steer import KIND, TOXIC, load, random_probe, run_steer  # noqa: E402
@@ -21,13 +21,13 @@ VALIDATION = [TOXIC[1], TOXIC[2], KIND[1], KIND[2]]  # the split.json validation
 def control(tmp, model_dir, probe, kind: str, control_seed: int, seed: int = 0, out: str = "", **cfg):
     out, metrics = run_steer(tmp, model_dir, probe, out=f"{kind}-{control_seed}-{seed}{out}", control=kind,
                              control_seed=control_seed, seed=seed, **cfg)
-    return iti.load_intervention(out / "intervention.json"), metrics
+    return load_intervention(out / "intervention.json"), metrics
 
 
 def test_random_direction_keeps_heads_and_size(tmp_path, tiny_model_dir):
     probe = random_probe(tmp_path / "probe")
     real_out, _ = run_steer(tmp_path, tiny_model_dir, probe, out="real", top_k_heads=4)
-    real = iti.load_intervention(real_out / "intervention.json")
+    real = load_intervention(real_out / "intervention.json")
     a, _ = control(tmp_path, tiny_model_dir, probe, "random_direction", 0, top_k_heads=4)
     again, _ = control(tmp_path, tiny_model_dir, probe, "random_direction", 0, out="again", top_k_heads=4)
     other, _ = control(tmp_path, tiny_model_dir, probe, "random_direction", 1, top_k_heads=4)
@@ -37,7 +37,7 @@ def test_random_direction_keeps_heads_and_size(tmp_path, tiny_model_dir):
         [(h["layer"], h["head"], h["std"]) for h in real["heads"]]
     for h, r in zip(a["heads"], real["heads"]):
         assert np.linalg.norm(h["direction"]) == pytest.approx(1.0)
-        assert np.linalg.norm(iti.head_shift(h)) == pytest.approx(np.linalg.norm(iti.head_shift(r)))
+        assert np.linalg.norm(head_shift(h)) == pytest.approx(np.linalg.norm(head_shift(r)))
         assert abs(np.dot(h["direction"], r["direction"])) < 0.99
     assert a == again  # seeded
     assert a["heads"] != other["heads"] and a["heads"] != other_run["heads"]
@@ -97,7 +97,7 @@ def test_probe_direction_shift_matches_a_direct_computation(tmp_path, tiny_model
     probe = random_probe(tmp_path / "probe")
     extra = {} if kind is None else {"control": kind, "control_seed": 0, "seed": 0}
     out, metrics = run_steer(tmp_path, tiny_model_dir, probe, top_k_heads=5, alpha=4.0, **extra)
-    intervention = iti.load_intervention(out / "intervention.json")
+    intervention = load_intervention(out / "intervention.json")
     tok = AutoTokenizer.from_pretrained(tiny_model_dir / "model")
     total, downstream = direct_shift(load(tiny_model_dir / "model"), load(out / "model"), tok, intervention, probe)
     assert metrics["n_texts_mechanistic"] == len(VALIDATION)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from runtime import iti
+from runtime.intervention import INTERVENTION_FILE, LastPositionHooks, add_shift_hooks, layer_shifts, load_intervention, steer_from
 from runtime.generate import load_model
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -29,11 +29,11 @@ def steered(tmp_path_factory, tiny_model_dir):
     base, tok = load_model(tiny_model_dir / "model")
     last, _ = load_model(last_out / "model")
     folded, _ = load_model(all_out / "model")
-    return base, last, folded, iti.load_intervention(last_out / "intervention.json"), tok
+    return base, last, folded, load_intervention(last_out / "intervention.json"), tok
 
 
 def reference_hooks(model, intervention, first_column: int) -> list:
-    """Written out here, independent of `runtime.iti`'s hooks: shift columns >= first_column."""
+    """Written out here, independent of `runtime.intervention`'s hooks: shift columns >= first_column."""
     def hook(shift):
         def pre_hook(module, args):
             x = args[0].clone()
@@ -41,7 +41,7 @@ def reference_hooks(model, intervention, first_column: int) -> list:
             return (x, *args[1:])
         return pre_hook
     return [model.model.layers[layer].self_attn.o_proj.register_forward_pre_hook(hook(shift))
-            for layer, shift in iti.layer_shifts(intervention).items()]
+            for layer, shift in layer_shifts(intervention).items()]
 
 
 @torch.no_grad()
@@ -59,7 +59,7 @@ def test_last_writes_unsteered_weights_and_an_intervention_file(steered, tiny_mo
     assert intervention["positions"] == "last"
     for (name, p), (_, q) in zip(base.named_parameters(), last.named_parameters()):
         assert torch.equal(p, q), name
-    assert getattr(last, iti.LastPositionHooks.ATTR).handles
+    assert getattr(last, LastPositionHooks.ATTR).handles
 
 
 def test_last_leaves_every_earlier_position_unchanged(steered):
@@ -73,9 +73,9 @@ def test_last_leaves_every_earlier_position_unchanged(steered):
 def test_folded_all_equals_hooks_at_every_position(steered):
     base, last, folded, intervention, tok = steered
     _, folded_logits = hidden_states(folded, tok)
-    with iti.steer_from(last, None):
+    with steer_from(last, None):
         _, last_everywhere = hidden_states(last, tok)
-    handles = iti.add_shift_hooks(base, intervention)
+    handles = add_shift_hooks(base, intervention)
     _, hooked = hidden_states(base, tok)
     for h in handles:
         h.remove()
@@ -90,7 +90,7 @@ def test_steer_from_shifts_each_row_from_its_start(steered):
     tok.padding_side = "left"
     enc = tok(PROMPTS, return_tensors="pt", padding=True)
     starts = torch.tensor([3, 5])
-    with torch.no_grad(), iti.steer_from(last, starts):
+    with torch.no_grad(), steer_from(last, starts):
         got = last(**enc).logits
     for row, start in enumerate(starts.tolist()):
         handles = reference_hooks(base, intervention, start)
@@ -99,7 +99,7 @@ def test_steer_from_shifts_each_row_from_its_start(steered):
         for h in handles:
             h.remove()
         assert (got[row] - want).abs().max() <= 1e-5
-    with iti.steer_from(base, starts):  # a model without last hooks: no-op
+    with steer_from(base, starts):  # a model without last hooks: no-op
         with torch.no_grad():
             assert torch.equal(base(**enc).logits, base(**enc).logits)
 
@@ -143,7 +143,7 @@ def test_load_model_refuses_a_bad_intervention_file(steered, tmp_path, tiny_mode
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir / "model", folder)
     _, _, _, intervention, _ = steered
-    (folder / iti.INTERVENTION_FILE).write_text(json.dumps(intervention | {"positions": "all"}))
+    (folder / INTERVENTION_FILE).write_text(json.dumps(intervention | {"positions": "all"}))
     with pytest.raises(StageError, match="intervention.json"):
         load_model(folder)
     assert AutoTokenizer.from_pretrained(folder)  # the folder itself stays a normal checkpoint
@@ -162,6 +162,6 @@ def test_hooks_follow_a_model_cast_after_loading(tmp_path, tiny_model_dir, steer
     with torch.no_grad():
         want = last(**enc).logits
         got = cast(**enc).logits.float()
-        with iti.steer_from(cast, 0):
+        with steer_from(cast, 0):
             assert cast(**enc).logits.dtype == torch.bfloat16
     assert (got - want).abs().max() <= 0.05 * want.abs().max()

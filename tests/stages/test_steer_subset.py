@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from runtime import iti, token_view
+from runtime.report import token_view
+from runtime.intervention import INTERVENTION_FILE, load_intervention
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_steer import TOXIC, load, run_steer, write_probe  # noqa: E402
@@ -40,7 +41,7 @@ def subset_probe(tmp_path) -> tuple[Path, np.ndarray]:
 def test_steer_puts_each_row_on_its_model_layer(tmp_path, four_layer_model, subset_probe):
     probe, directions = subset_probe
     out, _ = run_steer(tmp_path, four_layer_model, probe, top_k_heads=2, alpha=5.0, positions="all")
-    inter = iti.load_intervention(out / "intervention.json")
+    inter = load_intervention(out / "intervention.json")
     assert [(h["layer"], h["head"]) for h in inter["heads"]] == [(3, 2), (1, 0)]
     assert inter["n_layers"] == 4
     for h, row in zip(inter["heads"], (1, 0)):
@@ -98,7 +99,7 @@ def test_activations_probe_steer_chain_on_a_subset(tmp_path, four_layer_model):
     out, metrics = stage(steer, "steer", {"model": four_layer_model, "probe": probe_dir, "activations": acts},
                 top_k_heads=3, direction="mass_mean", alpha=2.0, positions="last")
     ranking = json.loads((probe_dir / "accuracy.json").read_text())["head_ranking"]
-    inter = iti.load_intervention(out / "model" / iti.INTERVENTION_FILE)
+    inter = load_intervention(out / "model" / INTERVENTION_FILE)
     assert [[h["layer"], h["head"]] for h in inter["heads"]] == ranking[:3]
     assert {h["layer"] for h in inter["heads"]} <= {1, 3}
     n_validation = len(json.loads((probe_dir / "split.json").read_text())["validation"])

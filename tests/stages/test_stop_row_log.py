@@ -1,11 +1,11 @@
-"""The evaluate stage's generation work file (`runtime.row_log.RowLog`) as a kill or a damaged disk leaves
+"""The evaluate stage's generation work file (`runtime.evaluate.row_log.RowLog`) as a kill or a damaged disk leaves
 it: only verified whole chunks survive a resume, and the file is cut back to them."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from runtime.row_log import RowLog
+from runtime.evaluate.row_log import RowLog
 
 HEADER = {"batch_size": 2, "device": "cpu"}
 

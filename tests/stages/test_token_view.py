@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from runtime import token_view
+from runtime.report import token_view
 
 TEXT = "you are a stupid idiot and i hate you"
 OTHER = "thank you for the kind and helpful answer"

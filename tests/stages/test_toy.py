@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from compiler.schema.toy import ToySection
-from runtime import toy, toy_model
+from runtime import toy
+from runtime.toy import model as toy_model
 from runtime.stage import StageContext
 
 N_CHAINS, N_TOKENS = 3, 4

@@ -1,4 +1,4 @@
-"""Which wrappings skip the gradient reduction on all but the last micro-batch (runtime.olmo_train)."""
+"""Which wrappings skip the gradient reduction on all but the last micro-batch (runtime.pretrain.olmo_train)."""
 from __future__ import annotations
 
 import pytest
@@ -15,7 +15,7 @@ import torch
 def test_accumulates_locally(world_size, strategy, precision, expected):
     from olmo.config import DistributedStrategy, FSDPConfig, TrainConfig
 
-    from runtime.olmo_train import Runtime, accumulates_locally
+    from runtime.pretrain.olmo_train import Runtime, accumulates_locally
 
     cfg = TrainConfig(precision=precision, fsdp=FSDPConfig(precision="mixed"),
                       distributed_strategy=DistributedStrategy(strategy) if strategy else None)

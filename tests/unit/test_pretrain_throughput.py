@@ -1,10 +1,10 @@
-"""runtime.throughput: windowed per-device tokens/s and MFU, as ai2-olmo's SpeedMonitor defines them."""
+"""runtime.pretrain.throughput: windowed per-device tokens/s and MFU, as ai2-olmo's SpeedMonitor defines them."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from runtime.throughput import PEAK_FLOPS, Throughput, peak_flops
+from runtime.pretrain.throughput import PEAK_FLOPS, Throughput, peak_flops
 
 
 def test_rate_covers_only_the_last_window_of_steps():

@@ -1,4 +1,6 @@
-"""ITI maths (Li et al. 2023): pick heads, build per-head shifts, apply them by folding or by hooks.
+"""Reading a probe's heads and applying a saved ITI intervention: what every stage that loads a steered
+model needs (generation, teacher-forced scoring, attacks, the report's token view). Building an
+intervention (picking heads, controls, folding into o_proj) is the steer stage's own (`runtime.steer.iti`).
 
 An intervention is a plain JSON-safe dict (what `intervention.json` holds):
 
@@ -17,8 +19,9 @@ Which positions (`positions`):
   prompt's last token and every generated token. Needs a forward pre-hook at run time
   (`add_last_position_hooks`; `runtime.generate.load_model` registers it when the model folder holds an
   `intervention.json`), a small per-token cost.
-- `all`: every position, as honest_llama's pyvene version does. Position-independent, so it folds
-  into the o_proj bias (`fold_into_o_proj`): a normal checkpoint, zero run-time cost.
+- `all`: every position, as honest_llama's pyvene version does. Position-independent, so the steer stage
+  folds it into the o_proj bias (`runtime.steer.iti.fold_into_o_proj`): a normal checkpoint, zero run-time
+  cost. `add_shift_hooks` applies it with pre-hooks instead (the way pyvene does; the fold's reference).
 Which of the two the paper (Li et al. 2023) ran is [open]: its text does not say; the repository has both.
 
 Teacher-forced scoring of a continuation (MMLU, detection, cross-entropy) is one forward call over
@@ -26,24 +29,13 @@ context + continuation, where `last` would shift only the final token. `steer_fr
 shifts every position p >= starts[b] of row b instead: pass the index of the context's last token to
 shift the positions a cached generation would have shifted. It is a no-op on a model without `last`
 hooks (unsteered, or folded `all`).
-
-Two ways to apply `all`, equal up to float rounding:
-- `fold_into_o_proj`: o_proj(x + s) = W x + W s, so the shift becomes the o_proj bias W @ s. HF OLMo
-  has biases only through `config.attention_bias`, which gives q/k/v/o all a bias: q/k/v get zeros.
-- `add_shift_hooks`: a forward pre-hook on each steered o_proj that adds the shift at every position
-  (the way pyvene applies ITI); the reference the fold is tested against.
-
-Controls (`control`): `random_direction` keeps the real top-K heads and their σ but replaces each
-direction by a random unit vector (normalised Gaussian), so each shift has the same norm α·σ;
-`random_heads` draws K heads uniformly without replacement from all probed heads, each with its own
-direction and σ. Both are seeded by (run seed, control seed).
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -55,7 +47,6 @@ from runtime.artifacts import load_tensors, read_json
 INTERVENTION_FILE = "intervention.json"
 """Inside a model folder: a `positions: last` intervention that `load_model` applies with hooks."""
 
-Control = Literal["random_direction", "random_heads"]
 
 
 @dataclass(frozen=True)
@@ -110,42 +101,6 @@ def load_probe_heads(folder: Path, direction: str) -> ProbeHeads:
     return ProbeHeads(layers, accuracy, ranking, directions, stds)
 
 
-def control_rng(seed: int, control_seed: int) -> np.random.Generator:
-    """The random stream of one control draw: (run seed, control seed) through numpy's SeedSequence."""
-    return np.random.default_rng([seed, control_seed])
-
-
-def chosen_heads(probe: ProbeHeads, k: int, control: Control | None,
-                 rng: np.random.Generator | None) -> list[tuple[int, int]]:
-    """The probe's top-k heads, or for `random_heads` k heads drawn without replacement from its ranking."""
-    if k > len(probe.ranking):
-        raise ValueError(f"top_k_heads={k} but only {len(probe.ranking)} heads have a probe accuracy")
-    if control == "random_heads":
-        picked = rng.choice(len(probe.ranking), size=k, replace=False)
-        return [probe.ranking[i] for i in picked]
-    return probe.ranking[:k]
-
-
-def build_intervention(probe: ProbeHeads, *, top_k_heads: int, alpha: float, direction: str,
-                       positions: Literal["all", "last"], n_layers: int, control: Control | None = None,
-                       control_seed: int | None = None, seed: int | None = None) -> dict[str, Any]:
-    """The intervention dict: the top-k heads of `probe` (or a seeded control draw), `n_layers` = the model's."""
-    rng = None if control is None else control_rng(seed, control_seed)
-    heads = []
-    for layer, head in chosen_heads(probe, top_k_heads, control, rng):
-        unit = probe.unit_direction(layer, head)
-        if control == "random_direction":
-            unit = rng.standard_normal(unit.shape[0])
-            unit /= np.linalg.norm(unit)
-        heads.append({"layer": layer, "head": head, "direction": unit.tolist(),
-                      "std": probe.std(layer, head), "alpha": float(alpha),
-                      "accuracy": probe.head_accuracy(layer, head)})
-    return {"method": "iti", "direction": direction, "alpha": float(alpha), "top_k_heads": top_k_heads,
-            "positions": positions, "control": control, "control_seed": control_seed,
-            "n_layers": n_layers, "n_heads": probe.directions.shape[1], "head_dim": probe.directions.shape[2],
-            "heads": heads}
-
-
 def head_shift(entry: dict[str, Any]) -> np.ndarray:
     """-alpha * std * unit direction: the vector added to one head's output."""
     d = np.asarray(entry["direction"], dtype=np.float64)
@@ -162,7 +117,7 @@ def layer_shifts(intervention: dict[str, Any]) -> dict[int, torch.Tensor]:
     return {layer: torch.tensor(vec, dtype=torch.float32) for layer, vec in sorted(out.items())}
 
 
-def _attention(model: nn.Module, layer: int) -> nn.Module:
+def attention(model: nn.Module, layer: int) -> nn.Module:
     return model.model.layers[layer].self_attn
 
 
@@ -180,37 +135,12 @@ def check_shape(model: nn.Module, intervention: dict[str, Any]) -> None:
         raise ValueError(f"heads {outside[:3]} are outside the model's {want[0]} layers × {want[1]} heads")
 
 
-def _give_attention_biases(model: nn.Module) -> None:
-    """Turn on `attention_bias` and add zero q/k/v/o biases, so the checkpoint reloads as-is."""
-    if model.config.attention_bias:
-        return
-    for layer in model.model.layers:
-        for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
-                     layer.self_attn.o_proj):
-            w = proj.weight
-            proj.bias = nn.Parameter(torch.zeros(w.shape[0], dtype=w.dtype, device=w.device),
-                                     requires_grad=w.requires_grad)
-    model.config.attention_bias = True
-
-
-@torch.no_grad()
-def fold_into_o_proj(model: nn.Module, intervention: dict[str, Any]) -> nn.Module:
-    """Add W_o @ shift to each steered layer's o_proj bias, in place; returns the model."""
-    check_shape(model, intervention)
-    _give_attention_biases(model)
-    for layer, shift in layer_shifts(intervention).items():
-        o_proj = _attention(model, layer).o_proj
-        bias = o_proj.weight.float() @ shift.to(o_proj.weight.device)
-        o_proj.bias.add_(bias.to(o_proj.bias.dtype))
-    return model
-
-
 def add_shift_hooks(model: nn.Module, intervention: dict[str, Any]) -> list[Any]:
     """Pre-hooks on o_proj that add the shift at every position; returns the handles to remove."""
     check_shape(model, intervention)
     handles = []
     for layer, shift in layer_shifts(intervention).items():
-        o_proj = _attention(model, layer).o_proj
+        o_proj = attention(model, layer).o_proj
         shift = shift.to(device=o_proj.weight.device, dtype=o_proj.weight.dtype)
 
         def pre_hook(module: nn.Module, args: tuple, shift: torch.Tensor = shift) -> tuple:
@@ -231,7 +161,7 @@ class LastPositionHooks:
         self.starts: torch.Tensor | None = None
         self.handles = []
         for layer, shift in layer_shifts(intervention).items():
-            o_proj = _attention(model, layer).o_proj
+            o_proj = attention(model, layer).o_proj
             shift = shift.to(device=o_proj.weight.device, dtype=o_proj.weight.dtype)
             self.handles.append(o_proj.register_forward_pre_hook(
                 lambda module, args, shift=shift: (self._shifted(args[0], shift), *args[1:])))
@@ -278,16 +208,3 @@ def steer_from(model: nn.Module, starts: torch.LongTensor | int | None) -> Itera
 
 def load_intervention(path: Path) -> dict[str, Any]:
     return read_json(path)
-
-
-def apply_intervention(model: nn.Module, intervention: dict[str, Any] | Path) -> nn.Module:
-    """Apply an `intervention.json` (path or dict) to an unsteered model, in place: folded for
-    `positions: all`, last-position hooks for `last`."""
-    if not isinstance(intervention, dict):
-        intervention = load_intervention(intervention)
-    if intervention["positions"] == "all":
-        return fold_into_o_proj(model, intervention)
-    if intervention["positions"] == "last":
-        add_last_position_hooks(model, intervention)
-        return model
-    raise ValueError(f"unknown positions {intervention['positions']!r} (all | last)")

@@ -8,11 +8,11 @@ tokenizer), `metrics.jsonl`.
 
 One code path for 1 process (`python -m runtime pretrain`) and `torchrun` (gloo on CPU, NCCL + DDP or
 FSDP + bf16 on GPUs): every rank calls `run`; only rank 0 (`is_rank_zero`) writes outputs. Checkpoints
-(`pretrain.checkpoint_format`: `full` or `sharded`, see `runtime.pretrain_checkpoint`) go to `ctx.work`
+(`pretrain.checkpoint_format`: `full` or `sharded`, see `runtime.pretrain.checkpoint`) go to `ctx.work`
 and a rerun resumes from the newest one that verifies; `metrics.json`'s `world_size_changes` lists the
 resumes on another world size (per-rank RNG not restored: not bit-identical to an uninterrupted run),
 and `device_tokens_per_second_mean` / `_last_window` (and `mfu_…` on a GPU with a known peak) the
-per-device throughput (`runtime.throughput`). The schedule is the spec's, in this run's steps
+per-device throughput (`runtime.pretrain.throughput`). The schedule is the spec's, in this run's steps
 (`PretrainSection.warmup_steps` / `decay_steps`). Data workers and pinned memory follow the resources (not
 the id); `OLMO_SHARED_FS=1` makes one global rank write ai2-olmo's shared data-order file.
 Its id changes with the model, vocabulary, pretrain section (less the NOT_IN_ID fields), step count and
@@ -151,7 +151,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     import torch
     from olmo.config import TrainConfig
 
-    from runtime import hf_export, olmo_train
+    from runtime.pretrain import hf_export, olmo_train
 
     # Every rank's `ctx.work` is one folder on one file system: one global rank (not each node's local
     # rank 0) writes ai2-olmo's `global_indices.npy` there (olmo.torch_util.get_fs_local_rank).

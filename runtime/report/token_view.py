@@ -91,7 +91,7 @@ def spans(text: str, offsets: list[tuple[int, int]], score: np.ndarray) -> list[
 def model_views(model_dir: Path, probe_dir: Path, texts: list[str], top_k: int) -> list[dict[str, Any]]:
     """Per text: spans, the top token and the score array, for one model and its probe."""
     from runtime.generate import load_model
-    from runtime.iti import load_probe_heads
+    from runtime.intervention import load_probe_heads
 
     try:
         probe = load_probe_heads(probe_dir, "probe_weight")

@@ -35,7 +35,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     import torch
     from tqdm import tqdm
 
-    from runtime import toy_model
+    from runtime.toy import model as toy_model
 
     toy = cfg.toy
     if toy.probe_min_position >= toy.sequence_length:

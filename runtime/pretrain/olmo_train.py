@@ -12,13 +12,13 @@ chosen at run time (NCCL on GPUs, gloo on CPU). Wrapping follows `distributed_st
 once a step, on the last micro-batch (`no_sync` before it, `accumulates_locally`): under DDP always, as
 ai2-olmo does; under FSDP too where its parameters are fp32 (ai2-olmo's FSDP reduces every micro-batch;
 docs/scaling.md has the bytes). Checkpoints (model, optimizer, step,
-RNG states of every rank; `full` or `sharded`) are `runtime.pretrain_checkpoint`'s: `train` resumes from
+RNG states of every rank; `full` or `sharded`) are `runtime.pretrain.checkpoint`'s: `train` resumes from
 the newest one that verifies, and the data loader restarts at the checkpoint's batch.
 
 Preemption (`runtime.preempt`): SIGTERM/SIGUSR1 make every rank finish its current step, save that
 step's checkpoint and raise `Preempted` (exit 75); the rerun resumes from it bit-identically.
 
-Throughput (`runtime.throughput`): every logged row carries this device's tokens/s over the last
+Throughput (`runtime.pretrain.throughput`): every logged row carries this device's tokens/s over the last
 `speed_monitor.window_size` steps and, on a GPU with a known peak, the MFU; `TrainResult` their means
 over the run (since its last resume) and last windows.
 """
@@ -47,7 +47,7 @@ from torch.distributed.checkpoint.state_dict import get_model_state_dict
 from tqdm import tqdm
 
 from compiler.errors import StageError
-from runtime.pretrain_checkpoint import (
+from runtime.pretrain.checkpoint import (
     Format,
     full_state_options,
     load_checkpoint,
@@ -55,7 +55,7 @@ from runtime.pretrain_checkpoint import (
     usable_checkpoint,
 )
 from runtime.preempt import STOP_SIGNALS, StopSignals, resumed
-from runtime.throughput import Throughput, peak_flops
+from runtime.pretrain.throughput import Throughput, peak_flops
 
 
 @dataclass(frozen=True)

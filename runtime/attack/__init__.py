@@ -10,7 +10,7 @@ with the `attack` section (less batch sizes and variants) and the seed — never
 `score` stage (`runtime.score`, source `attack`) scores the continuations and applies the judge
 (toxicity, refusal or both), so a new scorer rescores without attacking again.
 
-Both attacks decode greedily (`max_new_tokens`). The GCG attack (runtime.gcg, the llm-attacks step rule)
+Both attacks decode greedily (`max_new_tokens`). The GCG attack (runtime.attack.gcg, the llm-attacks step rule)
 runs on the first `gcg.max_prompts` prompts, each with its own seed derived from (`gcg.seed`, prompt
 index), and stops early on a scorer-free check of the best suffix (at init and every
 `gcg.success_check_every` steps if it improved since), chosen by the judge:
@@ -25,7 +25,7 @@ counts of the prompts source, `source_attack_<count>`.
 Resuming (`GCGProgress`, in `ctx.work`): each finished GCG prompt's row is appended to `gcg_rows.jsonl`
 (flushed and fsync'd), so a rerun skips the prompts already done; a torn last line (a kill mid-write) is
 reported and dropped. On SIGTERM / SIGUSR1 (`runtime.preempt`) the current GCG step ends, the search's
-state (`runtime.gcg.GCGState`, a few KB) goes to `gcg_state.json` and the stage raises `Preempted`; the
+state (`runtime.attack.gcg.GCGState`, a few KB) goes to `gcg_state.json` and the stage raises `Preempted`; the
 rerun resumes that prompt mid-way, bit-identically. The prompt attack (one batched greedy pass) is redone.
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ from runtime.preempt import StopSignals, resumed
 from runtime.stage import StageContext
 
 if TYPE_CHECKING:
-    from runtime.gcg import GCGState
+    from runtime.attack.gcg import GCGState
     from runtime.sources import SourceCounts
 
 VERSION = 5
@@ -150,7 +150,7 @@ class SuffixCheck:
         self._rows: dict[tuple[int, ...], dict[str, Any]] = {}
 
     def row(self, suffix_ids: list[int]) -> dict[str, Any]:
-        from runtime.gcg import decode_suffix
+        from runtime.attack.gcg import decode_suffix
 
         key = tuple(suffix_ids)
         if key not in self._rows:
@@ -162,7 +162,7 @@ class SuffixCheck:
     def target_reproduced(self, suffix_ids: list[int]) -> bool:
         import torch
 
-        from runtime.gcg import target_losses
+        from runtime.attack.gcg import target_losses
 
         device = next(self.model.parameters()).device
         ids = [self.tok(t, add_special_tokens=False)["input_ids"] for t in (self.prompt, self.target)]
@@ -226,7 +226,7 @@ class GCGProgress:
 
     def state_for(self, index: int) -> GCGState | None:
         """The saved search state of prompt `index`, if the last stop interrupted that prompt."""
-        from runtime.gcg import GCGState
+        from runtime.attack.gcg import GCGState
 
         if not self.state_path.is_file():
             return None
@@ -257,7 +257,7 @@ def gcg_attack_rows(cfg: Config, model, tok, prompts: Sequence[RedTeamPrompt], w
     prompts finished by an earlier run are read back, an interrupted one resumes mid-way (`GCGProgress`)."""
     from tqdm.auto import tqdm
 
-    from runtime.gcg import GCGSettings, allowed_token_mask, gcg_attack
+    from runtime.attack.gcg import GCGSettings, allowed_token_mask, gcg_attack
     from runtime.generate import row_seed
 
     g = cfg.attack.gcg

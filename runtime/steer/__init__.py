@@ -2,11 +2,11 @@
 
 Reads: a model folder (`model/`), a probe artifact (`accuracy.json`, `directions.safetensors`,
 `split.json`) and its activations (`examples.jsonl`, for the held-out texts).
-Writes: `model/` and `intervention.json` (see `runtime.iti`). With `positions: all` the shift is folded
+Writes: `model/` and `intervention.json` (see `runtime.steer.iti` and `runtime.intervention`). With `positions: all` the shift is folded
 into the o_proj bias of a normal HF checkpoint; with `last` `model/` holds the unsteered weights plus
 `model/intervention.json`, which `runtime.generate.load_model` applies with last-position hooks.
 Controls (`control: random_direction | random_heads`, seeded by (seed, control_seed)) are built the
-same way; see `runtime.iti`.
+same way; see `runtime.steer.iti`.
 
 Mechanistic metric: did the intervention move what it meant to move? On the probe's validation texts
 (`split.json` rows of `examples.jsonl`), one forward pass of the unsteered and one of the steered
@@ -65,14 +65,15 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     import torch
 
     from compiler.errors import StageError
-    from runtime import iti
+    from runtime.intervention import INTERVENTION_FILE, check_shape, load_probe_heads
+    from runtime.steer import iti
     from runtime.artifacts import load_causal_lm, load_tokenizer, save_model_folder
     from runtime.device import place
     from runtime.stage import write_json
 
     torch.set_num_threads(ctx.threads)
     probe_dir, model_dir = ctx.input("probe"), ctx.input("model") / "model"
-    probe = iti.load_probe_heads(probe_dir, cfg.direction)
+    probe = load_probe_heads(probe_dir, cfg.direction)
     texts = validation_texts(probe_dir, ctx.input("activations"))
     placement = place(cfg.compute, "steer")
     model = load_causal_lm(model_dir, dtype="auto").to(placement.device).eval()  # saved as stored: never cast
@@ -82,7 +83,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
             probe, top_k_heads=cfg.top_k_heads, alpha=cfg.alpha, direction=cfg.direction,
             positions=cfg.positions, n_layers=model.config.num_hidden_layers, control=cfg.control,
             control_seed=cfg.control_seed, seed=cfg.seed)
-        iti.check_shape(model, intervention)
+        check_shape(model, intervention)
     except ValueError as exc:
         raise StageError(f"steer {ctx.stage_id}: probe {probe_dir} does not fit {model_dir}: {exc}") from None
 
@@ -92,7 +93,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
         iti.fold_into_o_proj(model, intervention)
     save_model_folder(model, model_dir, ctx.out / "model")
     if cfg.positions == "last":
-        write_json(ctx.out / "model" / iti.INTERVENTION_FILE, intervention)
+        write_json(ctx.out / "model" / INTERVENTION_FILE, intervention)
     write_json(ctx.out / "intervention.json", intervention)
 
     shift_norms = [abs(h["alpha"] * h["std"]) for h in intervention["heads"]]
@@ -124,22 +125,22 @@ def probe_direction_shift(model, tok, texts: list[str], intervention: dict, prob
     """The mechanistic metric of the module docstring (both forms) and the number of texts."""
     import numpy as np
 
-    from runtime import iti
+    from runtime.intervention import add_last_position_hooks, add_shift_hooks, head_shift
 
     heads = [(h["layer"], h["head"]) for h in intervention["heads"]]
     real = np.stack([probe.unit_direction(l, h) for l, h in heads])  # [K, Dh]
     sigma = np.array([probe.std(l, h) for l, h in heads])  # [K]
-    own_shift = np.stack([iti.head_shift(h) for h in intervention["heads"]])  # [K, Dh]
+    own_shift = np.stack([head_shift(h) for h in intervention["heads"]])  # [K, Dh]
     before = last_token_head_outputs(model, tok, texts, heads, batch_size)
     if intervention["positions"] == "all":
-        handles = iti.add_shift_hooks(model, intervention)
+        handles = add_shift_hooks(model, intervention)
         try:
             after = last_token_head_outputs(model, tok, texts, heads, batch_size)
         finally:
             for h in handles:
                 h.remove()
     else:
-        hooks = iti.add_last_position_hooks(model, intervention)
+        hooks = add_last_position_hooks(model, intervention)
         try:
             after = last_token_head_outputs(model, tok, texts, heads, batch_size)
         finally:

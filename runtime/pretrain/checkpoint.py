@@ -45,7 +45,7 @@ from compiler.errors import StageError
 from runtime.artifacts import fsync_dir
 
 if TYPE_CHECKING:
-    from runtime.olmo_train import Runtime
+    from runtime.pretrain.olmo_train import Runtime
 
 Format = Literal["full", "sharded"]
 KEEP = 2

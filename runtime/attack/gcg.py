@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from runtime.iti import steer_from
+from runtime.intervention import steer_from
 
 SuccessCheck = Callable[[list[int]], bool]
 """Does this suffix (token ids) make the attack succeed?"""

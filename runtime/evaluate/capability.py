@@ -30,7 +30,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from compiler.errors import StageError
 from runtime.artifacts import check_token_file
-from runtime.iti import steer_from
+from runtime.intervention import steer_from
 
 MMLU_PATH = "hails/mmlu_no_train"
 

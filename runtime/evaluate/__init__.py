@@ -38,7 +38,7 @@ many as the memory budget and `generation.batch_size` allow; each prompt prefill
 
 Stops (`runtime.preempt`): generation resumes per chunk of prompts. Each chunk is one batch of one prompt
 set; its rows are appended to `generations.jsonl` in the work folder and fsynced before the next
-(`runtime.row_log`). On SIGTERM / SIGUSR1 the chunk in flight is finished and saved and the stage exits 75;
+(`runtime.evaluate.row_log`). On SIGTERM / SIGUSR1 the chunk in flight is finished and saved and the stage exits 75;
 the rerun keeps the verified whole chunks (a torn or partial tail is dropped, rows that are not the prompts
 they claim stop the kept prefix; rows from other batches, memory budget, device or library version are
 discarded),
@@ -133,7 +133,7 @@ def _generations(cfg: Config, ctx: StageContext, model, tok, stop: StopSignals) 
     from tqdm.auto import tqdm
 
     from runtime.generate import Sampling, memory_budget, plan_batches, row_seed, sample_continuations
-    from runtime.row_log import RowLog
+    from runtime.evaluate.row_log import RowLog
     from runtime.sources import SourceCounts
 
     g = cfg.generation
@@ -196,7 +196,8 @@ def _with_continuation(row: dict[str, Any], continuation: str) -> dict[str, Any]
 
 
 def _mmlu_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float]:
-    from runtime import capability, stats
+    from runtime import stats
+    from runtime.evaluate import capability
 
     m = cfg.mmlu
     subjects = m.subjects or capability.mmlu_subjects()[:m.max_subjects]
@@ -213,7 +214,7 @@ def _mmlu_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float
 
 def _cross_entropy_documents(cfg: Config, ctx: StageContext, tok) -> tuple[list, dict[str, int]]:
     """The documents CE and KL are measured on, and the source counts when they come from a source."""
-    from runtime import capability
+    from runtime.evaluate import capability
     from runtime.sources import SourceCounts, describe, iter_texts
 
     ce = cfg.cross_entropy
@@ -227,7 +228,8 @@ def _cross_entropy_documents(cfg: Config, ctx: StageContext, tok) -> tuple[list,
 
 
 def _cross_entropy_metrics(cfg: Config, ctx: StageContext, model, tok, placement) -> dict[str, float]:
-    from runtime import capability, stats
+    from runtime import stats
+    from runtime.evaluate import capability
     from runtime.generate import load_model
 
     docs, source_counts = _cross_entropy_documents(cfg, ctx, tok)
@@ -246,7 +248,8 @@ def _cross_entropy_metrics(cfg: Config, ctx: StageContext, model, tok, placement
 
 
 def _detection_metrics(cfg: Config, ctx: StageContext, model, tok) -> dict[str, float]:
-    from runtime import capability, stats
+    from runtime import stats
+    from runtime.evaluate import capability
     from runtime.sources.labelled import load_examples
     from runtime.sources import SourceCounts
 
