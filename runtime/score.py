@@ -149,7 +149,7 @@ def generation_metrics(rows: Sequence[dict[str, Any]], scores: Sequence[float], 
 
 def _scored(cfg: Config, ctx: StageContext, texts: list[str], stop: StopSignals) -> tuple[list[float], dict]:
     """Scores and counts of `texts`; the scorer's provenance goes to `scorer.json`."""
-    scores, counts, record = score_and_record(cfg.scorer, texts, ctx.root, stop, cfg.compute)
+    scores, counts, record = score_and_record(cfg.scorer, texts, ctx, stop, cfg.compute)
     write_json(ctx.out / "scorer.json", record)
     return scores, counts
 

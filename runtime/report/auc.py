@@ -4,9 +4,10 @@ The probe learns the labels of its labelled texts; the evaluation measures toxic
 scorer cannot tell the probe's toxic texts from its non-toxic ones, steering along the probe's direction
 need not move measured toxicity at all. The report scores the probe's labelled texts (read exactly as the
 activations stage reads them, `runtime.sources.labelled.load_examples`) with each evaluation scorer (the
-primary first) and reports the ROC AUC of score against label, with a percentile bootstrap interval over
-texts (`runtime.stats.bootstrap_ci`): with several scorers, a reader sees which of them measures the
-probe's concept.
+primary first) through the shared score cache (`runtime.scoring.texts`, the path every stage that scores
+takes) and reports the ROC AUC of score against label, with a percentile bootstrap interval over texts
+(`runtime.stats.bootstrap_ci`): with several scorers, a reader sees which of them measures the probe's
+concept.
 """
 from __future__ import annotations
 
@@ -55,14 +56,15 @@ def scorer_label_auc(scorer_spec: Any, data: LabelledData, ctx: StageContext, *,
 def scorers_label_auc(scorer_specs: list[Any], data: LabelledData, ctx: StageContext, *, resamples: int, seed: int,
                       level: float) -> list[dict[str, Any]]:
     """`scorer_label_auc` of each scorer, in order, the labelled texts read once."""
-    from runtime.sources.labelled import load_examples
+    from runtime.scoring.texts import score_texts
     from runtime.sources import describe
+    from runtime.sources.labelled import load_examples
 
     examples = load_examples(data, ctx)
     texts, labels = [e["text"] for e in examples], [e["label"] for e in examples]
     out = []
     for spec in scorer_specs:
-        units = np.column_stack([labels, _scores(spec, texts, ctx)]).astype(float)
+        units = np.column_stack([labels, score_texts(spec, texts, ctx)[0]]).astype(float)
         auc = float(rank_auc(units[None])[0])
         low, high = stats.bootstrap_ci(units, rank_auc, resamples=resamples, seed=seed, level=level)
         out.append({
@@ -72,10 +74,3 @@ def scorers_label_auc(scorer_specs: list[Any], data: LabelledData, ctx: StageCon
             "reading": "undefined: the labelled texts hold a single class" if math.isnan(auc) else reading(auc),
         })
     return out
-
-
-def _scores(spec: Any, texts: list[str], ctx: StageContext) -> list[float]:
-    """Through the score stage's shared cache: a classifier or an API never scores the same text twice."""
-    from runtime.scoring.texts import score_texts
-
-    return score_texts(spec, texts, ctx.root)[0]

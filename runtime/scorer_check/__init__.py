@@ -65,7 +65,7 @@ def run(cfg: Config, ctx: StageContext) -> dict[str, Any]:
           f"{toxigen.counts() if toxigen else 'no ToxiGen'}), scorers {labels}", flush=True)
     scores, scoring = {}, {}
     for spec in cfg.scorers:
-        scores[spec.label], scoring[spec.label] = _score(spec, texts, ctx.root)
+        scores[spec.label], scoring[spec.label] = _score(spec, texts, ctx)
     result: dict[str, Any] = {
         "threshold": cfg.threshold, "scorers": labels, "reference_label": PERSPECTIVE,
         "bootstrap": cfg.bootstrap.model_dump(), "scoring": scoring,
@@ -117,12 +117,12 @@ def _check_toxigen(toxigen: Any, scores: dict[str, np.ndarray], cfg: Config, res
     return _score_rows("toxigen", toxigen.index, "text", toxigen.toxicity_human, scores, 0)
 
 
-def _score(spec: Any, texts: Sequence[str], root: Path) -> tuple[np.ndarray, dict[str, float]]:
+def _score(spec: Any, texts: Sequence[str], ctx: StageContext) -> tuple[np.ndarray, dict[str, float]]:
     """Every text's score from one scorer through the shared score cache (`runtime.scoring.texts`), with the
     counts of what it cost (`n_texts`, `cached_texts`, `scored_texts`, `truncated_texts`)."""
     from runtime.scoring.texts import score_texts
 
-    scores, counts = score_texts(spec, list(texts), root)
+    scores, counts = score_texts(spec, list(texts), ctx)
     return np.asarray(scores, dtype=float), counts
 
 

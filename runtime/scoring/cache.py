@@ -13,9 +13,9 @@ Every row carries a checksum; a damaged file is moved aside and rebuilt (`runtim
 
 The scorer id hashes only the fields that change scores: `spec.id_json()` (which leaves NOT_IN_ID fields
 such as batch sizes and rates out; a Perspective endpoint is in it) with the display `name` blanked
-(renaming a scorer's column must not rescore), plus, when the project root is given, the content
-fingerprints of the local checkpoints the spec names (retraining a classifier into the same folder must
-not hit the old scores).
+(renaming a scorer's column must not rescore), plus the content fingerprints of the local checkpoints the
+spec names, as the stage JSON holds them (retraining a classifier into the same folder must not hit the
+old scores).
 """
 from __future__ import annotations
 
@@ -24,11 +24,10 @@ import json
 import math
 import sqlite3
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from compiler.checks import local_paths
 from compiler.errors import StageError
-from compiler.fingerprint import fingerprint, local_exists
 from compiler.schema.base import StrictModel
 from compiler.schema.precision import Compute
 from compiler.schema.scoring import ClassifierScorer, DetoxifyScorer
@@ -52,20 +51,25 @@ def runs_a_model(spec: StrictModel) -> bool:
     return isinstance(spec, (ClassifierScorer, DetoxifyScorer))
 
 
-def scorer_id(spec: StrictModel, root: Path | None = None, compute: Compute | None = None) -> str:
-    """sha256 of the spec's id JSON without its display name; with `root`, also of the local files it
-    names (by content); for a scorer that runs a model, also of the device type and precision it ran in
-    (`compute`, None = CPU fp32, where every model scorer runs unless placed elsewhere), so CPU-fp32 and
-    GPU-bf16 scores never share a key."""
+def scorer_files(spec: StrictModel, files: Mapping[str, str]) -> dict[str, str]:
+    """The content fingerprint of each local file or folder the scorer names, taken from `files` (a stage
+    JSON's `files`: what the compiler fingerprinted; "missing" where it found nothing), so a stage never
+    hashes a checkpoint a second time."""
+    return {path: files.get(path, "missing") for path in sorted(local_paths(spec))}
+
+
+def scorer_id(spec: StrictModel, files: Mapping[str, str] | None = None, compute: Compute | None = None) -> str:
+    """sha256 of the spec's id JSON without its display name; with `files` (the stage JSON's fingerprints),
+    also of the local files it names (by content); for a scorer that runs a model, also of the device type
+    and precision it ran in (`compute`, None = CPU fp32, where every model scorer runs unless placed
+    elsewhere), so CPU-fp32 and GPU-bf16 scores never share a key."""
     if getattr(spec, "name", None) is not None:
         spec = spec.model_validate({**spec.model_dump(), "name": None})
     parts = [spec.id_json()]
     if runs_a_model(spec):
         parts.append(f"compute={(compute or Compute()).label}")
-    if root is not None:
-        for path in sorted(local_paths(spec)):
-            full = root / path
-            parts.append(f"{path}={fingerprint(full) if local_exists(full) else 'missing'}")
+    if files is not None:
+        parts.extend(f"{path}={content}" for path, content in scorer_files(spec, files).items())
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
 
 
@@ -223,8 +227,8 @@ def _checked(scores: Iterable[float], expected: int) -> list[float]:
     return out
 
 
-def cached(scorer: Any, spec: StrictModel, cache: TextScoreCache, root: Path | None = None,
+def cached(scorer: Any, spec: StrictModel, cache: TextScoreCache, files: Mapping[str, str] | None = None,
            chunk_size: int = STORE_CHUNK, compute: Compute | None = None) -> CachedScorer:
-    """`scorer` behind `cache`, keyed by `scorer_id(spec, root, compute)` (pass the project `root` so that
+    """`scorer` behind `cache`, keyed by `scorer_id(spec, files, compute)` (pass the stage's `files` so that
     local checkpoints are keyed by content, and the `compute` the scorer runs in)."""
-    return CachedScorer(scorer, scorer_id(spec, root, compute), cache, chunk_size)
+    return CachedScorer(scorer, scorer_id(spec, files, compute), cache, chunk_size)

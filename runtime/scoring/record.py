@@ -4,7 +4,7 @@ same texts drifted between 2020 and 2023), the activation actually applied, the 
 combined, the window and what happened to texts longer than it.
 
 Settings come from three places: the spec (labels, combine rule, long-text rule, pinned revision), the
-content of the local files it names (the fingerprints its scorer id hashes), and what the scorer resolved
+content of the local files it names (the stage JSON's fingerprints, which its scorer id hashes), and what the scorer resolved
 when it was built (`description()`: `auto` activation → sigmoid or softmax, the window, the commit
 actually loaded), which the shared score cache keeps per scorer id, so a job answered wholly from the
 cache reports it too. A cache written before descriptions were kept gives `resolved: null`.
@@ -12,12 +12,13 @@ cache reports it too. A cache written before descriptions were kept gives `resol
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from compiler.checks import local_paths
-from compiler.fingerprint import fingerprint, local_exists
 from compiler.schema.scoring import ClassifierScorer, DetoxifyScorer, PerspectiveScorer
+from runtime.scoring.cache import scorer_files
+
+if TYPE_CHECKING:
+    from runtime.stage import StageContext
 
 WHOLE_TEXT = "whole text"
 """The long-text rule of scorers that read any text whole (no window)."""
@@ -40,13 +41,12 @@ def long_text_counts(spec: Any, flags: Sequence[bool | None]) -> dict[str, float
 
 
 def scorer_record(spec: Any, scorer_id: str, resolved: dict[str, Any] | None, counts: dict[str, float],
-                  texts: Sequence[str], root: Path) -> dict[str, Any]:
-    """The content of `scorer.json`."""
+                  texts: Sequence[str], ctx: StageContext) -> dict[str, Any]:
+    """The content of `scorer.json`; the local files' fingerprints are the stage JSON's (`ctx.files`)."""
     record: dict[str, Any] = {
         "label": spec.label, "kind": spec.kind, "scorer_id": scorer_id,
         "settings": json.loads(spec.id_json()),
-        "files": {path: fingerprint(root / path) if local_exists(root / path) else "missing"
-                  for path in sorted(local_paths(spec))},
+        "files": scorer_files(spec, ctx.files),
         "resolved": resolved,
         "long_text_rule": long_text_rule(spec),
         "texts": {key: int(counts[key]) for key in ("n_texts", "truncated_texts", "windowed_texts",
@@ -55,5 +55,5 @@ def scorer_record(spec: Any, scorer_id: str, resolved: dict[str, Any] | None, co
     if isinstance(spec, PerspectiveScorer):
         from runtime.scoring.perspective import answer_dates
 
-        record["perspective_answers"] = answer_dates(spec, root, texts)
+        record["perspective_answers"] = answer_dates(spec, ctx.root, texts)
     return record

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from compiler.checks import local_paths
 from compiler.errors import StageError
+from compiler.fingerprint import fingerprint, local_exists
 from compiler.schema.evaluate import BootstrapSection
 from runtime import score as stage
 from runtime import stats
@@ -65,13 +67,19 @@ def _generations(folder: Path, texts=TEXTS, samples=2, challenging=(True, False)
     return folder
 
 
+def compiled_files(cfg: stage.Config, root: Path) -> dict[str, str]:
+    """The stage JSON's `files` the compiler writes for `cfg` (`compiler.plan`): each local file it reads that
+    exists → its content fingerprint."""
+    return {path: fingerprint(root / path) for path in sorted(local_paths(cfg)) if local_exists(root / path)}
+
+
 def _run(tmp_path: Path, texts_dir: Path, name: str, **config):
     cfg = stage.Config.model_validate({"scorer": {"kind": "offline"}, "source": "generations",
                                        "toxic_threshold": 0.5, "bootstrap": {"resamples": 200}, **config})
     out = tmp_path / name
     out.mkdir()
     ctx = StageContext(kind="score", stage_id=f"score-{name}", root=tmp_path, out=out, work=tmp_path / "work",
-                       inputs={"texts": texts_dir})
+                       inputs={"texts": texts_dir}, files=compiled_files(cfg, tmp_path))
     return stage.run(cfg, ctx), [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
 
 

@@ -104,10 +104,9 @@ def test_a_damaged_score_cache_is_moved_aside_and_rebuilt(first_run, tmp_path, h
     assert again_metrics | {"scored_texts": 0, "cached_texts": 0} == metrics | {"scored_texts": 0, "cached_texts": 0}
     [aside] = moved_aside(cache)
     assert "warning: the cache" in stderr and aside.name in stderr and "damaged" in stderr
-    envelope = json.loads(config.read_text())
-    spec = stage.Config.model_validate(envelope["config"]).scorer
+    spec = stage.Config.model_validate(json.loads(config.read_text())["config"]).scorer
     with TextScoreCache(cache) as rebuilt:                   # the rebuilt cache serves the next job
-        assert rebuilt.get_many(scorer_id(spec, envelope["files"]), TEXTS) == \
+        assert rebuilt.get_many(scorer_id(spec, {}), TEXTS) == \
             {i: r["score"] for i, r in enumerate(rows)}
     assert len(moved_aside(cache)) == 1                      # and is trusted: nothing moved again
 
