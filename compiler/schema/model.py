@@ -1,7 +1,8 @@
 """The `model` section: an OLMo architecture, from a preset plus explicit overrides.
 
 Presets give every field explicitly (ai2-olmo's own defaults are GPT-2-like and must never leak in).
-`olmo-1b` equals the model section of allenai/OLMo `configs/official/OLMo-1B.yaml`; vocabulary fields
+`olmo-1b` equals the model section of allenai/OLMo `configs/official/OLMo-1B.yaml`; `tiny` is olmo-1b with
+a small width, depth and context (and `normal` init), stated as what differs; vocabulary fields
 are not here: they follow from the `tokenizer` section (see `compiler.schema.data.TokenizerInfo`).
 """
 from __future__ import annotations
@@ -12,25 +13,19 @@ from pydantic import Field, model_validator
 
 from .base import StrictModel
 
+OLMO_1B: dict[str, Any] = dict(
+    d_model=2048, n_heads=16, n_kv_heads=None, n_layers=16, mlp_ratio=8, mlp_hidden_size=None,
+    weight_tying=True, rope=True, rope_theta=10000.0, clip_qkv=None, include_bias=False,
+    block_type="sequential", layer_norm_type="default", layer_norm_with_affine=False,
+    bias_for_layer_norm=False, attention_layer_norm=False,
+    attention_layer_norm_with_affine=False, activation_type="swiglu", attention_dropout=0.0,
+    residual_dropout=0.0, embedding_dropout=0.0, max_sequence_length=2048,
+    init_fn="mitchell", init_std=0.02,
+)
 PRESETS: dict[str, dict[str, Any]] = {
-    "olmo-1b": dict(
-        d_model=2048, n_heads=16, n_kv_heads=None, n_layers=16, mlp_ratio=8, mlp_hidden_size=None,
-        weight_tying=True, rope=True, rope_theta=10000.0, clip_qkv=None, include_bias=False,
-        block_type="sequential", layer_norm_type="default", layer_norm_with_affine=False,
-        bias_for_layer_norm=False, attention_layer_norm=False,
-        attention_layer_norm_with_affine=False, activation_type="swiglu", attention_dropout=0.0,
-        residual_dropout=0.0, embedding_dropout=0.0, max_sequence_length=2048,
-        init_fn="mitchell", init_std=0.02,
-    ),
-    "tiny": dict(
-        d_model=128, n_heads=4, n_kv_heads=None, n_layers=4, mlp_ratio=4, mlp_hidden_size=None,
-        weight_tying=True, rope=True, rope_theta=10000.0, clip_qkv=None, include_bias=False,
-        block_type="sequential", layer_norm_type="default", layer_norm_with_affine=False,
-        bias_for_layer_norm=False, attention_layer_norm=False,
-        attention_layer_norm_with_affine=False, activation_type="swiglu", attention_dropout=0.0,
-        residual_dropout=0.0, embedding_dropout=0.0, max_sequence_length=256,
-        init_fn="normal", init_std=0.02,
-    ),
+    "olmo-1b": OLMO_1B,
+    "tiny": OLMO_1B | dict(d_model=128, n_heads=4, n_layers=4, mlp_ratio=4, max_sequence_length=256,
+                           init_fn="normal"),
 }
 
 
