@@ -34,14 +34,17 @@ def broken_artifact(path: Path, reason: str) -> StageError:
     return StageError(f"{path} {what}: delete {stage_folder(path)} and rerun to rebuild it")
 
 
+def read_problem(exc: BaseException) -> str:
+    """What a failed read of an artifact says in its error: "missing", else the OS or format error."""
+    return "missing" if isinstance(exc, FileNotFoundError) else str(exc)
+
+
 def read_json(path: Path) -> Any:
     """A JSON file written by a stage."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise broken_artifact(path, "missing") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise broken_artifact(path, str(exc)) from None
+        raise broken_artifact(path, read_problem(exc)) from None
     except json.JSONDecodeError as exc:
         raise broken_artifact(path, f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
 
@@ -50,10 +53,8 @@ def read_jsonl(path: Path) -> list[Any]:
     """The records of a JSON-lines file written by a stage (blank lines skipped)."""
     try:
         lines = Path(path).read_text(encoding="utf-8").split("\n")   # not splitlines: U+2028 may sit in a text
-    except FileNotFoundError:
-        raise broken_artifact(path, "missing") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise broken_artifact(path, str(exc)) from None
+        raise broken_artifact(path, read_problem(exc)) from None
     records = []
     for number, line in enumerate(lines, start=1):
         if line.strip():
@@ -74,10 +75,8 @@ def load_tensors(path: Path, framework: Literal["numpy", "pt"] = "numpy") -> dic
         from safetensors.torch import load_file
     try:
         return load_file(str(path))
-    except FileNotFoundError:
-        raise broken_artifact(path, "missing") from None
     except (OSError, SafetensorError) as exc:
-        raise broken_artifact(path, str(exc)) from None
+        raise broken_artifact(path, read_problem(exc)) from None
 
 
 def check_token_file(path: Path, dtype: str = "uint16") -> None:
@@ -102,10 +101,8 @@ def safetensors_problem(path: Path) -> str | None:
     try:
         with safe_open(str(path), framework="numpy"):
             return None
-    except FileNotFoundError:
-        return "missing"
     except (OSError, SafetensorError) as exc:
-        return str(exc)
+        return read_problem(exc)
 
 
 def check_model_folder(folder: Path) -> None:
@@ -123,14 +120,10 @@ def check_model_folder(folder: Path) -> None:
 
 def load_causal_lm(folder: Path, **kwargs: Any) -> "PreTrainedModel":
     """`AutoModelForCausalLM.from_pretrained(folder, **kwargs)` of a stage's model folder, never from the Hub."""
-    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     check_model_folder(folder)
-    try:
-        return AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, **kwargs)
-    except (OSError, ValueError, SafetensorError) as exc:
-        raise broken_artifact(Path(folder), f"the model does not load: {exc}") from None
+    return _from_folder(AutoModelForCausalLM, folder, "model", kwargs)
 
 
 def load_tokenizer(folder: Path, **kwargs: Any) -> "PreTrainedTokenizerBase":
@@ -139,10 +132,17 @@ def load_tokenizer(folder: Path, **kwargs: Any) -> "PreTrainedTokenizerBase":
 
     for path in sorted(Path(folder).glob("*.json")):
         read_json(path)
+    return _from_folder(AutoTokenizer, folder, "tokenizer", kwargs)
+
+
+def _from_folder(auto: Any, folder: Path, what: str, kwargs: dict[str, Any]) -> Any:
+    """`auto.from_pretrained` of a local folder; a folder that does not load ends in `broken_artifact`."""
+    from safetensors import SafetensorError
+
     try:
-        return AutoTokenizer.from_pretrained(folder, local_files_only=True, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise broken_artifact(Path(folder), f"the tokenizer does not load: {exc}") from None
+        return auto.from_pretrained(folder, local_files_only=True, **kwargs)
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise broken_artifact(Path(folder), f"the {what} does not load: {exc}") from None
 
 
 def fsync_dir(path: Path) -> None:
