@@ -31,7 +31,7 @@ from compiler.errors import StageError
 from compiler.schema.base import StrictModel
 from compiler.schema.precision import Compute
 from compiler.schema.scoring import ClassifierScorer, DetoxifyScorer
-from runtime.scoring.sqlite_cache import DamagedCache, SqliteCacheFile, row_check
+from runtime.scoring.sqlite_cache import DamagedCache, Layout, SqliteCacheFile, row_check
 
 BUSY_TIMEOUT_S = 600.0
 """How long a writer waits for another process's write transaction before giving up."""
@@ -78,14 +78,8 @@ SCHEMA_VERSION = 1
 scorer descriptions), migrated on open with every row kept (their long-text flag unknown)."""
 
 
-def _setup(db: sqlite3.Connection) -> None:
-    """Create the tables, or migrate a version-0 file (inside the opener's write transaction)."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version == SCHEMA_VERSION:
-        return
-    if version > SCHEMA_VERSION:
-        raise StageError(f"the score cache {db.execute('PRAGMA database_list').fetchone()[2]} was written by a "
-                         f"newer mixsteer (layout {version}; this one reads {SCHEMA_VERSION}): update mixsteer")
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Create the tables, or migrate a layout-0 file."""
     old = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'scores'").fetchone()
     if old:
         db.execute("ALTER TABLE scores RENAME TO scores_v0")
@@ -98,7 +92,9 @@ def _setup(db: sqlite3.Connection) -> None:
         db.executemany("INSERT INTO scores VALUES (?, ?, ?, NULL, ?)",
                        [(sid, key, score, row_check(sid, key, score, None)) for sid, key, score in rows])
         db.execute("DROP TABLE scores_v0")
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+LAYOUT = Layout("score cache", SCHEMA_VERSION, _upgrade)
 
 
 class TextScoreCache:
@@ -108,7 +104,7 @@ class TextScoreCache:
 
     def __init__(self, path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.path = path
-        self._file = SqliteCacheFile(path, _setup, busy_timeout_s)
+        self._file = SqliteCacheFile(path, LAYOUT, busy_timeout_s)
 
     def _rows(self, scorer_id: str, texts: Sequence[str]) -> dict[int, tuple[float, bool | None]]:
         """{index in `texts`: (score, long)} of every stored text, each row checked."""

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from compiler.errors import StageError
 from compiler.schema.scoring import PerspectiveScorer
 from runtime.scoring.quota import SharedRateLimit
-from runtime.scoring.sqlite_cache import DamagedCache, SqliteCacheFile, row_check
+from runtime.scoring.sqlite_cache import DamagedCache, Layout, SqliteCacheFile, row_check
 
 MAX_BACKOFF_S = 64.0
 MAX_RETRY_AFTER_S = 600.0
@@ -81,14 +81,8 @@ could use) with its fetch time unknown (NULL)."""
 DEFAULT_ENDPOINT = PerspectiveScorer.model_fields["endpoint"].default
 
 
-def _setup(db: sqlite3.Connection) -> None:
-    """Create the answers table, or migrate a version-0 cache (inside the opener's write transaction)."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version == SCHEMA_VERSION:
-        return
-    if version > SCHEMA_VERSION:
-        raise StageError(f"the Perspective cache has layout {version}, newer than this mixsteer reads "
-                         f"({SCHEMA_VERSION}): update mixsteer")
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Create the answers table, or migrate a layout-0 cache."""
     db.execute("CREATE TABLE IF NOT EXISTS answers (endpoint TEXT NOT NULL, text_sha256 TEXT NOT NULL, "
                "score REAL NOT NULL, fetched_at REAL, crc INTEGER NOT NULL, "
                "PRIMARY KEY (endpoint, text_sha256)) WITHOUT ROWID")
@@ -98,7 +92,9 @@ def _setup(db: sqlite3.Connection) -> None:
                        [(DEFAULT_ENDPOINT, key, score, row_check(DEFAULT_ENDPOINT, key, score, None))
                         for key, score in rows])
         db.execute("DROP TABLE scores")
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+LAYOUT = Layout("Perspective cache", SCHEMA_VERSION, _upgrade)
 
 
 class PerspectiveAnswerCache:
@@ -107,7 +103,7 @@ class PerspectiveAnswerCache:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = SqliteCacheFile(path, _setup, BUSY_TIMEOUT_S)
+        self._file = SqliteCacheFile(path, LAYOUT, BUSY_TIMEOUT_S)
 
     def answers(self, endpoint: str, keys: Sequence[str]) -> dict[str, tuple[float, float | None]]:
         """{key: (score, fetched_at unix seconds or None if unknown)} of the stored answers, each checked."""

@@ -21,8 +21,11 @@ import sqlite3
 import sys
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
+
+from compiler.errors import StageError
 
 T = TypeVar("T")
 
@@ -62,18 +65,30 @@ def move_aside(path: Path, reason: str) -> Path:
     return aside
 
 
+@dataclass(frozen=True)
+class Layout:
+    """The tables a cache file holds: `version` is the layout this code writes (`PRAGMA user_version`; 0 is
+    the first one, which set none), `upgrade(db)` creates its tables in a new file or migrates an older
+    layout's rows into them, and `name` says which cache an error is about."""
+
+    name: str
+    version: int
+    upgrade: Callable[[sqlite3.Connection], None]
+
+
 class SqliteCacheFile:
     """One connection to a cache file, rebuilt when the file turns out to be damaged.
 
-    `setup(db)` creates (or migrates) the tables of a new connection; it runs inside `BEGIN IMMEDIATE`,
-    so processes opening the same file at once migrate it once. Reads go through `read`, writes through
-    `write` (one `BEGIN IMMEDIATE` transaction): both retry once on a new file if they meet damage.
+    A new connection brings the file to its `layout` (a newer layout stops the run: this code cannot read
+    it) inside `BEGIN IMMEDIATE`, so processes opening the same file at once migrate it once. Reads go
+    through `read`, writes through `write` (one `BEGIN IMMEDIATE` transaction): both retry once on a new
+    file if they meet damage.
     """
 
-    def __init__(self, path: Path, setup: Callable[[sqlite3.Connection], None], busy_timeout_s: float) -> None:
+    def __init__(self, path: Path, layout: Layout, busy_timeout_s: float) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._setup = setup
+        self._layout = layout
         self._busy_timeout_s = busy_timeout_s
         self._db: sqlite3.Connection | None = None
         self._inode = 0
@@ -93,6 +108,17 @@ class SqliteCacheFile:
             db.close()
             raise
         return db
+
+    def _setup(self, db: sqlite3.Connection) -> None:
+        """Bring the file to `layout.version` (inside the opener's write transaction)."""
+        found, layout = db.execute("PRAGMA user_version").fetchone()[0], self._layout
+        if found == layout.version:
+            return
+        if found > layout.version:
+            raise StageError(f"the {layout.name} {self.path} was written by a newer mixsteer (layout {found}; this "
+                             f"one reads {layout.version}): update mixsteer")
+        layout.upgrade(db)
+        db.execute(f"PRAGMA user_version = {layout.version}")
 
     def _open(self, opened: int | None = None) -> None:
         """Connect; a damaged file is moved aside first if it is still the one found (`opened`: the inode

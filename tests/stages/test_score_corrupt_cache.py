@@ -237,3 +237,19 @@ def test_a_layout_0_perspective_cache_keeps_its_answers_undated(tmp_path):
     assert answer_dates(spec, tmp_path, ["old one", "old two", "new", "never fetched", "  "]) == {
         "first_fetched_unix": 1_700_000_000.0, "last_fetched_unix": 1_700_000_000.0, "dated_texts": 1,
         "undated_texts": 2, "absent_texts": 1, "blank_texts": 1}
+
+
+@pytest.mark.parametrize("opener", ["TextScoreCache", "PerspectiveAnswerCache"])
+def test_a_cache_of_a_newer_layout_stops_the_run_and_is_kept(tmp_path, opener):
+    """A file a newer mixsteer wrote is neither read nor moved aside: the error says to update mixsteer."""
+    from runtime.scoring import cache, perspective
+
+    module = cache if opener == "TextScoreCache" else perspective
+    path, newer = tmp_path / "cache.sqlite", module.LAYOUT.version + 1
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {newer}")
+    db.close()
+    with pytest.raises(StageError, match=f"{path} was written by a newer mixsteer .*update mixsteer"):
+        getattr(module, opener)(path)
+    assert not list(tmp_path.glob("*.corrupt-*"))
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == newer
