@@ -4,10 +4,10 @@ same texts drifted between 2020 and 2023), the activation actually applied, the 
 combined, the window and what happened to texts longer than it.
 
 Settings come from three places: the spec (labels, combine rule, long-text rule, pinned revision), the
-content of the local files it names (the stage JSON's fingerprints, which its scorer id hashes), and what the scorer resolved
-when it was built (`description()`: `auto` activation → sigmoid or softmax, the window, the commit
-actually loaded), which the shared score cache keeps per scorer id, so a job answered wholly from the
-cache reports it too. A cache written before descriptions were kept gives `resolved: null`.
+content of the local files it names (the stage JSON's fingerprints, which its scorer id hashes), and what
+the scorer resolved when it was built (`description()`: `auto` activation → sigmoid or softmax, the
+window, the commit actually loaded), which the shared score cache keeps per scorer id, so a job answered
+wholly from the cache reports it too. A cache written before descriptions were kept gives `resolved: null`.
 """
 from __future__ import annotations
 
