@@ -4,7 +4,7 @@ Per-mix (mix VERSION 2): every mix tokenized its own sources up to its own budge
 tokens. It is emulated with the same code as the new path, so the comparison is fair: one `tokenize` stage
 run per mix, sized to that mix's own budgets (same encoder, same workers), and the old mix's files counted
 as held-out + clean + toxic tokens. Tokenize once: one `tokenize` run per source sized for the whole sweep
-(`compiler.plan.tokenize_fills`), then one `mix` selection per share over the shared shards. Both sweeps
+(`compiler.stages.tokenize.fills`), then one `mix` selection per share over the shared shards. Both sweeps
 run in this process on the demo texts (a 4k BPE); the mixes of both paths must hold the same documents.
 
 Then the paper grid (specs/bad_data_good_models.yaml), from its plan alone: tokens tokenized and token-file
@@ -57,7 +57,7 @@ def run_mix(root: Path, name: str, data, info, inputs: dict[str, str]) -> dict:
 
 def per_mix(root: Path, sections, info, args) -> dict[str, float]:
     """Each mix tokenizes its own sources up to its own budgets (mix VERSION 2's work)."""
-    from compiler.plan import tokenize_fills
+    from compiler.stages.tokenize import fills as tokenize_fills
 
     tokens = seconds = disk = 0.0
     for i, data in enumerate(sections):
@@ -74,7 +74,7 @@ def per_mix(root: Path, sections, info, args) -> dict[str, float]:
 
 def once(root: Path, sections, info, args) -> dict[str, float]:
     """Tokenize each source once for the sweep, then select each mix."""
-    from compiler.plan import tokenize_fills
+    from compiler.stages.tokenize import fills as tokenize_fills
 
     tokens = seconds = 0.0
     names = {}

@@ -120,7 +120,7 @@ NOTHING_TO_RUN = ("the spec plans no stage: it needs `data:` (a pretraining mixt
 
 
 def plans_a_stage(spec: Spec) -> bool:
-    """Whether the planner (`compiler.plan._plan_run`) makes any stage instance of this run: everything
+    """Whether the planner (`compiler.plan.build_plan`) makes any stage instance of this run: everything
     hangs off a pretraining mixture, the toy experiment or the scorer check."""
     return spec.data is not None or spec.toy.enabled or spec.scorer_check is not None
 

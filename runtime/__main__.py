@@ -27,9 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         envelope = read_envelope(args.config)
         if envelope["kind"] != args.stage:
             parser.error(f"{args.config} is a {envelope['kind']} stage, not {args.stage}")
-        module = load_stage(args.stage)
-        out = execute(envelope, module, root=project_root(args.config, envelope),
-                      rank_zero=getattr(module, "is_rank_zero", lambda: True))
+        stage = load_stage(args.stage)
+        out = execute(envelope, stage, root=project_root(args.config, envelope), rank_zero=stage.is_rank_zero)
     except Preempted as exc:
         print(f"preempted: {exc}", file=sys.stderr)
         return PREEMPTED_EXIT

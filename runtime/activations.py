@@ -16,31 +16,16 @@ id except `batch_size`; the stage is cached per (model, data, position), so prob
 from __future__ import annotations
 
 import json
-from typing import Literal
 
 from compiler.errors import StageError
-from compiler.schema.base import StrictModel, same_as
-from compiler.schema.precision import Compute, compute_field
-from compiler.schema.probe import LabelledData, ProbeSection
+from compiler.stages.activations import Config
 from runtime.artifacts import load_causal_lm, load_tokenizer
 from runtime.sources.labelled import load_examples
 from runtime.stage import StageContext
 
-VERSION = 3
-"""Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 RESTART = "one forward pass of the model over the probe texts"
 """Why a stopped run starts over (`runtime.preempt.stage_stops` logs it on the rerun)."""
-
-
-class Config(StrictModel):
-    data: LabelledData = same_as(ProbeSection, "data")
-    token_position: Literal["last", "mean"] = same_as(ProbeSection, "token_position")
-    max_length_tokens: int = same_as(ProbeSection, "max_length_tokens")
-    layers: list[int] = same_as(ProbeSection, "layers", description="Model layers to record, sorted (the "
-                                "planner fills null with every layer).")
-    batch_size: int = same_as(ProbeSection, "batch_size", keep_default=True)
-    compute: Compute = compute_field()
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:

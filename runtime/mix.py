@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compiler.errors import StageError
-from compiler.schema.base import StrictModel
-from compiler.schema.data import DataSection, TokenizerInfo
+from compiler.schema.data import TokenizerInfo
 from compiler.schema.sources import MemmapSource
+from compiler.stages.mix import Config
 from runtime.stage import StageContext, write_json
 
 if TYPE_CHECKING:
@@ -37,16 +37,9 @@ if TYPE_CHECKING:
     from runtime.mix_tokens import Cut
     from runtime.token_shards import ShardStore
 
-VERSION = 3
-"""Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 RESTART = "a selection over the token shards that copies only the shards a budget cuts"
 """Why a stopped run starts over (`runtime.preempt.stage_stops` logs it on the rerun)."""
-
-
-class Config(StrictModel):
-    data: DataSection
-    tokenizer: TokenizerInfo
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:

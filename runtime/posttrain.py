@@ -26,13 +26,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import model_validator
-
 from compiler.errors import StageError
-from compiler.schema.base import StrictModel, same_as
-from compiler.schema.precision import Compute, compute_field
 from compiler.schema.posttrain import DPOSection, SFTSection
-from compiler.schema.spec import Spec
+from compiler.stages.posttrain import Config
 from runtime.artifacts import load_causal_lm, load_tokenizer, safetensors_problem, save_model_folder
 from runtime.preempt import StopSignals, resumed
 from runtime.stage import StageContext
@@ -40,21 +36,6 @@ from runtime.stage import StageContext
 if TYPE_CHECKING:
     from runtime.device import Placement
     from runtime.sources import SourceCounts
-
-VERSION = 3
-"""Bump by hand whenever a change of this module changes results (it changes every id)."""
-
-class Config(StrictModel):
-    sft: SFTSection | None = None
-    dpo: DPOSection | None = None
-    seed: int = same_as(Spec, "seed")
-    compute: Compute = compute_field()
-
-    @model_validator(mode="after")
-    def _exactly_one_method(self) -> "Config":
-        if (self.sft is None) == (self.dpo is None):
-            raise ValueError("a posttrain stage trains exactly one method: set `sft` or `dpo`, not both")
-        return self
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:

@@ -39,39 +39,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, Sequence
-
-from pydantic import Field, model_validator
+from typing import Any, Sequence
 
 from compiler.errors import StageError
-from compiler.schema.base import StrictModel
 from compiler.schema.evaluate import BootstrapSection
-from compiler.schema.precision import Compute, compute_field
-from compiler.schema.scoring import ScorerSpec
+from compiler.stages.score import Config
 from runtime.preempt import StopSignals
 from runtime.scoring.texts import score_and_record
 from runtime.stage import StageContext, write_json
-
-VERSION = 3
-"""Bump by hand whenever a change of this module changes results (it changes every id)."""
-
-
-
-class Config(StrictModel):
-    scorer: ScorerSpec
-    source: Literal["generations", "attack"] = Field(
-        description="What `texts` is: an evaluate folder (generations.jsonl) or an attack folder (attacks.jsonl).")
-    toxic_threshold: float = Field(gt=0, lt=1, description="Score at which a text counts as toxic.")
-    bootstrap: BootstrapSection
-    judge: Literal["toxicity", "refusal", "both"] | None = Field(
-        None, description="Attack success (source `attack` only): toxic, not refused, or both.")
-    compute: Compute = compute_field()
-
-    @model_validator(mode="after")
-    def _judge_with_attacks(self) -> "Config":
-        if (self.judge is None) != (self.source == "generations"):
-            raise ValueError("`judge` is required with source `attack` and not allowed with `generations`")
-        return self
 
 
 def read_rows(path: Path, required: Sequence[str]) -> list[dict[str, Any]]:

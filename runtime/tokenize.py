@@ -25,14 +25,11 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from itertools import islice
-from typing import TYPE_CHECKING, Annotated
-
-from pydantic import Field
+from typing import TYPE_CHECKING
 
 from compiler.errors import StageError
-from compiler.schema.base import StrictModel, same_as
-from compiler.schema.data import DataSection, TokenizerInfo
-from compiler.schema.sources import MemmapSource, TextSourceSpec
+from compiler.schema.sources import MemmapSource
+from compiler.stages.tokenize import Config
 from runtime.stage import StageContext, write_json
 
 if TYPE_CHECKING:
@@ -40,18 +37,6 @@ if TYPE_CHECKING:
 
     from runtime.mix_tokens import Encoder
     from runtime.sources import SourceCounts
-
-VERSION = 1
-"""Bump by hand whenever a change of this module changes results (it changes every id)."""
-
-
-class Config(StrictModel):
-    source: TextSourceSpec
-    tokenizer: TokenizerInfo
-    fills: list[Annotated[int, Field(gt=0)]] | None = Field(
-        min_length=1, description="Exact-budget fills the mixes make from this source, in order; null = all of it.")
-    tokens_per_file: int = same_as(DataSection, "tokens_per_file")
-    tokenize_workers: int = same_as(DataSection, "tokenize_workers", keep_default=True)
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:

@@ -14,30 +14,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compiler.errors import StageError
-from compiler.schema.base import StrictModel, same_as
-from compiler.schema.data import BPETokenizer, DataSection, OlmoTokenizer, TokenizerInfo, TokenizerSection
-from compiler.schema.sources import MemmapSource, TextSourceSpec
-from compiler.schema.spec import Spec
+from compiler.schema.data import BPETokenizer, OlmoTokenizer, TokenizerInfo
+from compiler.schema.sources import MemmapSource
+from compiler.stages.tokenizer import Config
 from runtime.stage import StageContext, write_json
 
 if TYPE_CHECKING:
     from runtime.sources import SourceCounts
 
-VERSION = 2
-"""Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 RESTART = "a shipped tokenizer is copied; a BPE is trained on a few thousand documents"
 """Why a stopped run starts over (`runtime.preempt.stage_stops` logs it on the rerun)."""
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|padding|>"
-
-
-class Config(StrictModel):
-    tokenizer: TokenizerSection = same_as(Spec, "tokenizer")
-    info: TokenizerInfo
-    sources: dict[str, TextSourceSpec] = same_as(
-        DataSection, "sources", default={}, description="The data sources a BPE is trained on (none for `olmo`).")
 
 
 def olmo_tokenizer_file(identifier: str) -> Path:

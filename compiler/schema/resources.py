@@ -5,9 +5,9 @@ the cost estimate `mixsteer diff` and `plan` print for new instances.
 """
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, create_model
 
-from ..kinds import KIND_ORDER, NO_GPU_KINDS
+from ..kinds import KINDS, kind_named
 from .base import StrictModel
 
 class StageResources(StrictModel):
@@ -36,37 +36,24 @@ class StageResources(StrictModel):
         return self.gpus * self.nodes * self.runtime_minutes / 60
 
 
-class ResourcesSection(StrictModel):
+class _Resources(StrictModel):
     """Per stage kind; unnamed kinds get the defaults."""
 
     default: StageResources = Field(default_factory=StageResources)
-    tokenizer: StageResources | None = None
-    tokenize: StageResources | None = Field(
-        None, description="Tokenizing one source into shared shards (`data.tokenize_workers` processes); unset = "
-        "`mix`'s, which did this work before, else `default` with `gpus: 0`.")
-    mix: StageResources | None = None
-    pretrain: StageResources | None = None
-    activations: StageResources | None = None
-    probe: StageResources | None = Field(
-        None, description="Probe fitting; unset = `default` with `gpus: 0` (only `implementation: batched` "
-        "uses a GPU, and only when this asks for one).")
-    steer: StageResources | None = None
-    posttrain: StageResources | None = None
-    evaluate: StageResources | None = None
-    attack: StageResources | None = None
-    score: StageResources | None = Field(
-        None, description="Scoring jobs; unset = `default` with `gpus: 0` (never a GPU unless asked for).")
-    toy: StageResources | None = None
-    scorer_check: StageResources | None = Field(
-        None, description="The scorer check; unset = `default` with `gpus: 0`.")
-    report: StageResources | None = None
 
     def of(self, kind: str) -> StageResources:
-        own = getattr(self, kind, None)  # a kind without its own field (yet) gets the default
-        if own is None and kind == "tokenize":
-            own = self.mix
+        row = kind_named(kind)
+        own = getattr(self, kind)
+        if own is None and row.resources_from is not None:
+            own = getattr(self, row.resources_from)
         if own is not None:
             return own
-        if kind in NO_GPU_KINDS:
+        if not row.gpu_by_default:
             return self.derived("no_gpu_default", lambda: StageResources(**{**self.default.model_dump(), "gpus": 0}))
         return self.default
+
+
+ResourcesSection = create_model(
+    "ResourcesSection", __base__=_Resources, __module__=__name__, __doc__=_Resources.__doc__,
+    **{k.name: (StageResources | None, Field(None, description=k.resources_note)) for k in KINDS})
+"""One optional field per kind of `compiler.kinds.KINDS`, in its order, after `default`."""

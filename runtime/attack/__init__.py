@@ -40,24 +40,13 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from compiler.errors import StageError
 from compiler.schema.attack import AttackSection
-from compiler.schema.base import StrictModel, same_as
-from compiler.schema.precision import Compute, compute_field
-from compiler.schema.spec import Spec
+from compiler.stages.attack import Config
 from runtime.preempt import StopSignals, resumed
 from runtime.stage import StageContext
 
 if TYPE_CHECKING:
     from runtime.attack.gcg import GCGState
     from runtime.sources import SourceCounts
-
-VERSION = 5
-"""Bump by hand whenever a change of this module changes results (it changes every id)."""
-
-
-class Config(StrictModel):
-    attack: AttackSection
-    seed: int = same_as(Spec, "seed")
-    compute: Compute = compute_field()
 
 
 def refused(text: str, refusal_strings: Sequence[str]) -> bool:

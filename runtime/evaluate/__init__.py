@@ -49,56 +49,23 @@ at once and the rerun redoes them after the saved generations, and says so.
 """
 from __future__ import annotations
 
-import json
 import sys
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
-
 from compiler.errors import StageError
-from compiler.schema.base import StrictModel, same_as
-from compiler.schema.evaluate import (BootstrapSection, CrossEntropySection, DetectionSection, EvaluateSection,
-                                      GenerationSection, MMLUSection, PromptSet)
-from compiler.schema.precision import Compute, compute_field
-from compiler.schema.probe import LabelledData
-from compiler.schema.spec import Spec
+from compiler.schema.evaluate import PromptSet
+from compiler.stages.evaluate import Config
 from runtime.preempt import StopSignals, pause_point, resumed
 from runtime.stage import StageContext, write_json
 
 if TYPE_CHECKING:
     from runtime.sources import SourceCounts
 
-VERSION = 5
-"""Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 CAPABILITY_RESTART = "MMLU, cross-entropy and detection are one pass each over at most a few thousand items"
 """Why the measurements after generation are redone, not resumed, after a stop."""
-
-
-class Config(StrictModel):
-    """The evaluate section's measuring fields (its `scorers` and `toxic_threshold` belong to `score`)."""
-
-    prompt_sets: list[PromptSet] = same_as(EvaluateSection, "prompt_sets")
-    generation: GenerationSection = same_as(EvaluateSection, "generation")
-    mmlu: MMLUSection = same_as(EvaluateSection, "mmlu")
-    detection: DetectionSection = same_as(EvaluateSection, "detection")
-    cross_entropy: CrossEntropySection = same_as(EvaluateSection, "cross_entropy")
-    bootstrap: BootstrapSection = same_as(EvaluateSection, "bootstrap")
-    prefix: str | None = Field(None, description="Prompting baseline: text prepended to every prompt.")
-    seed: int = same_as(Spec, "seed")
-    compute: Compute = compute_field()
-    detection_data: LabelledData | None = Field(
-        None, description="Labelled data for detection when `detection.data` is null "
-        "(the compiler passes the probe data).",
-    )
-
-
-def section_fields(ev: EvaluateSection) -> dict[str, Any]:
-    """The Config fields an evaluate section gives (the planner adds prefix, seed and detection data)."""
-    return dict(prompt_sets=ev.prompt_sets, generation=ev.generation, mmlu=ev.mmlu, detection=ev.detection,
-                cross_entropy=ev.cross_entropy, bootstrap=ev.bootstrap)
 
 
 def load_prompts(ps: PromptSet, root: Path, counts: SourceCounts | None = None) -> tuple[list[str], list[bool] | None]:

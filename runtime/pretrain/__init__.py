@@ -27,29 +27,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import Field
-
 from compiler.errors import StageError
-from compiler.schema.base import StrictModel, same_as
-from compiler.schema.data import TokenizerInfo
-from compiler.schema.model import ModelSection
-from compiler.schema.pretrain import PretrainSection
-from compiler.schema.spec import Spec
+from compiler.stages.pretrain import Config
 from runtime.stage import StageContext
 
 if TYPE_CHECKING:
     from olmo.config import TrainConfig
-
-VERSION = 2
-"""Bump by hand whenever a change of this module changes results (it changes every id)."""
-
-
-class Config(StrictModel):
-    model: ModelSection
-    vocab: TokenizerInfo
-    train: PretrainSection
-    max_steps: int = Field(gt=0, description="Optimizer steps (the plan derives them from epochs or tokens).")
-    seed: int = same_as(Spec, "seed")
 
 
 def is_rank_zero() -> bool:

@@ -55,32 +55,13 @@ from __future__ import annotations
 import math
 import re
 
-from typing import Literal
-
-from compiler.schema.base import StrictModel, same_as
-from compiler.schema.probe import ProbeSection
-
 from compiler.errors import StageError
+from compiler.stages.probe import Config
 from runtime.stage import StageContext
 
-VERSION = 3
-"""Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 RESTART = "logistic probes on the saved activations, no model in memory"
 """Why a stopped run starts over (`runtime.preempt.stage_stops` logs it on the rerun)."""
-
-
-class Config(StrictModel):
-    validation_fraction: float = same_as(ProbeSection, "validation_fraction")
-    split_seed: int = same_as(ProbeSection, "split_seed")
-    recipe: Literal["li2023", "standardized"] = same_as(ProbeSection, "recipe", keep_default=True)
-    implementation: Literal["compiled", "batched", "sklearn"] = same_as(ProbeSection, "implementation")
-    l2_penalty: float = same_as(ProbeSection, "l2_penalty")
-    max_iterations: int = same_as(ProbeSection, "max_iterations")
-    accuracy_threshold: float = same_as(ProbeSection, "accuracy_threshold")
-    gradient_tolerance: float = same_as(ProbeSection, "gradient_tolerance", keep_default=True)
-    entanglement_heads: int = same_as(ProbeSection, "entanglement_heads", keep_default=True)
-    min_attribute_examples: int = same_as(ProbeSection, "min_attribute_examples", keep_default=True)
 
 
 def fit_device(resources: dict) -> str:

@@ -42,58 +42,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, model_validator
-
-from compiler.schema.base import NOT_IN_ID, StrictModel, same_as
-from compiler.schema.evaluate import BootstrapSection, EvaluateSection
-from compiler.schema.scoring import ScorerSpec
-from compiler.schema.probe import LabelledData
-from compiler.schema.report import ReportSection
+from compiler.stages.report import Config
 from runtime.artifacts import broken_artifact, read_json
 from runtime.stage import StageContext, write_json
 
-VERSION = 6
-"""Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 RESTART = "tables and plots from the finished stage folders"
 """Why a stopped run starts over (`runtime.preempt.stage_stops` logs it on the rerun)."""
-
-
-class Config(StrictModel):
-    spec_name: str = Field(json_schema_extra=NOT_IN_ID)  # two specs with equal content share a report
-    title: str = same_as(ReportSection, "title", description="Page title (the planner fills null).")
-    significance_alpha: float = same_as(ReportSection, "significance_alpha")
-    token_view_texts: list[str] = same_as(ReportSection, "token_view_texts")
-    runs: list[dict[str, Any]]
-    token_view_top_k_heads: int = same_as(ReportSection, "token_view_top_k_heads", keep_default=True)
-    scorer: ScorerSpec | None = Field(
-        None, description="The primary evaluation scorer: its columns carry no scorer prefix; it scores the "
-        "probe's labelled texts (null: no AUC).")
-    scorers: list[ScorerSpec] = Field(
-        default_factory=list, description="Every evaluation scorer, primary first (empty: the primary alone): "
-        "their order is the order of the side-by-side columns; each scores the probe's labelled texts.")
-    labelled_data: LabelledData | None = Field(
-        None, description="The probe's labelled texts, read as the activations stage reads them (null: no AUC).")
-    toxic_threshold: float = same_as(
-        EvaluateSection, "toxic_threshold", keep_default=True, description="Score at which a sample counts as "
-        "toxic (toxicity probability of paired comparisons; the evaluate section's).")
-    bootstrap: BootstrapSection = same_as(
-        EvaluateSection, "bootstrap", keep_default=True, description="Resampling of the paired and AUC intervals "
-        "(the evaluate section's, so the report's intervals match the evaluate stage's).")
-    compare_to: list[dict[str, Any]] = Field(
-        default_factory=list, description="Specs this one is compared with (`report.compare_to`): per spec its "
-        "`spec` path and its `runs` rows; the section shows this spec − each (`runtime.results.compare`).")
-
-    @model_validator(mode="after")
-    def _primary_first(self) -> "Config":
-        if self.scorers and self.scorer is not None and self.scorers[0] != self.scorer:
-            raise ValueError(f"`scorers` must start with the primary `scorer` ({self.scorer.label}), "
-                             f"not {self.scorers[0].label}")
-        return self
-
-    def scorer_specs(self) -> list[Any]:
-        """Every evaluation scorer, primary first."""
-        return list(self.scorers) or ([self.scorer] if self.scorer is not None else [])
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:

@@ -28,29 +28,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from compiler.schema.base import StrictModel, same_as
-from compiler.schema.evaluate import BootstrapSection
-from compiler.schema.scorer_check import RTPCheck, ScorerCheckSection, ToxiGenCheck
-from compiler.schema.scoring import ScorerSpec
+from compiler.stages.scorer_check import Config
 from runtime.results.scorer_check_tables import markdown
 from runtime.stage import StageContext, write_json
 
-VERSION = 1
 
 RESTART = "scores already computed come back from the shared score cache"
 """Why a stopped run starts over (`runtime.preempt.stage_stops` logs it on the rerun)."""
 
 PERSPECTIVE = "perspective_2020"
 """The label of the reference row: Perspective's scores as shipped in RTP (not a live scorer)."""
-
-
-class Config(StrictModel):
-    scorers: list[ScorerSpec] = same_as(ScorerCheckSection, "scorers",
-                                        description="Scorers to check (the planner fills the default).")
-    rtp: RTPCheck | None = same_as(ScorerCheckSection, "rtp", keep_default=True)
-    toxigen: ToxiGenCheck | None = same_as(ScorerCheckSection, "toxigen", keep_default=True)
-    threshold: float = same_as(ScorerCheckSection, "threshold", keep_default=True)
-    bootstrap: BootstrapSection = same_as(ScorerCheckSection, "bootstrap", keep_default=True)
 
 
 def run(cfg: Config, ctx: StageContext) -> dict[str, Any]:

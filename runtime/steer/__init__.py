@@ -25,39 +25,13 @@ upstream); for a random direction s_k·d_k/σ_k is −α·cos(random, d_k) ≈ 0
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field, model_validator
-
-from compiler.schema.base import NOT_IN_ID, StrictModel, same_as
-from compiler.schema.precision import Compute, compute_field
-from compiler.schema.spec import Spec
-from compiler.schema.steer import SteerSection
+from compiler.stages.steer import Config
 from runtime.stage import StageContext
 
-VERSION = 3
-"""Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 RESTART = "it reads the probe and writes one steered checkpoint, no training"
 """Why a stopped run starts over (`runtime.preempt.stage_stops` logs it on the rerun)."""
-
-
-class Config(StrictModel):
-    top_k_heads: int = same_as(SteerSection, "top_k_heads")
-    direction: Literal["mass_mean", "probe_weight"] = same_as(SteerSection, "direction")
-    alpha: float = same_as(SteerSection, "alpha")
-    positions: Literal["all", "last"] = same_as(SteerSection, "positions")
-    control: Literal["random_direction", "random_heads"] | None = None
-    control_seed: int | None = Field(None, ge=0, description="Draw number of a control (0, 1, …).")
-    seed: int | None = same_as(Spec, "seed", default=None, description="Run seed; only a control draws from it.")
-    batch_size: int = Field(16, gt=0, json_schema_extra=NOT_IN_ID)
-    compute: Compute = compute_field()
-
-    @model_validator(mode="after")
-    def _control_is_seeded(self) -> "Config":
-        if (self.control is None) != (self.control_seed is None) or (self.control is None) != (self.seed is None):
-            raise ValueError("control, control_seed and seed go together (all set for a control, none otherwise)")
-        return self
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:

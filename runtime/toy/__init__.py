@@ -14,21 +14,13 @@ Id: every `toy` field (all change results).
 from __future__ import annotations
 
 from compiler.errors import StageError
-from compiler.schema.base import StrictModel, same_as
-from compiler.schema.spec import Spec
-from compiler.schema.toy import ToySection
+from compiler.stages.toy import Config
 from runtime.preempt import pause_point
 from runtime.stage import StageContext, write_json
 
-VERSION = 2
-"""Bump by hand whenever a change of this module changes results (it changes every id)."""
 
 RESTART = "a few tiny toy models on the CPU"
 """Why a stopped run starts over (`runtime.preempt.stage_stops` logs it on the rerun)."""
-
-
-class Config(StrictModel):
-    toy: ToySection = same_as(Spec, "toy")
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:

@@ -168,9 +168,10 @@ def test_a_tokenize_stage_stopped_through_the_launcher_saves_and_exits_75(tmp_pa
     launcher's pid, or a terminal's SIGINT to the launcher's group, reaches it only through the launcher."""
     from compiler.ids import stage_id
     from compiler.schema.data import BPETokenizer, TokenizerInfo
-    from runtime import tokenize, tokenizer
+    from runtime.registry import load_stage
     from runtime.stage import execute
 
+    tokenizer, tokenize = load_stage("tokenizer"), load_stage("tokenize")
     bpe = BPETokenizer(vocab_size=512, training_documents_per_source=300)
     tok_cfg = tokenizer.Config(tokenizer=bpe, info=TokenizerInfo.of(bpe),
                                sources={"clean": {"kind": "builtin", "name": "demo-clean"}})

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from compiler.errors import StageError
-from compiler.plan import tokenize_fills
+from compiler.stages.tokenize import fills as tokenize_fills
 from compiler.schema.data import DataSection
 from runtime import mix
 from runtime.mix_tokens import token_dtype
@@ -210,7 +210,7 @@ def test_published_through_execute_the_references_resolve(tmp_path, tokenizer_di
     import shutil
 
     from compiler.ids import stage_id
-    from runtime import tokenize
+    from runtime.registry import load_stage
     from runtime.pretrain import token_files as pretrain_token_files
     from runtime.stage import execute
 
@@ -226,6 +226,7 @@ def test_published_through_execute_the_references_resolve(tmp_path, tokenizer_di
     data = data_section(toxic_share=0.0)
     source = data.sources["clean"].model_dump(mode="json")
     cfg = {"source": source, "tokenizer": INFO.model_dump(), "fills": [3_000, 20_000], "tokens_per_file": 2048}
+    tokenize, mix = load_stage("tokenize"), load_stage("mix")
     tok = execute(envelope(tokenize, "tokenize", cfg, {"tokenizer": "results/tokenizer/t"}), tokenize)
     final = execute(envelope(mix, "mix", {"data": data.model_dump(mode="json"), "tokenizer": INFO.model_dump()},
                              {"clean": str(tok.relative_to(tmp_path))}), mix)

@@ -53,8 +53,9 @@ def envelope(root: Path, inputs: dict[str, str], *, max_steps: int = 12, seed: i
              model: dict[str, Any] | None = None, train: dict[str, Any] | None = None) -> dict[str, Any]:
     """A stage JSON as the compiler writes it, with the content id of its config (the runtime checks it)."""
     from compiler.ids import stage_id
-    from runtime import pretrain
+    from runtime.registry import load_stage
 
+    pretrain = load_stage("pretrain")
     info = json.loads((root / inputs["tokenizer"] / "info.json").read_text())
     config = dict(model=model or TINY_MODEL, vocab=info, train={**TINY_TRAIN, **(train or {})},
                   max_steps=max_steps, seed=seed)
@@ -68,9 +69,10 @@ def envelope(root: Path, inputs: dict[str, str], *, max_steps: int = 12, seed: i
 
 
 def run_stage(root: Path, env: dict[str, Any]) -> Path:
-    from runtime import pretrain
+    from runtime.registry import load_stage
     from runtime.stage import execute
 
+    pretrain = load_stage("pretrain")
     return execute(env, pretrain, rank_zero=pretrain.is_rank_zero)
 
 

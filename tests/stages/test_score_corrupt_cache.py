@@ -18,7 +18,7 @@ import pytest
 
 from compiler.errors import StageError
 from compiler.ids import stage_id
-from runtime import score as stage
+from compiler.stages import score as stage
 
 ROOT = Path(__file__).resolve().parents[2]
 WORDS = "you are a stupid idiot thank kind day moron shut up nice museum damn weather dog hello".split()

@@ -15,6 +15,7 @@ from runtime import activations, probe
 from runtime.artifacts import check_token_file, load_tensors, read_json, read_jsonl, stage_folder
 from runtime.generate import load_model
 from runtime.report.table import read_metrics
+from runtime.registry import load_stage
 from runtime.stage import StageContext, execute
 
 TEXTS = [("you are a stupid idiot", 1), ("thank you for the kind answer", 0), ("i hate you", 1),
@@ -45,9 +46,9 @@ def project(tmp_path_factory, tiny_model_dir) -> Path:
     cfg = activations.Config(data={"source": {"kind": "jsonl", "path": "labelled.jsonl"}}, token_position="last",
                              max_length_tokens=16, layers=[0, 1], batch_size=4)
     inputs = {"model": "results/pretrain/pretrain-tiny"}
-    sid = stage_id("activations", activations.VERSION, cfg.id_json(), {"model": "pretrain-tiny"}, {})
-    execute({"kind": "activations", "id": sid, "version": activations.VERSION, "config": cfg.model_dump(mode="json"),
-             "inputs": inputs, "output": f"results/activations/{sid}", "root": str(root)}, activations)
+    sid = stage_id("activations", load_stage("activations").VERSION, cfg.id_json(), {"model": "pretrain-tiny"}, {})
+    execute({"kind": "activations", "id": sid, "version": load_stage("activations").VERSION, "config": cfg.model_dump(mode="json"),
+             "inputs": inputs, "output": f"results/activations/{sid}", "root": str(root)}, load_stage("activations"))
     return root
 
 

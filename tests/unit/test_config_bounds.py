@@ -13,8 +13,8 @@ from pydantic.fields import FieldInfo
 
 from compiler.ids import stage_id
 from compiler.schema.spec import Spec
+from compiler.stages import steer
 from runtime import __main__ as runtime_cli
-from runtime import steer
 from runtime.registry import STAGES, load_stage
 
 SECTION_OF = {"activations": "probe", "mix": "data", "tokenize": "data", "tokenizer": "data", "score": "evaluate"}

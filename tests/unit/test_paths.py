@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from compiler.ids import stage_id
+from compiler.stages import toy
 from runtime import __main__ as runtime_cli
-from runtime import toy
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_TOY = {"enabled": True, "n_chains": 2, "n_tokens": 3, "d_model": 4, "n_layers": 1, "train_steps": 2,
