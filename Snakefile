@@ -5,8 +5,9 @@
 #   snakemake --cores all --config 'spec=[specs/a.yaml,specs/b.yaml]'
 #   snakemake -n                                           # dry run: what would run
 from compiler.snakemake_entry import load_workflow
+from runtime.sources import SOURCE_READER
 
-MIXSTEER = load_workflow(config, workflow.basedir)
+MIXSTEER = load_workflow(config, workflow.basedir, SOURCE_READER)
 
 
 include: MIXSTEER.rules_file

@@ -44,6 +44,16 @@ def walk_models(model: BaseModel, path: tuple[Any, ...] = ()) -> Iterator[tuple[
                 yield from walk_models(v, path + sub)
 
 
+def unseen_sections(spec: Spec, checked: set[int]) -> Iterator[tuple[str, BaseModel]]:
+    """(name, section) of each section of a spec not in `checked` (ids), adding it there: the runs of a
+    sweep share their section objects, so a walk over every run looks at each section once."""
+    for name in type(spec).model_fields:
+        section = getattr(spec, name)
+        if isinstance(section, BaseModel) and id(section) not in checked:
+            checked.add(id(section))
+            yield name, section
+
+
 def domain_problems(spec: Spec, root: Path | None = None, checked: set[int] | None = None) -> list[Finding]:
     """Cross-field problems of one run. `checked` holds ids of section objects whose local paths
     were already checked (runs of a sweep share them)."""
@@ -92,12 +102,8 @@ def domain_problems(spec: Spec, root: Path | None = None, checked: set[int] | No
             out.append((("tokenizer",), "vocabulary exceeds uint16; memmap sources must be uint32"))
         out.extend(mixture_shortfalls(spec.data, root))
     if root is not None:
-        checked = set() if checked is None else checked
-        for name in type(spec).model_fields:
-            section = getattr(spec, name)
-            if isinstance(section, BaseModel) and id(section) not in checked:
-                checked.add(id(section))
-                out.extend(missing_paths(section, root, (name,), sources=False))
+        for name, section in unseen_sections(spec, set() if checked is None else checked):
+            out.extend(missing_paths(section, root, (name,), sources=False))
     return out
 
 
@@ -165,19 +171,15 @@ def spec_warnings(spec: Spec, checked: set[int] | None = None, root: Path | None
     is not there yet (data a user downloads, such as Lee et al.'s pairs: `mixsteer check` and the check
     before the first job make it an error). `checked` holds ids of sections already looked at (runs of a
     sweep share them)."""
-    checked = set() if checked is None else checked
     out: list[Finding] = []
-    for name in type(spec).model_fields:
-        section = getattr(spec, name)
-        if isinstance(section, BaseModel) and id(section) not in checked:
-            checked.add(id(section))
-            if root is not None:
-                out.extend((path, f"warning: {message}: provide it before running (`mixsteer check` lists what is missing)")
-                           for path, message in missing_paths(section, root, (name,), sources=True))
-            out.extend((path, PERSPECTIVE_ENDING) for path, model in walk_models(section, (name,))
-                       if isinstance(model, PerspectiveScorer))
-            if isinstance(section, DataSection):
-                out.extend(repetition_notes(section))
+    for name, section in unseen_sections(spec, set() if checked is None else checked):
+        if root is not None:
+            out.extend((path, f"warning: {message}: provide it before running (`mixsteer check` lists what is missing)")
+                       for path, message in missing_paths(section, root, (name,), sources=True))
+        out.extend((path, PERSPECTIVE_ENDING) for path, model in walk_models(section, (name,))
+                   if isinstance(model, PerspectiveScorer))
+        if isinstance(section, DataSection):
+            out.extend(repetition_notes(section))
     return out
 
 

@@ -1,18 +1,17 @@
-"""`mixsteer`: validate, inspect, plan, compile and diff experiment specs.
+"""`mixsteer`'s commands that only compile: validate, show, lock, plan, compile, diff, schema.
 
-The only module that touches the process environment: it reads argv and the project root (`--root`,
-default: the current directory) once and passes them down. Spec problems print as
-`file:line:col: path: message` and exit 2, never with a traceback; anything else is a bug and keeps
-its traceback.
+They read specs, lock files and which outputs exist, never sources or results: the program itself is
+`runtime.cli`, which adds the commands that do (check, results, compare, scorer-check), reads argv and
+the project root (`--root`, default: the current directory) once and passes them down, and turns errors
+into exit codes. Each `add_*` adds one command to its parser; each `cmd_*` runs it and returns the exit
+code.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import signal
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,138 +19,71 @@ import yaml
 
 from .errors import MixsteerError, Problem, SpecError
 
-EPILOG = """\
-examples:
-  mixsteer validate specs/*.yaml          check every spec (exit 2 on problems)
-  mixsteer check specs/demo.yaml          open every source, check credentials, GPUs and disk (exit 2 on problems)
-  mixsteer lock specs/paper.yaml          resolve floating Hub references to commits (specs/paper.lock.json)
-  mixsteer show specs/demo.yaml           the fully resolved spec (defaults, extends, one run)
-  mixsteer plan specs/demo.yaml           stage instances, their ids and which outputs exist
-  mixsteer diff specs/a.yaml specs/b.yaml what B changes vs A and which stages must rerun
-  mixsteer results specs/demo.yaml        one tidy table of every finished result (csv, parquet, jsonl)
-  mixsteer compare specs/a.yaml specs/b.yaml   B − A per measure, paired intervals (Markdown; --html)
-  mixsteer compile specs/demo.yaml        write build/demo/ (stage JSONs, lock.json, rules.smk)
-  mixsteer schema > spec.schema.json      JSON Schema for editor completion
-  mixsteer scorer-check specs/scorer_check.yaml   scorer vs Perspective (RTP) and human (ToxiGen) labels
-then run it:  snakemake --cores all --config spec=specs/demo.yaml
-"""
 
-
-def main(argv: list[str] | None = None) -> int:
-    """The exit code of one command. Without `argv` this is the process (the `mixsteer` script,
-    `python -m compiler.cli`), and it ends the process itself once the command is done
-    (`compiler.shutdown`: no interpreter teardown for native thread pools to abort in)."""
-    code = _command(argv)
-    if argv is None:
-        from .shutdown import exit_process
-
-        exit_process(code)
-    return code
-
-
-def _command(argv: list[str] | None) -> int:
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `mixsteer plan … | head` ends quietly
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    root = Path(args.root).resolve()
-    try:
-        return args.func(args, root)
-    except SpecError as exc:
-        print(f"{len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''}:", file=sys.stderr)
-        print(str(exc), file=sys.stderr)
-        return 2
-    except MixsteerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mixsteer",
-        description="Compile declarative YAML experiment specs (pretraining mixtures, probing, "
-                    "steering, post-training, evaluation) into a Snakemake workflow.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--root", default=".", help="project root: results/, build/ and relative data "
-                        "paths live here (default: current directory)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("validate", help="check specs; print every problem as file:line:col: path: message")
+def add_validate(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("validate", help="check specs; print every problem as file:line:col: path: message")
     p.add_argument("specs", nargs="+", type=Path, metavar="SPEC")
     p.add_argument("--json", action="store_true", help="machine-readable result")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("show", help="print the fully resolved spec (extends merged, defaults filled)")
+
+def add_show(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("show", help="print the fully resolved spec (extends merged, defaults filled)")
     p.add_argument("spec", type=Path, metavar="SPEC")
     p.add_argument("--run", help="which sweep run to show (default: the first; see `plan` for names)")
     p.add_argument("--json", action="store_true", help="JSON instead of YAML")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("check", help="open every source the specs read; check tokens, keys, GPUs and disk; "
-                       "print every problem at once", description=CHECK_HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("specs", nargs="+", type=Path, metavar="SPEC")
-    p.add_argument("--cluster", action="store_true",
-                   help="jobs are submitted to a scheduler: GPUs need not be visible on this machine")
-    p.add_argument("--json", action="store_true", help="machine-readable reports")
-    p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("lock", help="resolve every floating Hub reference (a branch, a tag, no revision) to a "
-                       "commit and write <spec>.lock.json beside the spec (online)", description=LOCK_HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_lock(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("lock", help="resolve every floating Hub reference (a branch, a tag, no revision) to a "
+                            "commit and write <spec>.lock.json beside the spec (online)", description=LOCK_HELP,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("specs", nargs="+", type=Path, metavar="SPEC")
     p.add_argument("--upgrade", action="store_true",
                    help="ask the Hub again for references already locked, and show which stages a moved one reruns")
     p.set_defaults(func=cmd_lock)
 
-    p = sub.add_parser("plan", help="list stage instances with ids, status (done/resumable/new) and cost",
-                       description=_plan_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def add_plan(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("plan", help="list stage instances with ids, status (done/resumable/new) and cost",
+                            description=_plan_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("spec", type=Path, metavar="SPEC")
     p.add_argument("--json", action="store_true", help="machine-readable plan")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("compile", help="write build/<spec>/ (stage JSONs, plan.json, lock.json) and the rules file")
+
+def add_compile(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("compile", help="write build/<spec>/ (stage JSONs, plan.json, lock.json) and the rules file")
     p.add_argument("specs", nargs="+", type=Path, metavar="SPEC")
     p.set_defaults(func=cmd_compile)
 
-    p = sub.add_parser("diff", help="what B changes vs A and which stage instances must rerun (exit 1 if different)")
+
+def add_diff(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("diff", help="what B changes vs A and which stage instances must rerun (exit 1 if different)")
     p.add_argument("a", type=Path, metavar="A")
     p.add_argument("b", type=Path, metavar="B")
     p.add_argument("--json", action="store_true", help="machine-readable diff")
     p.set_defaults(func=cmd_diff)
 
-    p = sub.add_parser("results", help="one tidy table of the finished results of specs (a row per run, model "
-                       "variant, measure and scorer)", description=RESULTS_HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("specs", nargs="+", type=Path, metavar="SPEC")
-    p.add_argument("--format", choices=("csv", "parquet", "jsonl"), default="csv", help="default: csv")
-    p.add_argument("-o", "--output", type=Path, help="write the table here (default: standard output)")
-    p.set_defaults(func=cmd_results)
 
-    p = sub.add_parser("compare", help="what OTHER changed in the numbers vs BASE: paired differences with "
-                       "intervals, per matched run and measure", description=COMPARE_HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("base", type=Path, metavar="BASE")
-    p.add_argument("others", nargs="+", type=Path, metavar="OTHER")
-    p.add_argument("--html", type=Path, metavar="FILE", help="also write the comparison as an HTML page")
-    p.add_argument("--csv", type=Path, metavar="FILE", help="also write the long table (one row per pair and measure)")
-    p.set_defaults(func=cmd_compare)
-
-    p = sub.add_parser(
-        "scorer-check", help="measure toxicity scorers against Perspective's RTP scores and ToxiGen's human "
-        "ratings; print the table", description=SCORER_CHECK_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("spec", type=Path, metavar="SPEC", help="a spec with a `scorer_check:` section")
-    p.add_argument("--json", action="store_true", help="print agreement.json instead of the table")
-    p.set_defaults(func=cmd_scorer_check)
-
-    p = sub.add_parser("schema", help="print the JSON Schema of specs (for editors)")
+def add_schema(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("schema", help="print the JSON Schema of specs (for editors)")
     p.set_defaults(func=cmd_schema)
-    return parser
 
 
-def _rel(path: Path, root: Path) -> Path:
+def user_path(path: Path) -> Path:
+    """A spec path as the user typed it: relative to the current directory."""
     return path if path.is_absolute() else (Path.cwd() / path)
+
+
+def stage_status(root: Path, kind: str, sid: str) -> str:
+    """`done` (its stage.json exists), `resumable` (a work folder is left) or `new`."""
+    if (root / "results" / kind / sid / "stage.json").exists():
+        return "done"
+    if (root / "results" / ".work" / kind / sid).exists():
+        return "resumable"
+    return "new"
 
 
 def cmd_validate(args: argparse.Namespace, root: Path) -> int:
@@ -162,7 +94,7 @@ def cmd_validate(args: argparse.Namespace, root: Path) -> int:
     results: list[dict[str, Any]] = []
     for spec in args.specs:
         try:
-            runs = load_spec(_rel(spec, root), root, str(spec))
+            runs = load_spec(user_path(spec), root, str(spec))
             plan = build_plan(runs[0][1].name, runs, root)
             results.append({"spec": str(spec), "ok": True, "runs": len(runs), "instances": len(plan.instances),
                             "notes": measurement_notes(runs), "warnings": [vars(w) for w in warnings_of(runs, root)]})
@@ -186,64 +118,11 @@ def cmd_validate(args: argparse.Namespace, root: Path) -> int:
     return 0 if all(r["ok"] for r in results) else 2
 
 
-CHECK_HELP = """\
-Look at what the spec points to, before any job starts, and print every problem at once, each at
-the spec line it comes from (file:line:col: key: message); exit 2 if there is any, else 0.
-
-- Every source of every section (data, probe, evaluate prompt sets, detection and cross-entropy data,
-  posttrain, attack, scorer_check): a local file, folder or glob must exist, and its first records
-  must hold every field the spec names (text_field, label_field, challenging_field, attribute fields,
-  DPO fields, target_field, filter and strata fields); a text field must hold text.
-- A Hub dataset must be reachable (with HF_HUB_OFFLINE=1 or no network it cannot be: mirror it and
-  write `path:` instead of `name:`), a gated one (ToxiGen) needs HF_TOKEN, and an unpinned `revision`
-  is a warning. A classifier scorer's Hub model must be in the local cache or reachable.
-- A Perspective scorer needs its key variable ($PERSPECTIVE_API_KEY); texts already in its cache
-  score without one.
-- GPUs visible here (torch) against the largest resources.*.gpus: none visible is only an info line
-  (a login node); fewer than asked is a problem unless --cluster.
-- Free disk under the project root against `mixsteer plan`'s estimate for the outputs not yet written.
-
-The workflow runs the local part (local sources and their fields) before its first job.
-"""
-
-
 def _plan_help() -> str:
     from .preflight import estimates
 
     return ("List every stage instance with its id, status (done / resumable / new), estimated disk and\n"
             "GPU-hours, then the totals per stage kind. The estimates:\n" + estimates.__doc__.split("\n", 2)[2])
-
-
-def cmd_check(args: argparse.Namespace, root: Path) -> int:
-    import os
-    import shutil
-
-    from huggingface_hub import constants, get_token
-
-    from .plan import build_plan
-    from .preflight.check import Machine, Report, preflight
-    from .preflight.hub import HfHub, HubAccess
-    from .validate import load_spec, warnings_of
-
-    access = HubAccess(offline=constants.HF_HUB_OFFLINE, has_token=get_token() is not None, hub=HfHub())
-    machine = Machine(env=os.environ, hub=access, gpu_count=_visible_gpus,
-                      disk_free=lambda path: shutil.disk_usage(path).free, local_run=not args.cluster)
-    reports = []
-    for spec in args.specs:
-        try:  # local paths unchecked here: preflight reports a missing one with every other problem
-            runs = load_spec(_rel(spec, root), None, str(spec))
-            plan = build_plan(runs[0][1].name, runs, root)
-        except SpecError as exc:
-            reports.append(Report(str(spec), problems=exc.problems))
-            continue
-        done = {sid for sid, inst in plan.instances.items() if _status(root, inst.kind, sid) == "done"}
-        reports.append(preflight(runs, plan, root, machine, done, warnings_of(runs)))
-    if args.json:
-        print(json.dumps([r.to_json() for r in reports], indent=2))
-    else:
-        for r in reports:
-            _print_report(r)
-    return 0 if all(r.ok for r in reports) else 2
 
 
 LOCK_HELP = """\
@@ -276,7 +155,7 @@ def cmd_lock(args: argparse.Namespace, root: Path) -> int:
         raise MixsteerError("`mixsteer lock` asks the Hub, and HF_HUB_OFFLINE is set: run it where there is network")
     hub = HfHub()
     for spec in args.specs:
-        file = _rel(spec, root)
+        file = user_path(spec)
         before = compile_spec(file, root)                     # also validates the spec
         doc = load_document(file, str(spec))
         refs = sorted({ref for _, ref in floating_refs(doc.data)})
@@ -292,34 +171,10 @@ def cmd_lock(args: argparse.Namespace, root: Path) -> int:
     return 0
 
 
-def _print_report(r: Any) -> None:
-    """`BAD spec: N problems, M warnings`, then every problem, warning and info line, indented."""
-    def plural(n: int, word: str) -> str:
-        return f"{n} {word}{'s' if n != 1 else ''}"
-
-    print(f"{'ok ' if r.ok else 'BAD'} {r.spec}: {plural(len(r.problems), 'problem')}, "
-          f"{plural(len(r.warnings), 'warning')}")
-    for p in r.problems:
-        print(f"  {p}")
-    for w in r.warnings:
-        print(f"  {w if w.message.startswith('warning:') else replace(w, message=f'warning: {w.message}')}")
-    for line in r.info:
-        print(f"  info: {line}")
-
-
-def _visible_gpus() -> int:
-    """CUDA devices this process sees (0 without torch)."""
-    try:
-        import torch
-    except ImportError:
-        return 0
-    return torch.cuda.device_count()
-
-
 def cmd_show(args: argparse.Namespace, root: Path) -> int:
     from .validate import load_spec
 
-    runs = load_spec(_rel(args.spec, root), root, str(args.spec))
+    runs = load_spec(user_path(args.spec), root, str(args.spec))
     chosen = runs[0]
     if args.run:
         matches = [r for r in runs if r[0].name == args.run]
@@ -336,20 +191,12 @@ def cmd_show(args: argparse.Namespace, root: Path) -> int:
     return 0
 
 
-def _status(root: Path, kind: str, sid: str) -> str:
-    if (root / "results" / kind / sid / "stage.json").exists():
-        return "done"
-    if (root / "results" / ".work" / kind / sid).exists():
-        return "resumable"
-    return "new"
-
-
 def cmd_plan(args: argparse.Namespace, root: Path) -> int:
     from .preflight.estimates import Estimate, by_kind, disk_needed, estimate_plan, human_bytes
     from .render import plan_json
     from .workflow import compile_spec
 
-    plan = compile_spec(_rel(args.spec, root), root)
+    plan = compile_spec(user_path(args.spec), root)
     estimates = estimate_plan(plan)
     users: dict[str, list[str]] = {}
     for run in plan.runs:
@@ -358,7 +205,7 @@ def cmd_plan(args: argparse.Namespace, root: Path) -> int:
     if args.json:
         body = plan_json(plan)
         for sid, inst in body["instances"].items():
-            inst["status"] = _status(root, inst["kind"], sid)
+            inst["status"] = stage_status(root, inst["kind"], sid)
             inst["estimate"] = vars(estimates[sid])
         pending = {sid: e for sid, e in estimates.items() if body["instances"][sid]["status"] != "done"}
         body["cost_not_done"] = {k.kind: vars(k) for k in by_kind(pending, plan.instances)}
@@ -369,7 +216,7 @@ def cmd_plan(args: argparse.Namespace, root: Path) -> int:
     counts: dict[str, int] = {}
     new: dict[str, Estimate] = {}
     for sid, inst in plan.instances.items():
-        st = _status(root, inst.kind, sid)
+        st = stage_status(root, inst.kind, sid)
         counts[st] = counts.get(st, 0) + 1
         if st != "done":
             new[sid] = estimates[sid]
@@ -391,7 +238,7 @@ def cmd_plan(args: argparse.Namespace, root: Path) -> int:
 def cmd_compile(args: argparse.Namespace, root: Path) -> int:
     from .workflow import Workflow
 
-    wf = Workflow.compile([_rel(s, root) for s in args.specs], root)
+    wf = Workflow.compile([user_path(s) for s in args.specs], root)
     wf.link_aliases()
     for plan in wf.plans:
         print(f"build/{plan.spec_name}/: {len(plan.instances)} stage JSONs, plan.json, lock.json")
@@ -403,154 +250,14 @@ def cmd_diff(args: argparse.Namespace, root: Path) -> int:
     from .diff import diff_plans, format_diff
     from .workflow import compile_spec
 
-    a = compile_spec(_rel(args.a, root), root)
-    b = compile_spec(_rel(args.b, root), root)
+    a = compile_spec(user_path(args.a), root)
+    b = compile_spec(user_path(args.b), root)
     d = diff_plans(a, b)
     if args.json:
         print(json.dumps(d.to_json(), indent=2, default=str))
     else:
         print(format_diff(d, str(args.a), str(args.b)))
     return 0 if d.identical else 1
-
-
-RESULTS_HELP = """\
-One tidy table of every finished result of the specs: a row per (run, model variant, measure, scorer)
-with value, ci_low, ci_high and n (the units the interval resamples), the sweep axes and every spec field
-that differs between the given specs as columns (dotted paths), and the ids of the stages that produced
-it (evaluate_id, attack_id, score_id). Only finished stages (results/<kind>/<id>/stage.json); a row
-that several runs or specs share (same stage ids) appears once, `specs` and `run` listing them all.
-Loads as it is: pandas.read_csv / read_parquet / read_json(lines=True).
-
-Exit status: 0 with rows, 1 when none of the specs has a finished result yet, 2 on a spec problem.
-"""
-
-COMPARE_HELP = """\
-OTHER − BASE for every measure of every run OTHER changed. Runs are matched as `mixsteer diff` sees them:
-the same pretrained model (stage id) and model variant, a different steer / posttrain / evaluate / score
-setting. Each difference is computed from the per-item files: a paired bootstrap interval where both
-scored the same items, else an unpaired one (and the table says so); * marks an interval that excludes
-0; `Changed:` lists the config fields that differ along the two stage chains. With several seeds the
-differences are also pooled (mean ± sd over seeds, an interval resampling seeds, then items). Threshold
-and bootstrap settings: BASE's evaluate section. Markdown on standard output; --html, --csv for files.
-
-Exit status: 0 when something was compared, 1 when no matched pair of finished runs differs, 2 on a
-spec problem.
-"""
-
-
-def _result_specs(plans: list[Any], names: list[str]) -> list[Any]:
-    """Each plan's run rows, each row with `fields`: its value of every spec field that differs
-    between the plans (`mixsteer diff`, less description, report and resources)."""
-    from runtime.results.table import SpecRuns
-
-    from .diff import diff_plans
-    from .fields import flatten
-    from .plan import result_rows
-
-    paths = sorted({f.path for other in plans[1:] for f in diff_plans(plans[0], other).fields
-                    if f.section not in ("description", "report", "resources")})
-    out = []
-    for plan, name in zip(plans, names):
-        values = {rp.name: flatten(rp.spec.model_dump(mode="json", exclude={"sweep"})) for rp in plan.runs}
-        rows = result_rows(plan)
-        for row in rows:
-            row["fields"] = {p: values[row["run"]].get(p) for p in paths}
-        out.append(SpecRuns(name, rows))
-    return out
-
-
-def cmd_results(args: argparse.Namespace, root: Path) -> int:
-    from runtime.results.table import result_table, results_folder
-
-    from .workflow import compile_spec
-
-    plans = [compile_spec(_rel(s, root), root) for s in args.specs]
-    table = result_table(_result_specs(plans, [str(s) for s in args.specs]), results_folder(root))
-    out = args.output or sys.stdout.buffer
-    if args.format == "csv":
-        table.to_csv(out, index=False)
-    elif args.format == "jsonl":
-        table.to_json(out, orient="records", lines=True)
-    else:
-        table.to_parquet(out, index=False)
-    print(f"{len(table)} rows from {table['evaluate_id'].nunique() + table['attack_id'].nunique()} finished "
-          f"evaluate/attack stages of {len(args.specs)} spec(s)", file=sys.stderr)
-    return 0 if len(table) else 1
-
-
-def cmd_compare(args: argparse.Namespace, root: Path) -> int:
-    import pandas as pd
-
-    from runtime.results.compare import Boot, compare, pooled, write_csv
-    from runtime.results.render import html_page, markdown
-    from runtime.results.table import results_folder
-
-    from .workflow import compile_spec
-
-    names = [str(s) for s in (args.base, *args.others)]
-    plans = [compile_spec(_rel(s, root), root) for s in (args.base, *args.others)]
-    ev = plans[0].runs[0].spec.evaluate
-    if ev is None:
-        raise MixsteerError(f"{args.base} has no `evaluate:` section: nothing to compare")
-    boot = Boot(ev.bootstrap.resamples, ev.bootstrap.seed, ev.bootstrap.level)
-    specs, folder = _result_specs(plans, names), results_folder(root)
-    tables = [compare(specs[0], other, folder, threshold=ev.toxic_threshold, boot=boot) for other in specs[1:]]
-    table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
-    pools = pooled(table, folder, threshold=ev.toxic_threshold, boot=boot)
-    title = f"{', '.join(names[1:])} vs {names[0]}"
-    print(markdown(table, pools, level=boot.level, title=title), end="")
-    if args.html:
-        args.html.write_text(html_page(table, pools, level=boot.level, title=title), encoding="utf-8")
-    if args.csv:
-        write_csv(table, args.csv)
-    print(f"{len(table)} differences ({int(table['excludes_zero'].sum()) if len(table) else 0} intervals exclude 0, "
-          f"{int((~table['paired'].astype(bool)).sum()) if len(table) else 0} unpaired)", file=sys.stderr)
-    return 0 if len(table) else 1
-
-
-SCORER_CHECK_HELP = """\
-Measure each scorer of the spec's `scorer_check` section against references no one here wrote, and
-print the agreement table. Runs the `scorer_check` stage directly (no Snakemake); its output is the
-same content-addressed folder Snakemake would write (results/scorer_check/<id>/: agreement.json,
-agreement.md, scores.jsonl), reused when it exists. Scores go through the shared cache (.cache/).
-
-- RealToxicityPrompts (JSON Lines; `prompt` and `continuation` each carry `text` and Perspective's 2020
-  `toxicity`): every selected record's prompt and continuation are scored; per scorer, Spearman's rho
-  with Perspective and ROC AUC against Perspective >= threshold (prompts, continuations, both), and the
-  expected maximum toxicity and toxicity probability it gives on the continuations next to
-  Perspective's (one sample per prompt: RTP's own continuation). Records with a null Perspective
-  toxicity are skipped and counted.
-- ToxiGen `annotated` (Parquet): ROC AUC against toxicity_human >= label_threshold, Spearman's rho
-  with toxicity_human.
-
-Intervals: seeded percentile bootstrap over records (RTP) and rows (ToxiGen).
-A scorer fitted on part of a reference is only fairly measured on the rest: a classifier fitted on
-RTP texts (cooperleong00/deberta-v3-large_toxicity-scorer: 90k of them) must be checked on records
-it never saw (`rtp.records`: skip / take / sample), ToxiGen's RoBERTa on ToxiGen's test split.
-"""
-
-
-def cmd_scorer_check(args: argparse.Namespace, root: Path) -> int:
-    import contextlib
-
-    from runtime.registry import load_stage
-    from runtime.stage import execute
-
-    from .render import envelope_json
-    from .workflow import compile_spec
-
-    plan = compile_spec(_rel(args.spec, root), root)
-    checks = [inst for inst in plan.instances.values() if inst.kind == "scorer_check"]
-    if not checks:
-        raise MixsteerError(f"{args.spec} has no `scorer_check:` section")
-    for inst in checks:
-        out = root / inst.output
-        if not (out / "stage.json").exists():
-            with contextlib.redirect_stdout(sys.stderr):  # stage progress stays off the table
-                execute(json.loads(envelope_json(inst)), load_stage(inst.kind), root=root)
-        print(f"{inst.output}", file=sys.stderr)
-        print((out / ("agreement.json" if args.json else "agreement.md")).read_text(), end="")
-    return 0
 
 
 def cmd_schema(args: argparse.Namespace, root: Path) -> int:
@@ -561,7 +268,3 @@ def cmd_schema(args: argparse.Namespace, root: Path) -> int:
                                        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
     print(json.dumps(schema, indent=2))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,6 +22,7 @@ from typing import Any
 from .kinds import KIND_ORDER
 from .load import dotted
 from .plan import Plan, StageInstance, build_plan
+from .preflight.local import SourceReader
 from .provenance import git_commit, package_versions
 from .render import RULE_VALUES, render_rules, write_build, write_if_changed, write_stage_files
 from .schema.resources import StageResources
@@ -48,6 +49,8 @@ class Workflow:
     rules_file: Path
     spec_files: list[str] = field(default_factory=list)
     allow_unlocked: bool = False   # `--config unlocked=true`: run floating references as they are today
+    source_reader: SourceReader | None = None  # the Snakefile's (runtime's) readers, for check_local_sources
+    cache: dict[str, Any] = field(default_factory=dict)  # the cache file as `load` read or wrote it
 
     @property
     def sources(self) -> list[str]:
@@ -66,9 +69,8 @@ class Workflow:
         validating anything. The stage JSONs are left to `prepare_run` (a dry run never reads them:
         a 1,000-run sweep has 3,000)."""
         root = Path(root).resolve()
-        cache = _cache_file(spec_files, root)
         try:
-            state = json.loads(cache.read_text())
+            state = json.loads(_cache_file(spec_files, root).read_text())
         except (OSError, json.JSONDecodeError):
             state = None
         if state and state.get("stamps") == _stamps(state["watched"], root):
@@ -77,12 +79,12 @@ class Workflow:
                 return cached
         wf = cls.compile(spec_files, root, stage_files=False)
         watched = sorted({*wf.sources, *(f for i in wf.instances.values() for f in i.files)})
-        write_if_changed(cache, json.dumps({
+        wf._record({
             "watched": watched, "stamps": _stamps(watched, root), "rules_file": str(wf.rules_file),
             "instances": {sid: [i.kind, i.version, i.inputs, i.resources.model_dump(), i.files]
                           for sid, i in wf.instances.items()},
             "stage_files": "pending",
-        }))
+        })
         return wf
 
     @classmethod
@@ -97,7 +99,12 @@ class Workflow:
             return None
         if not Path(state["rules_file"]).exists():
             return None
-        return cls(root, [], instances, Path(state["rules_file"]), list(map(str, spec_files)))
+        return cls(root, [], instances, Path(state["rules_file"]), list(map(str, spec_files)), cache=state)
+
+    def _record(self, state: dict[str, Any]) -> None:
+        """Write the cache file (unchanged bytes are not rewritten) and keep what it now holds."""
+        write_if_changed(_cache_file(self.spec_files, self.root), json.dumps(state))
+        self.cache = state
 
     def prepare_run(self) -> None:
         """Before the first job of a run (Snakemake's `onstart`): the local sources checked, the stage
@@ -146,37 +153,30 @@ class Workflow:
         from .errors import SpecError
         from .preflight.check import local_source_problems
 
-        cache = _cache_file(self.spec_files, self.root)
-        try:
-            state = json.loads(cache.read_text())
-        except (OSError, json.JSONDecodeError):
-            state = {}
-        if state.get("local_sources") == "checked":
+        if self.cache.get("local_sources") == "checked":
             return
+        assert self.source_reader is not None, "the Snakefile passes runtime.sources.SOURCE_READER to load_workflow"
         problems = [p for f in self.spec_files for p in local_source_problems(
-            load_spec(self.root / f, self.root, os.path.relpath(self.root / f, self.root)), self.root)]
+            load_spec(self.root / f, self.root, os.path.relpath(self.root / f, self.root)), self.root,
+            self.source_reader)]
         if problems:
             raise SpecError(problems)
-        if state:
-            write_if_changed(cache, json.dumps({**state, "local_sources": "checked"}))
+        if self.cache:
+            self._record({**self.cache, "local_sources": "checked"})
 
     def ensure_stage_files(self) -> None:
         """Write the stage JSONs the last parse left pending, or any that went missing. Jobs read
         only these: a stage JSON is never trusted from an older compile (operational fields such as
         resources are in it but not in its id)."""
-        cache = _cache_file(self.spec_files, self.root)
-        try:
-            state = json.loads(cache.read_text())
-        except (OSError, json.JSONDecodeError):
-            state = {}
         stages = self.root / "build" / "stages"
-        if state.get("stage_files") == "written" and all((stages / f"{sid}.json").exists() for sid in self.instances):
+        if self.cache.get("stage_files") == "written" and all((stages / f"{sid}.json").exists()
+                                                              for sid in self.instances):
             return
         plans = self.plans or [compile_spec(Path(f), self.root) for f in self.spec_files]
         for plan in plans:
             write_stage_files(plan, self.root)
-        if state:
-            write_if_changed(cache, json.dumps({**state, "stage_files": "written"}))
+        if self.cache:
+            self._record({**self.cache, "stage_files": "written"})
 
     @classmethod
     def compile(cls, spec_files: list[str | Path], root: Path, *, stage_files: bool = True) -> "Workflow":

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..checks import walk_models
+from ..checks import unseen_sections, walk_models
 from ..errors import Problem
 from ..load import dotted
 from ..plan import Plan
@@ -14,7 +14,7 @@ from ..schema.scoring import ClassifierScorer
 from .estimates import disk_needed, estimate_plan
 from .findings import Finding
 from .hub import HubAccess, dataset_findings, model_findings
-from .local import is_local, local_findings
+from .local import SourceReader, is_local, local_findings
 from .machine import disk_findings, gpu_findings, perspective_findings
 from .uses import source_uses
 
@@ -48,10 +48,11 @@ class Report:
                 "warnings": [vars(p) for p in self.warnings], "info": self.info}
 
 
-def preflight(runs: list[tuple[Any, Spec]], plan: Plan, root: Path, machine: Machine, done: set[str],
-              warnings: list[Problem] | None = None) -> Report:
-    """Every check on validated runs. `done`: ids of instances whose outputs exist (their disk is spent);
-    `warnings`: the validation's own (`compiler.validate.warnings_of`), reported alongside."""
+def preflight(runs: list[tuple[Any, Spec]], plan: Plan, root: Path, reader: SourceReader, machine: Machine,
+              done: set[str], warnings: list[Problem] | None = None) -> Report:
+    """Every check on validated runs. `reader`: how local sources are opened; `done`: ids of instances
+    whose outputs exist (their disk is spent); `warnings`: the validation's own
+    (`compiler.validate.warnings_of`), reported alongside."""
     report = Report(runs[0][0].document.file, warnings=list(warnings or []))
     checked: set[int] = set()
     classifiers_checked: set[int] = set()
@@ -60,7 +61,7 @@ def preflight(runs: list[tuple[Any, Spec]], plan: Plan, root: Path, machine: Mac
         found: list[Finding] = []
         for use in source_uses(spec, checked):
             if is_local(use.source):
-                found += local_findings(use, root)
+                found += local_findings(use, root, reader)
             elif use.source.kind == "hf":
                 found += dataset_findings(use.path, use.source, machine.hub)
         found += _classifier_findings(spec, machine.hub, classifiers_checked)
@@ -77,23 +78,19 @@ def preflight(runs: list[tuple[Any, Spec]], plan: Plan, root: Path, machine: Mac
     return report
 
 
-def local_source_problems(runs: list[tuple[Any, Spec]], root: Path) -> list[Problem]:
+def local_source_problems(runs: list[tuple[Any, Spec]], root: Path, reader: SourceReader) -> list[Problem]:
     """The cheap part, for the workflow's start: local sources opened and their fields checked."""
     report = Report(runs[0][0].document.file)
     checked: set[int] = set()
     for run, spec in runs:
         _locate(report, run, [f for use in source_uses(spec, checked) if is_local(use.source)
-                              for f in local_findings(use, root)])
+                              for f in local_findings(use, root, reader)])
     return _unique(report.problems)
 
 
 def _classifier_findings(spec: Spec, access: HubAccess, checked: set[int]) -> list[Finding]:
     out: list[Finding] = []
-    for name in ("evaluate", "scorer_check"):
-        section = getattr(spec, name)
-        if section is None or id(section) in checked:
-            continue
-        checked.add(id(section))
+    for name, section in unseen_sections(spec, checked):
         out += [f for path, model in walk_models(section, (name,))
                 if isinstance(model, ClassifierScorer) and model.model is not None
                 for f in model_findings(path, model, access)]

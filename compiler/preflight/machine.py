@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from ..checks import walk_models
+from ..checks import unseen_sections, walk_models
 from ..schema import Spec
 from ..kinds import KIND_ORDER
 from ..schema.scoring import PerspectiveScorer
@@ -12,13 +12,9 @@ from .findings import Finding
 
 
 def perspective_findings(spec: Spec, env: Mapping[str, str], checked: set[int]) -> list[Finding]:
-    """A Perspective scorer whose key variable is unset (each scorer section once)."""
+    """A Perspective scorer whose key variable is unset (each section once)."""
     out = []
-    for name in ("evaluate", "scorer_check"):
-        section = getattr(spec, name)
-        if section is None or id(section) in checked:
-            continue
-        checked.add(id(section))
+    for name, section in unseen_sections(spec, checked):
         for path, model in walk_models(section, (name,)):
             if isinstance(model, PerspectiveScorer) and not env.get(model.api_key_env):
                 out.append(Finding("problem", (*path, "kind"), (

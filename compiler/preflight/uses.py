@@ -14,7 +14,7 @@ from typing import Any, Iterator, get_args
 
 from pydantic import BaseModel
 
-from ..checks import walk_models
+from ..checks import unseen_sections, walk_models
 from ..schema import Spec
 from ..schema.posttrain import DPOSection
 from ..schema.scorer_check import RTP_FIELDS, RTPCheck, ToxiGenCheck
@@ -57,12 +57,7 @@ class SourceUse:
 def source_uses(spec: Spec, checked: set[int] | None = None) -> Iterator[SourceUse]:
     """Every source of a spec's sections, each once (`checked`: ids of sections already walked; runs of
     a sweep share their sections)."""
-    checked = set() if checked is None else checked
-    for name in type(spec).model_fields:
-        section = getattr(spec, name)
-        if not isinstance(section, BaseModel) or id(section) in checked:
-            continue
-        checked.add(id(section))
+    for name, section in unseen_sections(spec, set() if checked is None else checked):
         for path, model in walk_models(section, (name,)):
             for key, source in _sources_of(model):
                 yield SourceUse((*path, *key), source, tuple(_needs(model, (*path, *key), source, path)))

@@ -215,7 +215,7 @@ def test_the_sft_ablation_reuses_every_pretrained_model_and_is_compared_paired(d
     jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
     assert "pretrain" not in jobs and jobs == {"posttrain": 3, "evaluate": 3, "score": 6, "report": 1, "all": 1,
                                                "total": 14}, stats
-    cli = [sys.executable, "-m", "compiler.cli"]
+    cli = [sys.executable, "-m", "runtime.cli"]
     compared = subprocess.run([*cli, "compare", "specs/demo.yaml", "specs/demo_sft_no_groups.yaml", "--csv", "compare.csv"],
                               cwd=demo, capture_output=True, text=True)
     assert compared.returncode == 0, compared.stderr

@@ -399,7 +399,7 @@ def test_validate_warns_that_perspective_is_ending(project, capsys, monkeypatch)
     """A Perspective scorer is valid (exit 0) but `mixsteer validate` warns, at its line, that the
     service is ending and points to the open classifiers and `scorer-check`."""
     import compiler.plan
-    from compiler.cli import build_parser
+    from runtime.cli import build_parser
     from compiler.validate import load_spec, warnings_of
 
     spec = project("p.yaml", project.minimal + "  scorers:\n    - kind: offline\n    - kind: perspective\n")

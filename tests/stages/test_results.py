@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from compiler.cli import main
+from runtime.cli import main
 from compiler.kinds import KIND_ORDER
 from compiler.render import envelope_json
 from compiler.workflow import compile_spec
@@ -118,7 +118,7 @@ def _cli(root: Path, *args: str, capsys) -> tuple[int, str, str]:
 
 
 def _specs(root: Path, plans, *names: str):
-    from compiler.cli import _result_specs
+    from runtime.cli import _result_specs
 
     return _result_specs([plans[n] for n in names], list(names))
 

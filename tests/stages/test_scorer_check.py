@@ -270,7 +270,7 @@ def test_section_needs_a_reference_and_distinct_scorer_names():
 
 
 def test_cli_runs_the_check_and_prints_the_table(tmp_path, capsys):
-    from compiler.cli import main
+    from runtime.cli import main
 
     shutil.copytree(ROOT / FIXTURES, tmp_path / FIXTURES)
     spec = tmp_path / "specs" / "scorer_check.yaml"
@@ -286,7 +286,7 @@ def test_cli_runs_the_check_and_prints_the_table(tmp_path, capsys):
 
 
 def test_cli_without_the_section_is_an_error(project, capsys):
-    from compiler.cli import main
+    from runtime.cli import main
 
     spec = project("toy.yaml", "toy: {enabled: true}\n")
     assert main(["--root", str(project.root), "scorer-check", str(spec)]) == 2

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compiler.cli import main
+from runtime.cli import main
 from runtime import stats
 from runtime.results.compare import Boot, two_stage_interval
 

@@ -38,7 +38,7 @@ def mixsteer(*args: str, cwd: Path, hub_url: str | None = None) -> subprocess.Co
            "HF_HUB_DISABLE_TELEMETRY": "1"}
     if hub_url:
         env["HF_ENDPOINT"] = hub_url
-    return subprocess.run([sys.executable, "-m", "compiler.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "runtime.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
 

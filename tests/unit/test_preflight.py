@@ -13,6 +13,7 @@ from compiler.preflight.estimates import estimate, parameters
 from compiler.preflight.hub import TOKEN_ENV, HubAccess, HubAnswer
 from compiler.validate import load_spec, warnings_of
 from compiler.workflow import Workflow
+from runtime.sources import SOURCE_READER
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE_SOURCE = "source: {kind: jsonl, path: probe.jsonl}"
@@ -44,7 +45,7 @@ def machine(*, offline=True, token=False, hub=None, gpus=0, free=1 << 50, env=No
 def check(project, text, m=None, name="s.yaml"):
     runs = load_spec(project(name, text), None, name)
     plan = build_plan(runs[0][1].name, runs, project.root)
-    return preflight(runs, plan, project.root, m or machine(), done=set(), warnings=warnings_of(runs))
+    return preflight(runs, plan, project.root, SOURCE_READER, m or machine(), done=set(), warnings=warnings_of(runs))
 
 
 def line_of(project, name, needle):
@@ -172,11 +173,11 @@ def test_free_disk_against_the_estimate_of_what_is_not_written_yet(project):
     plan = build_plan(runs[0][1].name, runs, project.root)
     kept = {sid: estimate(inst, plan.instances) for sid, inst in plan.instances.items()}
     needed = sum(e.disk_bytes for e in kept.values()) + max(e.scratch_bytes for e in kept.values())
-    (p,) = preflight(runs, plan, project.root, machine(free=needed - 1), done=set()).problems
+    (p,) = preflight(runs, plan, project.root, SOURCE_READER, machine(free=needed - 1), done=set()).problems
     assert p.path == "disk" and "free" in p.message
-    assert preflight(runs, plan, project.root, machine(free=needed), done=set()).ok
+    assert preflight(runs, plan, project.root, SOURCE_READER, machine(free=needed), done=set()).ok
     pretrain = next(sid for sid, i in plan.instances.items() if i.kind == "pretrain")
-    assert preflight(runs, plan, project.root, machine(free=needed - 1), done={pretrain}).ok
+    assert preflight(runs, plan, project.root, SOURCE_READER, machine(free=needed - 1), done={pretrain}).ok
 
 
 def test_estimates_follow_their_formulas(project):
@@ -199,7 +200,7 @@ def test_estimates_follow_their_formulas(project):
 # --- the CLI and the workflow -----------------------------------------------------------------
 
 def mixsteer(*args):
-    return subprocess.run([sys.executable, "-m", "compiler.cli", *map(str, args)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "runtime.cli", *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True)
 
 
@@ -225,24 +226,30 @@ def test_cli_lists_every_problem_at_once_exits_2_and_prints_json(project, monkey
     assert body["ok"] is False and len(body["problems"]) == 3 and all(p["line"] > 0 for p in body["problems"])
 
 
+def running(wf: Workflow) -> Workflow:
+    """A loaded workflow as the Snakefile hands it to a run (`load_workflow`): with the runtime's readers."""
+    wf.source_reader = SOURCE_READER
+    return wf
+
+
 def test_the_workflow_stops_before_any_job_on_a_local_source_problem(project, capsys):
     bad = project("bad.yaml", project.minimal.replace(PROBE_SOURCE, PROBE_SOURCE + "\n    label_field: nope"))
-    wf = Workflow.load(["bad.yaml"], project.root)
+    wf = running(Workflow.load(["bad.yaml"], project.root))
     with pytest.raises(SystemExit) as e:
         wf.prepare_run()
     assert e.value.code == 2 and "probe.data.label_field" in capsys.readouterr().err
     assert not (project.root / "build" / "stages").exists()
-    assert [p.path for p in local_source_problems(load_spec(bad, project.root, "bad.yaml"), project.root)] == [
-        "probe.data.label_field"]
+    runs = load_spec(bad, project.root, "bad.yaml")
+    assert [p.path for p in local_source_problems(runs, project.root, SOURCE_READER)] == ["probe.data.label_field"]
 
 
 def test_the_workflow_checks_local_sources_once_per_change(project, monkeypatch):
     project("good.yaml", project.minimal)
-    Workflow.load(["good.yaml"], project.root).prepare_run()
+    running(Workflow.load(["good.yaml"], project.root)).prepare_run()
     assert (project.root / "build" / "stages").exists()
     calls = []
     monkeypatch.setattr("compiler.preflight.check.local_source_problems", lambda *a: calls.append(a) or [])
-    Workflow.load(["good.yaml"], project.root).prepare_run()
+    running(Workflow.load(["good.yaml"], project.root)).prepare_run()
     assert calls == []
 
 

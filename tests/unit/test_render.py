@@ -11,6 +11,7 @@ from compiler.render import render_rules
 from compiler.validate import load_spec
 from compiler.kinds import KIND_ORDER
 from compiler.workflow import Workflow
+from runtime.sources import SOURCE_READER
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
@@ -160,6 +161,7 @@ def test_a_parse_leaves_stage_files_to_the_run_and_never_trusts_old_ones(project
     assert wf.plans and not stages.exists()
     cached = Workflow.load([spec], project.root)
     assert not cached.plans
+    cached.source_reader = SOURCE_READER                   # as the Snakefile's load_workflow sets it
     cached.prepare_run()                                   # from a cache hit: recompiles to write them
     files = {p.name for p in stages.glob("*.json")}
     assert files == {f"{sid}.json" for sid in wf.instances}
