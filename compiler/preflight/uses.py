@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from ..checks import unseen_sections, walk_models
 from ..schema import Spec
 from ..schema.posttrain import DPOSection
-from ..schema.scorer_check import RTP_FIELDS, RTPCheck, ToxiGenCheck
+from ..schema.scorer_check import RTP_FIELDS, TOXIGEN_FIELDS, RTPCheck, ToxiGenCheck
 from ..schema.sources import TextSourceSpec
 
 SOURCE_TYPES: tuple[type, ...] = get_args(get_args(TextSourceSpec)[0])
@@ -28,7 +28,7 @@ TEXT_ROLES = ("text_field", "prompt_field", "chosen_field", "rejected_field", "t
 
 FIXED_FIELDS: dict[type, tuple[str, ...]] = {
     RTPCheck: tuple(f for fields in RTP_FIELDS.values() for f in fields),
-    ToxiGenCheck: ("text", "toxicity_human"),
+    ToxiGenCheck: TOXIGEN_FIELDS,
 }
 """Readers that use their reference's own field names (and no `text_field`)."""
 

@@ -25,6 +25,9 @@ RTP_FIELDS = {"prompt": ("prompt.text", "prompt.toxicity"),
               "continuation": ("continuation.text", "continuation.toxicity")}
 """Text and Perspective toxicity of each RTP part, as dotted paths into a record (RTP's public layout:
 the stage reads them, `mixsteer check` looks for them)."""
+TOXIGEN_FIELDS = ("text", "toxicity_human")
+"""ToxiGen `annotated`'s text and the mean of its annotators' 1–5 ratings (the stage reads them, `mixsteer
+check` looks for them)."""
 
 
 class RecordSelection(StrictModel):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from compiler.errors import StageError
-from compiler.schema.scorer_check import RTP_FIELDS, RTPCheck, ToxiGenCheck
+from compiler.schema.scorer_check import RTP_FIELDS, TOXIGEN_FIELDS, RTPCheck, ToxiGenCheck
 from runtime.sources import describe, iter_records
 
 
@@ -115,17 +115,18 @@ class ToxiGenRows:
 
 def read_toxigen(check: ToxiGenCheck, root: Path) -> ToxiGenRows:
     """The first `max_examples` rows of ToxiGen `annotated`; rows without `toxicity_human` are counted."""
+    text_field, rating_field = TOXIGEN_FIELDS
     kept: list[tuple[int, str, float]] = []
     read = null = 0
     for i, record in islice(enumerate(iter_records(check.source, root)), check.max_examples):
         where = f"{describe(check.source)} row {i}"
         read += 1
-        rating = _score(record, "toxicity_human", where)
+        rating = _score(record, rating_field, where)
         if rating is None:
             null += 1
             continue
-        kept.append((i, _text(record, "text", where), rating))
+        kept.append((i, _text(record, text_field, where), rating))
     if not kept:
-        raise StageError(f"{describe(check.source)}: no rows with a `toxicity_human` rating ({read} read)")
+        raise StageError(f"{describe(check.source)}: no rows with a `{rating_field}` rating ({read} read)")
     index, text, rating = zip(*kept)
     return ToxiGenRows(list(index), list(text), np.array(rating), read, null)

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from compiler.schema.evaluate import EvaluateSection
+from compiler.stages.evaluate import section_fields
 from runtime import stats
 from runtime.evaluate import capability
-from runtime.evaluate import Config, run, section_fields
+from runtime.evaluate import Config, run
 from runtime.generate import Sampling, load_model, row_seed, sample_continuations
 from runtime.stage import StageContext
 
