@@ -58,7 +58,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
 def test_a_new_kind_is_its_two_modules_and_one_row(tmp_path):
     """In a copy of the project, add `compiler/stages/dummy.py`, `runtime/dummy.py` and one row of
     `compiler.kinds.KINDS`, nothing else; Snakemake then plans, renders and runs the kind under the
-    spec's own resources section."""
+    spec's own resources section, and `mixsteer plan` lists it with its estimate."""
     for name in ("compiler", "runtime", "templates", "profiles", "envs"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("Snakefile", "pyproject.toml"):
@@ -79,6 +79,9 @@ def test_a_new_kind_is_its_two_modules_and_one_row(tmp_path):
     assert re.search(r"^rule dummy:", dry.stdout, re.M), dry.stdout
     output = re.search(r"results/dummy/(dummy-[0-9a-f]+)", dry.stdout).group(0)
     assert "mem_mb=123" in dry.stdout.split("rule dummy:")[1].split("\n\n")[0]
+    listed = subprocess.run([sys.executable, "-m", "runtime.cli", "plan", "specs/demo.yaml"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and output.split("/")[-1] in listed.stdout, listed.stderr  # costs and estimates too
 
     done = subprocess.run([*snakemake, f"{output}/stage.json"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=300)
