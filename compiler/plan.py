@@ -1,6 +1,8 @@
 """Validated runs → a deduplicated graph of stage instances with content ids.
 
-Per run the planner instantiates each stage whose section is present, wiring inputs by id:
+Per run the planner asks every stage kind of `compiler.kinds.KINDS`, in table order, to plan its
+instances (`compiler.stages.<kind>.plan`, which sees the roles and model variants planned so far), wiring
+inputs by id; the report is planned once over all runs:
 
     tokenizer → tokenize → mix → pretrain ─┬─ activations → probe → steer ─┐
                                            ├─ posttrain (sft, dpo) ─────────┼─ evaluate / attack per model variant

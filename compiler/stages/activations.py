@@ -1,5 +1,5 @@
-"""The `activations` stage as the compiler plans it: its config (what enters its content id) and VERSION.
-The runtime implements it (`runtime.activations`), reading this config from the stage JSON."""
+"""`activations`: Per-head attention outputs and residual streams on labelled texts.
+Its config, VERSION and plan; `runtime.activations` runs it."""
 from __future__ import annotations
 
 from typing import Literal
@@ -11,7 +11,6 @@ from compiler.schema.probe import LabelledData, ProbeSection
 
 
 VERSION = 3
-"""Bump by hand whenever a change of `runtime.activations` changes results (it changes every id)."""
 
 
 class Config(StrictModel):

@@ -1,5 +1,5 @@
-"""The `attack` stage as the compiler plans it: its config (what enters its content id) and VERSION.
-The runtime implements it (`runtime.attack`), reading this config from the stage JSON."""
+"""`attack`: Red-teaming one model with plain red-team prompts and GCG adversarial suffixes.
+Its config, VERSION and plan; `runtime.attack` runs it."""
 from __future__ import annotations
 
 from compiler.planning import RunPlanning
@@ -10,7 +10,6 @@ from compiler.schema.spec import Spec
 
 
 VERSION = 5
-"""Bump by hand whenever a change of `runtime.attack` changes results (it changes every id)."""
 
 
 class Config(StrictModel):

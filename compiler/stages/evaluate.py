@@ -1,5 +1,5 @@
-"""The `evaluate` stage as the compiler plans it: its config (what enters its content id) and VERSION.
-The runtime implements it (`runtime.evaluate`), reading this config from the stage JSON."""
+"""`evaluate`: Generations, detection, MMLU, cross-entropy and KL for one model (no scoring).
+Its config, VERSION and plan; `runtime.evaluate` runs it."""
 from __future__ import annotations
 
 from typing import Any
@@ -16,7 +16,6 @@ from compiler.schema.spec import Spec
 
 
 VERSION = 5
-"""Bump by hand whenever a change of `runtime.evaluate` changes results (it changes every id)."""
 
 
 class Config(StrictModel):

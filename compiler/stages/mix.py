@@ -1,5 +1,5 @@
-"""The `mix` stage as the compiler plans it: its config (what enters its content id) and VERSION.
-The runtime implements it (`runtime.mix`), reading this config from the stage JSON."""
+"""`mix`: Select the pretraining mixture from the token shards its sources were tokenized into once.
+Its config, VERSION and plan; `runtime.mix` runs it."""
 from __future__ import annotations
 
 from compiler.planning import RunPlanning
@@ -8,7 +8,6 @@ from compiler.schema.data import DataSection, TokenizerInfo
 
 
 VERSION = 3
-"""Bump by hand whenever a change of `runtime.mix` changes results (it changes every id)."""
 
 
 class Config(StrictModel):

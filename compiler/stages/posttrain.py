@@ -1,5 +1,5 @@
-"""The `posttrain` stage as the compiler plans it: its config (what enters its content id) and VERSION.
-The runtime implements it (`runtime.posttrain`), reading this config from the stage JSON."""
+"""`posttrain`: SFT or DPO with TRL on a model folder.
+Its config, VERSION and plan; `runtime.posttrain` runs it."""
 from __future__ import annotations
 
 from pydantic import model_validator
@@ -12,7 +12,6 @@ from compiler.schema.spec import Spec
 
 
 VERSION = 3
-"""Bump by hand whenever a change of `runtime.posttrain` changes results (it changes every id)."""
 
 
 class Config(StrictModel):

@@ -1,5 +1,5 @@
-"""The `pretrain` stage as the compiler plans it: its config (what enters its content id) and VERSION.
-The runtime implements it (`runtime.pretrain`), reading this config from the stage JSON."""
+"""`pretrain`: Train an OLMo model with ai2-olmo on the `mix` tokens; export to HF.
+Its config, VERSION and plan; `runtime.pretrain` runs it."""
 from __future__ import annotations
 
 from pydantic import Field
@@ -14,7 +14,6 @@ from compiler.schema.spec import Spec
 
 
 VERSION = 2
-"""Bump by hand whenever a change of `runtime.pretrain` changes results (it changes every id)."""
 
 
 class Config(StrictModel):
@@ -31,6 +30,7 @@ def plan(run: RunPlanning) -> None:
         return
     spec = run.spec
     run.roles["pretrain"] = run.add("pretrain", dict(
-        model=spec.model, vocab=run.tokenizer_info(), train=spec.pretrain, max_steps=pretrain_steps(spec), seed=spec.seed,
+        model=spec.model, vocab=run.tokenizer_info(), train=spec.pretrain, max_steps=pretrain_steps(spec),
+        seed=spec.seed,
     ), {"mix": run.roles["mix"], "tokenizer": run.roles["tokenizer"]})
     run.variants["base"] = Variant(run.roles["pretrain"])

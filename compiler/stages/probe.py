@@ -1,5 +1,5 @@
-"""The `probe` stage as the compiler plans it: its config (what enters its content id) and VERSION.
-The runtime implements it (`runtime.probe`), reading this config from the stage JSON."""
+"""`probe`: Logistic probes per head and per layer; accuracies, directions, entanglement.
+Its config, VERSION and plan; `runtime.probe` runs it."""
 from __future__ import annotations
 
 from typing import Literal
@@ -10,7 +10,6 @@ from compiler.schema.probe import ProbeSection
 
 
 VERSION = 3
-"""Bump by hand whenever a change of `runtime.probe` changes results (it changes every id)."""
 
 
 class Config(StrictModel):

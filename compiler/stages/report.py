@@ -1,5 +1,5 @@
-"""The `report` stage as the compiler plans it: its config (what enters its content id) and VERSION.
-The runtime implements it (`runtime.report`), reading this config from the stage JSON."""
+"""`report`: The paper's main table, paired comparisons, controls, figures and an HTML page.
+Its config, VERSION and plan; `runtime.report` runs it."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
 
 VERSION = 6
-"""Bump by hand whenever a change of `runtime.report` changes results (it changes every id)."""
 
 
 class Config(StrictModel):

@@ -1,5 +1,5 @@
-"""The `score` stage as the compiler plans it: its config (what enters its content id) and VERSION.
-The runtime implements it (`runtime.score`), reading this config from the stage JSON."""
+"""`score`: One scorer over one text set (a model's generations, or its red-team continuations).
+Its config, VERSION and plan; `runtime.score` runs it."""
 from __future__ import annotations
 
 from typing import Literal
@@ -14,7 +14,6 @@ from compiler.schema.scoring import ScorerSpec
 
 
 VERSION = 3
-"""Bump by hand whenever a change of `runtime.score` changes results (it changes every id)."""
 
 
 class Config(StrictModel):

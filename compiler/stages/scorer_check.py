@@ -1,5 +1,5 @@
-"""The `scorer_check` stage as the compiler plans it: its config (what enters its content id) and VERSION.
-The runtime implements it (`runtime.scorer_check`), reading this config from the stage JSON."""
+"""`scorer_check`: How far each scorer agrees with references no one here wrote.
+Its config, VERSION and plan; `runtime.scorer_check` runs it."""
 from __future__ import annotations
 
 from compiler.planning import RunPlanning

@@ -1,5 +1,5 @@
-"""The `steer` stage as the compiler plans it: its config (what enters its content id) and VERSION.
-The runtime implements it (`runtime.steer`), reading this config from the stage JSON."""
+"""`steer`: ITI on the probe's top-K heads (or a seeded control draw), plus a mechanistic check.
+Its config, VERSION and plan; `runtime.steer` runs it."""
 from __future__ import annotations
 
 from typing import Literal
@@ -14,7 +14,6 @@ from compiler.schema.steer import SteerSection
 
 
 VERSION = 3
-"""Bump by hand whenever a change of `runtime.steer` changes results (it changes every id)."""
 
 
 class Config(StrictModel):

@@ -1,5 +1,5 @@
-"""The `tokenize` stage as the compiler plans it: its config (what enters its content id) and VERSION.
-The runtime implements it (`runtime.tokenize`), reading this config from the stage JSON."""
+"""`tokenize`: Tokenize one source once into shared token shards that every mix selects from.
+Its config, VERSION and plan; `runtime.tokenize` runs it."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -13,7 +13,6 @@ from compiler.schema.sources import TextSourceSpec
 
 
 VERSION = 1
-"""Bump by hand whenever a change of `runtime.tokenize` changes results (it changes every id)."""
 
 
 class Config(StrictModel):

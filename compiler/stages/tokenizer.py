@@ -1,5 +1,5 @@
-"""The `tokenizer` stage as the compiler plans it: its config (what enters its content id) and VERSION.
-The runtime implements it (`runtime.tokenizer`), reading this config from the stage JSON."""
+"""`tokenizer`: Resolve a shipped OLMo tokenizer, or train a small byte-level BPE.
+Its config, VERSION and plan; `runtime.tokenizer` runs it."""
 from __future__ import annotations
 
 from compiler.planning import RunPlanning
@@ -10,7 +10,6 @@ from compiler.schema.spec import Spec
 
 
 VERSION = 2
-"""Bump by hand whenever a change of `runtime.tokenizer` changes results (it changes every id)."""
 
 
 class Config(StrictModel):

@@ -1,5 +1,5 @@
-"""The `toy` stage as the compiler plans it: its config (what enters its content id) and VERSION.
-The runtime implements it (`runtime.toy`), reading this config from the stage JSON."""
+"""`toy`: The paper's toy model of feature entanglement (Markov chains, 4-d residual).
+Its config, VERSION and plan; `runtime.toy` runs it."""
 from __future__ import annotations
 
 from compiler.planning import RunPlanning
@@ -9,7 +9,6 @@ from compiler.schema.toy import ToySection
 
 
 VERSION = 2
-"""Bump by hand whenever a change of `runtime.toy` changes results (it changes every id)."""
 
 
 class Config(StrictModel):
