@@ -50,7 +50,7 @@ from compiler.schema.precision import Compute  # noqa: E402
 from runtime.device import Placement, place  # noqa: E402
 
 if TYPE_CHECKING:
-    from runtime.pretrain.olmo_train import Runtime
+    from runtime.pretrain.process_group import Runtime
 
 SECTIONS = ("pretrain", "generate", "gcg", "probe", "classifier")
 
@@ -147,7 +147,7 @@ def one_process_group(device: torch.device, folder: Path) -> None:
 def check_pretrain(shape: dict[str, Any], device: torch.device, work: Path, out: Section) -> None:
     import torch.distributed as dist
 
-    from runtime.pretrain.olmo_train import Runtime
+    from runtime.pretrain.process_group import Runtime
 
     if device.type == "cuda":  # DDP's device_ids and FSDP's device_id want an indexed device
         device = torch.device("cuda", torch.cuda.current_device())

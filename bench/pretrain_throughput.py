@@ -21,7 +21,7 @@ def olmo_setup(args):
     from compiler.schema.data import TokenizerInfo
     from compiler.schema.model import ModelSection
     from compiler.schema.pretrain import PretrainSection
-    from runtime.pretrain.olmo_train import Runtime
+    from runtime.pretrain.process_group import Runtime
     from runtime.pretrain import Config, build_train_config
 
     cfg = Config(

@@ -135,16 +135,17 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     from olmo.config import TrainConfig
 
     from runtime.pretrain import hf_export, olmo_train
+    from runtime.pretrain.process_group import barrier, setup_runtime
 
     # Every rank's `ctx.work` is one folder on one file system: one global rank (not each node's local
     # rank 0) writes ai2-olmo's `global_indices.npy` there (olmo.torch_util.get_fs_local_rank).
     os.environ["OLMO_SHARED_FS"] = "1"
-    rt = olmo_train.setup_runtime()
+    rt = setup_runtime()
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     threads_per_rank = max(1, ctx.threads // local_world)
     torch.set_num_threads(threads_per_rank)
     data_workers, pin_memory = loader_settings(cfg.train.data_workers, threads_per_rank, rt.device.type == "cuda")
-    olmo_train.barrier()  # rank 0 has created ctx.out and ctx.work
+    barrier()  # rank 0 has created ctx.out and ctx.work
     precision = cfg.train.precision
     if precision == "amp_bf16" and not olmo_train.bf16_supported(rt.device):
         print(f"pretrain: no bf16 on {rt.device.type}; training in fp32", file=sys.stderr)
@@ -160,7 +161,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     if rt.is_main:
         config_path.parent.mkdir(parents=True, exist_ok=True)
         built.save(config_path)
-    olmo_train.barrier()
+    barrier()
     train_cfg = TrainConfig.load(config_path)
 
     log_fn = None
@@ -178,7 +179,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
         shutil.copyfile(ctx.work / "metrics.jsonl", ctx.out / "metrics.jsonl")
         if log_fn is not None:
             wandb.finish()
-    olmo_train.barrier()
+    barrier()
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return {

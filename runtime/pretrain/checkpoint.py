@@ -32,7 +32,7 @@ import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Literal
+from typing import Any, BinaryIO, Iterator, Literal
 
 import numpy as np
 import torch
@@ -43,9 +43,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 
 from compiler.errors import StageError
 from runtime.artifacts import fsync_dir
-
-if TYPE_CHECKING:
-    from runtime.pretrain.olmo_train import Runtime
+from runtime.pretrain.process_group import Runtime, barrier, distributed
 
 Format = Literal["full", "sharded"]
 KEEP = 2
@@ -143,13 +141,9 @@ def _digest(path: Path) -> dict[str, Any]:
 
 # --- collectives (no-ops without a process group) -------------------------------------------------
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
 def _broadcast(obj: Any) -> Any:
     """Rank 0's `obj` on every rank."""
-    if not _distributed():
+    if not distributed():
         return obj
     box = [obj]
     dist.broadcast_object_list(box, src=0)
@@ -157,16 +151,13 @@ def _broadcast(obj: Any) -> Any:
 
 
 def _gather(obj: Any, world_size: int) -> list[Any]:
-    if not _distributed():
+    if not distributed():
         return [obj]
     out: list[Any] = [None] * world_size
     dist.all_gather_object(out, obj)
     return out
 
 
-def _barrier() -> None:
-    if _distributed():
-        dist.barrier()
 
 
 @contextmanager
@@ -180,14 +171,14 @@ def _quiet_sharded_tensor() -> Iterator[None]:
 
 # --- RNG ------------------------------------------------------------------------------------------
 
-def rng_state(rt: "Runtime") -> dict[str, Any]:
+def rng_state(rt: Runtime) -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if rt.device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(rt.device)
     return state
 
 
-def restore_rng_state(state: dict[str, Any], rt: "Runtime") -> None:
+def restore_rng_state(state: dict[str, Any], rt: Runtime) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -195,7 +186,7 @@ def restore_rng_state(state: dict[str, Any], rt: "Runtime") -> None:
         torch.cuda.set_rng_state(state["cuda"], rt.device)
 
 
-def full_state_options(rt: "Runtime") -> StateDictOptions:
+def full_state_options(rt: Runtime) -> StateDictOptions:
     """Unsharded state dicts; offloading to CPU only from GPUs (FSDP's offload segfaults on CPU tensors)."""
     return StateDictOptions(full_state_dict=True, cpu_offload=rt.device.type != "cpu")
 
@@ -272,7 +263,7 @@ def move_aside(c: Checkpoint, work: Path) -> Path:
 # --- save -----------------------------------------------------------------------------------------
 
 def save_checkpoint(work: Path, step: int, dist_model: torch.nn.Module, optim: torch.optim.Optimizer,
-                    rt: "Runtime", *, fmt: Format = "full",
+                    rt: Runtime, *, fmt: Format = "full",
                     world_size_changes: list[dict[str, Any]] | None = None) -> None:
     """Save model, optimizer, step and every rank's RNG (a collective: every rank calls it).
 
@@ -295,11 +286,11 @@ def save_checkpoint(work: Path, step: int, dist_model: torch.nn.Module, optim: t
         raise StageError(f"pretrain: saving the checkpoint of step {step} in {work} failed "
                          f"({type(exc).__name__}: {exc}); the checkpoints saved before it are intact: free "
                          "space (or fix the error) and rerun to resume from them") from None
-    _barrier()
+    barrier()
 
 
 def _save_full(work: Path, step: int, dist_model: torch.nn.Module, optim: torch.optim.Optimizer,
-               rt: "Runtime", train_state: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+               rt: Runtime, train_state: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     model_sd, optim_sd = get_state_dict(dist_model, optim, options=full_state_options(rt))
     final = work / f"step-{step:08d}.pt"
     if not rt.is_main:
@@ -311,7 +302,7 @@ def _save_full(work: Path, step: int, dist_model: torch.nn.Module, optim: torch.
 
 
 def _save_sharded(work: Path, step: int, dist_model: torch.nn.Module, optim: torch.optim.Optimizer,
-                  rt: "Runtime", train_state: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+                  rt: Runtime, train_state: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     """Every rank writes its shards into one temporary folder (`sync_files` fsyncs each); every rank
     hashes a share of the files; rank 0 renames the folder into place."""
     final = work / f"step-{step:08d}.dcp"
@@ -322,7 +313,7 @@ def _save_sharded(work: Path, step: int, dist_model: torch.nn.Module, optim: tor
                  storage_writer=dcp.FileSystemWriter(tmp, sync_files=True))
     if rt.is_main:
         _write_synced(train_state, tmp / TRAIN_STATE)
-    _barrier()
+    barrier()
     names: list[str] = _broadcast(sorted(p.name for p in tmp.iterdir()) if rt.is_main else None)
     shares = _gather({n: _digest(tmp / n) for n in names[rt.rank::rt.world_size]}, rt.world_size)
     if rt.is_main:
@@ -354,7 +345,7 @@ def _file_problem(path: Path, record: dict[str, Any]) -> str | None:
     return None
 
 
-def _my_problem(c: Checkpoint, rt: "Runtime") -> str | None:
+def _my_problem(c: Checkpoint, rt: Runtime) -> str | None:
     """This rank's share of the verification of `c`."""
     if not c.sidecar.is_file():
         if c.format == "sharded":
@@ -377,12 +368,12 @@ def _my_problem(c: Checkpoint, rt: "Runtime") -> str | None:
     return None
 
 
-def verify(c: Checkpoint, rt: "Runtime") -> str | None:
+def verify(c: Checkpoint, rt: Runtime) -> str | None:
     """Why `c` is damaged, or None (a collective: every rank checks its share of the files)."""
     return next((p for p in _gather(_my_problem(c, rt), rt.world_size) if p is not None), None)
 
 
-def usable_checkpoint(work: Path, rt: "Runtime") -> Checkpoint | None:
+def usable_checkpoint(work: Path, rt: Runtime) -> Checkpoint | None:
     """The newest checkpoint that verifies; the damaged ones before it are reported and moved aside.
 
     Rank 0 lists (and first clears stale temporary files); every rank takes part in each verification."""
@@ -402,12 +393,12 @@ def usable_checkpoint(work: Path, rt: "Runtime") -> Checkpoint | None:
             aside = move_aside(c, work)
             print(f"pretrain: checkpoint {c.name} is damaged ({problem}); {then} (moved it to {aside})",
                   file=sys.stderr, flush=True)
-    _barrier()
+    barrier()
     return chosen
 
 
 def load_checkpoint(c: Checkpoint, dist_model: torch.nn.Module, optim: torch.optim.Optimizer,
-                    rt: "Runtime") -> Restored:
+                    rt: Runtime) -> Restored:
     """Restore a verified checkpoint of either format onto any world size (a collective).
 
     Model, optimizer, step and data position always come back; the per-rank RNG states only on the world

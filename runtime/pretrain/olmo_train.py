@@ -25,12 +25,10 @@ over the run (since its last resume) and last windows.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -55,40 +53,8 @@ from runtime.pretrain.checkpoint import (
     usable_checkpoint,
 )
 from runtime.preempt import STOP_SIGNALS, StopSignals, resumed
+from runtime.pretrain.process_group import Runtime
 from runtime.pretrain.throughput import Throughput, peak_flops
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """Where this process runs: device, rank and world size (chosen from the environment once)."""
-
-    device: torch.device
-    rank: int
-    local_rank: int
-    world_size: int
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_runtime() -> Runtime:
-    """Join the `torchrun` process group if there is one: NCCL with GPUs, gloo on CPU."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=30))
-    return Runtime(device=device, rank=rank, local_rank=local_rank, world_size=world_size)
-
-
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
 
 
 def bf16_supported(device: torch.device) -> bool:

@@ -43,29 +43,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from runtime.probe.lbfgs import ARMIJO_SLACK, CONSTANT_STD, HISTORY, MAX_HALVINGS
+
 CHUNK_ELEMENTS = {"cpu": 1 << 26, "cuda": 1 << 27}
 """Probes are fitted in chunks of at most this many feature elements (probes × n × d), to bound
 memory (0.25 GB fp32 on a CPU, 0.5 GB on a GPU). Large chunks amortise the per-iteration Python
 work over many probes; weak probes converge in a handful of iterations and leave the working set."""
 
-MAX_HALVINGS = 30
-"""Backtracking line-search halvings before a probe is declared unable to improve (converged)."""
-
-ARMIJO_SLACK = 1e-6
-"""Relative slack on the Armijo test (Hager–Zhang's approximate Armijo): near the optimum the decrease
-is below float32 rounding of f, and an exact test would reject every step."""
-
 PRECONDITION_MAX_DIM = 512
 """Widest features that get Böhning's preconditioner. Its Gram matrices cost probes·n·d² once (as
 fast GEMMs, worth ~d/20 memory-bound iterations) and save ~10 iterations: a clear win for head-sized
 probes (d = 128), a loss for OLMo-1B's 2,048-wide residual stream, which uses plain L-BFGS."""
-
-HISTORY = 10
-"""L-BFGS curvature pairs kept per probe (scipy's default `maxcor` is 10)."""
-
-CONSTANT_STD = 10 * float(np.finfo(np.float32).eps)
-"""A feature whose std is below this × max(|mean|, 1) is constant (below float32 resolution): it gets
-std 1, as in `StandardScaler`, and its weight is exactly 0."""
 
 
 @dataclass(frozen=True)

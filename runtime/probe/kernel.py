@@ -26,7 +26,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from runtime.probe.fit import ARMIJO_SLACK, CONSTANT_STD, HISTORY, MAX_HALVINGS
+from runtime.probe.lbfgs import ARMIJO_SLACK, CONSTANT_STD, HISTORY, MAX_HALVINGS
 
 BLOCK = 32
 """Rows per block of an evaluation: 32 × d floats stay in L1 between logits and gradient, and a

@@ -15,7 +15,8 @@ import torch
 def test_accumulates_locally(world_size, strategy, precision, expected):
     from olmo.config import DistributedStrategy, FSDPConfig, TrainConfig
 
-    from runtime.pretrain.olmo_train import Runtime, accumulates_locally
+    from runtime.pretrain.olmo_train import accumulates_locally
+    from runtime.pretrain.process_group import Runtime
 
     cfg = TrainConfig(precision=precision, fsdp=FSDPConfig(precision="mixed"),
                       distributed_strategy=DistributedStrategy(strategy) if strategy else None)
