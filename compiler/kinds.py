@@ -21,6 +21,8 @@ class StageKind:
     """An unset `resources.<kind>` takes this kind's section when that is set (work that moved between kinds)."""
     resources_note: str | None = None
     """The description of `resources.<kind>` where its default needs saying."""
+    torchrun: bool = False
+    """Runs as `resources.<kind>.processes` torchrun processes per node on `nodes` nodes (else one process)."""
     metrics_rank: int | None = None
     """Where this kind's `metrics.json` columns stand in the report's table (None: it has none there)."""
     scope: Literal["run", "spec"] = "run"
@@ -45,7 +47,7 @@ KINDS: tuple[StageKind, ...] = (
         "Tokenizing one source into shared shards (`data.tokenize_workers` processes); unset = `mix`'s, which "
         "did this work before, else `default` with `gpus: 0`.")),
     StageKind("mix", metrics_rank=5),
-    StageKind("pretrain", metrics_rank=4),
+    StageKind("pretrain", torchrun=True, metrics_rank=4),
     StageKind("activations"),
     StageKind("probe", gpu_by_default=False, metrics_rank=3, resources_note=(
         "Probe fitting; unset = `default` with `gpus: 0` (only `implementation: batched` uses a GPU, and only "

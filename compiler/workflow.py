@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .kinds import KIND_ORDER
+from .kinds import KIND_ORDER, kind_named
 from .load import dotted
 from .plan import Plan, StageInstance, build_plan
 from .preflight.local import SourceReader
@@ -224,13 +224,14 @@ class Workflow:
 
     # lookups used by the generated rules -------------------------------------------------------
     def launcher(self, sid: str) -> str:
-        """`python -m runtime.launch --nodes N --procs-per-node P --stop-grace-s S --` for every kind:
-        pretraining on one process, torchrun, or one torchrun per node; every other kind on one process.
+        """`python -m runtime.launch --nodes N --procs-per-node P --stop-grace-s S --` for every kind: a
+        `torchrun` kind of the table (pretraining) on one process, torchrun, or one torchrun per node; every
+        other kind on one process.
         The launcher owns the stage's processes and stop signals, and under SLURM gives it a job step of
         its own. Only integers from the resources section reach the shell."""
         inst = self.instances[sid]
         res = inst.resources
-        procs, nodes = (int(res.processes), int(res.nodes)) if inst.kind == "pretrain" else (1, 1)
+        procs, nodes = (int(res.processes), int(res.nodes)) if kind_named(inst.kind).torchrun else (1, 1)
         return shlex.join([sys.executable, "-m", "runtime.launch", f"--nodes={nodes}", f"--procs-per-node={procs}",
                            f"--stop-grace-s={int(res.stop_grace_s)}", "--"])
 
