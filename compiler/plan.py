@@ -37,6 +37,7 @@ from .report_rows import report_rows
 from .schema import Spec
 from .schema.base import StrictModel
 from .schema.data import TokenizerInfo
+from .schema.report import ReportRow
 from .schema.resources import StageResources
 
 
@@ -174,12 +175,12 @@ class ComparedSpec:
     """A spec of `report.compare_to`: its path, its report rows and the files planning it read."""
 
     path: str
-    rows: list[dict[str, Any]]
+    rows: list[ReportRow]
     files: tuple[str, ...]
 
     def ids(self) -> list[str]:
         """The evaluate and score ids the comparison reads."""
-        return [sid for r in self.rows for sid in (r.get("evaluate"), *(r.get("scores") or {}).values()) if sid]
+        return [sid for r in self.rows for sid in (r.evaluate, *r.scores.values()) if sid]
 
 
 def _compared(paths: list[str], root: Path | None, instances: dict[str, StageInstance]) -> list[ComparedSpec]:
@@ -202,6 +203,6 @@ def _compared(paths: list[str], root: Path | None, instances: dict[str, StageIns
     return out
 
 
-def result_rows(plan: Plan) -> list[dict[str, Any]]:
+def result_rows(plan: Plan) -> list[ReportRow]:
     """The report rows of every run of `plan` (`compiler.report_rows`): what `runtime.results` reads."""
     return [row for rp in plan.runs for row in report_rows(rp, plan.instances)]

@@ -229,8 +229,8 @@ spec problem.
 
 
 def _result_specs(plans: list[Any], names: list[str]) -> list[Any]:
-    """Each plan's run rows, each row with `fields`: its value of every spec field that differs
-    between the plans (`mixsteer diff`, less description, report and resources)."""
+    """Each plan's run rows, and per run its value of every spec field that differs between the plans
+    (`mixsteer diff`, less description, report and resources)."""
     from compiler.diff import diff_plans
     from compiler.fields import flatten
     from compiler.plan import result_rows
@@ -241,10 +241,8 @@ def _result_specs(plans: list[Any], names: list[str]) -> list[Any]:
     out = []
     for plan, name in zip(plans, names):
         values = {rp.name: flatten(rp.spec.model_dump(mode="json", exclude={"sweep"})) for rp in plan.runs}
-        rows = result_rows(plan)
-        for row in rows:
-            row["fields"] = {p: values[row["run"]].get(p) for p in paths}
-        out.append(SpecRuns(name, rows))
+        fields = {run: {p: flat.get(p) for p in paths} for run, flat in values.items()}
+        out.append(SpecRuns(name, result_rows(plan), fields))
     return out
 
 

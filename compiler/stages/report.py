@@ -10,7 +10,7 @@ from compiler.report_rows import report_rows
 from compiler.schema.base import NOT_IN_ID, StrictModel, same_as
 from compiler.schema.evaluate import BootstrapSection, EvaluateSection
 from compiler.schema.probe import LabelledData
-from compiler.schema.report import ReportSection
+from compiler.schema.report import ComparedRuns, ReportRow, ReportSection
 from compiler.schema.scoring import ScorerSpec
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ class Config(StrictModel):
     title: str = same_as(ReportSection, "title", description="Page title (the planner fills null).")
     significance_alpha: float = same_as(ReportSection, "significance_alpha")
     token_view_texts: list[str] = same_as(ReportSection, "token_view_texts")
-    runs: list[dict[str, Any]]
+    runs: list[ReportRow]
     token_view_top_k_heads: int = same_as(ReportSection, "token_view_top_k_heads", keep_default=True)
     scorer: ScorerSpec | None = Field(
         None, description="The primary evaluation scorer: its columns carry no scorer prefix; it scores the "
@@ -42,7 +42,7 @@ class Config(StrictModel):
     bootstrap: BootstrapSection = same_as(
         EvaluateSection, "bootstrap", keep_default=True, description="Resampling of the paired and AUC intervals "
         "(the evaluate section's, so the report's intervals match the evaluate stage's).")
-    compare_to: list[dict[str, Any]] = Field(
+    compare_to: list[ComparedRuns] = Field(
         default_factory=list, description="Specs this one is compared with (`report.compare_to`): per spec its "
         "`spec` path and its `runs` rows; the section shows this spec − each (`runtime.results.compare`).")
 

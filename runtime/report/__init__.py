@@ -1,7 +1,7 @@
 """`report` stage: the paper's main table, paired comparisons, controls, figures and an HTML page.
 
 Reads: the `metrics.json` of every evaluate / steer / attack / probe / pretrain / mix / toy / score instance
-named in `cfg.runs` (one row per run and model variant, built by `compiler.plan._report_row`; a row names
+named in `cfg.runs` (one row per run and model variant, `compiler.schema.report.ReportRow`; a row names
 its score stages as `scores` and `attack_scores`, `{scorer label: score id}`), the per-item files of every
 evaluate folder (`mmlu.json`, `cross_entropy.json`, `detection.json`) and of its score folders
 (`scores.jsonl`) for paired comparisons, each probe's `accuracy.json`, the probe's labelled texts
@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from compiler.schema.report import ReportRow
 from compiler.stages.report import Config
 from runtime.artifacts import broken_artifact, read_json
 from runtime.stage import StageContext, write_json
@@ -119,7 +120,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
                        notes=scorers_section["notes"])
     page = html.Page(
         title=cfg.title, spec_name=cfg.spec_name, main=main,
-        summary=html.summary_items(rows, table, n_runs=len({r["run"] for r in cfg.runs}), scorers=scorers),
+        summary=html.summary_items(rows, table, n_runs=len({r.run for r in cfg.runs}), scorers=scorers),
         paired=shown_pairs, auc=html.auc_box(aucs), significance=html.significance_rows(tests),
         significance_alpha=cfg.significance_alpha, full=html.full_table(table),
         has_seed_table=by_seed is not None, views=views, top_k=cfg.token_view_top_k_heads, agreement=agreement,
@@ -159,19 +160,19 @@ def compare_section(ctx: StageContext, cfg: Config) -> dict[str, Any] | None:
 
     order = [s.label for s in cfg.scorer_specs()]
 
-    def spec_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def spec_order(rows: list[ReportRow]) -> list[ReportRow]:
         """Rows with their scorers in the spec's order, primary first (the config JSON sorts keys)."""
         rank = {label: i for i, label in enumerate(order)}
-        return [r | {"scores": dict(sorted((r.get("scores") or {}).items(), key=lambda kv: (rank.get(kv[0], len(rank)),
-                                                                                            kv[0])))} for r in rows]
+        return [r.replaced(scores=dict(sorted(r.scores.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))))
+                for r in rows]
 
     boot = compare.Boot(cfg.bootstrap.resamples, cfg.bootstrap.seed, cfg.bootstrap.level)
     ours = SpecRuns(cfg.spec_name, spec_order(cfg.runs))
-    table = pd.concat([compare.compare(SpecRuns(c["spec"], spec_order(c["runs"])), ours, folder,
+    table = pd.concat([compare.compare(SpecRuns(c.spec, spec_order(c.runs)), ours, folder,
                                        threshold=cfg.toxic_threshold, boot=boot) for c in cfg.compare_to],
                       ignore_index=True)
     pooled = compare.pooled(table, folder, threshold=cfg.toxic_threshold, boot=boot)
-    title = f"{cfg.spec_name} vs {', '.join(c['spec'] for c in cfg.compare_to)}"
+    title = f"{cfg.spec_name} vs {', '.join(c.spec for c in cfg.compare_to)}"
     (ctx.out / "compare.md").write_text(render.markdown(table, pooled, level=boot.level, title=title), encoding="utf-8")
     compare.write_csv(table, ctx.out / "compare.csv")
     return {"title": title, "note": render.NOTE.format(level=f"{100 * boot.level:g} %"),

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from compiler.schema.report import ReportRow
 from runtime.stage import StageContext
 
 from runtime.results.formatting import interval, missing, write_markdown
@@ -50,19 +51,19 @@ SHOWN_IF_VARYING = ("positions", "top_k_heads")
 """Settings the comparison label does not name: a column of the shown table where they vary (as sweep axes do)."""
 
 
-def share_pairs(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def share_pairs(runs: list[ReportRow]) -> list[tuple[ReportRow, ReportRow]]:
     """(base model at share s, base model at the smallest share of the same seed and other axes) for every
     larger share; the base model of every ITI strength is one (merged) row."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
+    groups: dict[tuple, list[ReportRow]] = {}
     for r in merge_rows(runs):
-        if r.get("variant") == "base" and r.get("scores") and r.get("toxic_share") is not None:
-            others = tuple(sorted((p, repr(v)) for p, v in r.get("axes", {}).items() if p != SHARE_AXIS))
-            groups.setdefault((repr(r.get("seed")), others), []).append(r)
+        if r.variant == "base" and r.scores and r.toxic_share is not None:
+            others = tuple(sorted((p, repr(v)) for p, v in r.axes.items() if p != SHARE_AXIS))
+            groups.setdefault((repr(r.seed), others), []).append(r)
     out = []
     for rows in groups.values():
-        ref = min(rows, key=lambda r: r["toxic_share"])
-        out += [(r, ref) for r in sorted(rows, key=lambda r: r["toxic_share"]) if r["toxic_share"] > ref["toxic_share"]]
-    return sorted(out, key=lambda p: (repr(p[0].get("seed")), p[0]["toxic_share"]))
+        ref = min(rows, key=lambda r: r.toxic_share)
+        out += [(r, ref) for r in sorted(rows, key=lambda r: r.toxic_share) if r.toxic_share > ref.toxic_share]
+    return sorted(out, key=lambda p: (repr(p[0].seed), p[0].toxic_share))
 
 
 class ScoreUnits:
@@ -77,21 +78,21 @@ class ScoreUnits:
         return self._cache[sid]
 
 
-def share_comparisons(units: ScoreUnits, runs: list[dict[str, Any]], *, scorers: list[str], resamples: int,
+def share_comparisons(units: ScoreUnits, runs: list[ReportRow], *, scorers: list[str], resamples: int,
                       seed: int, level: float) -> list[dict[str, Any]]:
     """Records (one per share pair, headline measure and scorer) of base(s) − base(smallest share)."""
     short = short_axis_names(runs)
     records = []
     for row, ref in share_pairs(runs):
-        name = f"base {_share(row['toxic_share'])} − base {_share(ref['toxic_share'])}"
-        settings = {"kind": "share", "comparison": name, "toxic_share": row["toxic_share"],
-                    "reference_toxic_share": ref["toxic_share"], "seed": row.get("seed"), "variant": "base"}
-        settings |= {short[p]: v for p, v in row.get("axes", {}).items() if p in short}
+        name = f"base {_share(row.toxic_share)} − base {_share(ref.toxic_share)}"
+        settings = {"kind": "share", "comparison": name, "toxic_share": row.toxic_share,
+                    "reference_toxic_share": ref.toxic_share, "seed": row.seed, "variant": "base"}
+        settings |= {short[p]: v for p, v in row.axes.items() if p in short}
         for label in scorers:
-            ours, theirs = row["scores"].get(label), (ref.get("scores") or {}).get(label)
+            ours, theirs = row.scores.get(label), ref.scores.get(label)
             if not (ours and theirs):
                 continue
-            ids = {"evaluate_id": row["evaluate"], "reference_evaluate_id": ref["evaluate"], "score_id": ours,
+            ids = {"evaluate_id": row.evaluate, "reference_evaluate_id": ref.evaluate, "score_id": ours,
                    "reference_score_id": theirs, "scorer": label}
             for measure, a, b in common_measures(units(ours), units(theirs)):
                 records.append(settings | ids | difference(measure, a, b, f"{measure} of {ours} vs {theirs}",
@@ -212,7 +213,7 @@ def _share(value: Any) -> str:
     return "" if missing(value) else f"{100 * value:g} %"
 
 
-def section(ctx: StageContext, runs: list[dict[str, Any]], paired, *, scorers: list[str], threshold: float,
+def section(ctx: StageContext, runs: list[ReportRow], paired, *, scorers: list[str], threshold: float,
             resamples: int, seed: int, level: float, out: Path) -> dict[str, Any] | None:
     """Write `conclusions.md` (and `.csv`) into `out`; the page's section (`table` or `message`) and its
     counts, or None when the spec has no scorer."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compiler.schema.report import ReportRow
 from runtime.results.formatting import fmt, format_frame, interval
 from .table import variant_rank
 
@@ -41,20 +42,19 @@ class Page:
     comparison: dict[str, Any] | None = None  # `report.compare_to`: title, note, pooled table, sections
 
 
-def summary_items(rows: list[dict[str, Any]], table, *, n_runs: int,
+def summary_items(rows: list[ReportRow], table, *, n_runs: int,
                   scorers: list[str] = ()) -> list[tuple[str, str]]:
     """Label/value pairs describing what the report covers; `n_runs` counts the spec's sweep points
     (`rows` are merged: the base model of every α is one row); `scorers`: labels, primary first."""
-    def distinct(key):
-        values = {r.get(key) for r in rows if r.get(key) is not None}
-        if key == "variant":
-            return sorted(values, key=lambda v: (variant_rank(v), v))
-        return sorted(values)
+    def distinct(values: list[Any], key: Any = None) -> list[Any]:
+        return sorted({v for v in values if v is not None}, key=key)
 
     items = [("runs", str(n_runs)), ("distinct models", str(len(table)))]
-    for label, key in (("variants", "variant"), ("toxic shares", "toxic_share"), ("seeds", "seed"),
-                       ("ITI strengths (α)", "alpha"), ("control draws", "control_seed")):
-        values = distinct(key)
+    for label, values in (("variants", distinct([r.variant for r in rows], key=lambda v: (variant_rank(v), v))),
+                          ("toxic shares", distinct([r.toxic_share for r in rows])),
+                          ("seeds", distinct([r.seed for r in rows])),
+                          ("ITI strengths (α)", distinct([r.alpha for r in rows])),
+                          ("control draws", distinct([r.control_seed for r in rows]))):
         if values:
             items.append((label, ", ".join(fmt(v) for v in values)))
     if scorers:

@@ -20,8 +20,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from compiler.schema.report import is_iti
 from runtime.results.formatting import interval, missing, plus_minus, value_range
-from .table import CONTROLS, is_iti, scorer_columns, scorer_of, variant_rank
+from .table import CONTROLS, scorer_columns, scorer_of, variant_rank
 
 HEADLINE_TOXICITY = "expected_max_toxicity"
 TOXICITY_KINDS = ("expected_max_toxicity", "toxicity_probability", "mean_toxicity")

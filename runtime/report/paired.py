@@ -27,13 +27,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from compiler.schema.report import STEER_FIELDS
+from compiler.schema.report import STEER_FIELDS, ReportRow
 from runtime import stats
 from runtime.results.items import Units, aligned, evaluate_units, toxicity_units
 from runtime.results.formatting import interval, missing
 from runtime.stage import StageContext
 
-from .table import CONTROLS, is_iti, scored, short_axis_names, variant_rank
+from .table import CONTROLS, scored, short_axis_names, variant_rank
 
 MARK = "*"
 """Appended to a difference whose interval excludes 0."""
@@ -61,16 +61,16 @@ def difference(measure: str, a: Units, b: Units, where: str, resamples: int, see
             "ci_high": high, "excludes_zero": bool(low > 0 or high < 0)}
 
 
-def comparison_pairs(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def comparison_pairs(runs: list[ReportRow]) -> list[tuple[ReportRow, ReportRow]]:
     """(row of a non-base model, row of its run's base model), each distinct pair of evaluates once."""
-    base = {r["run"]: r for r in runs if r.get("variant") == "base" and r.get("evaluate")}
+    base = {r.run: r for r in runs if r.variant == "base" and r.evaluate}
     out, seen = [], set()
     for r in runs:
-        ref = base.get(r.get("run"))
-        if r.get("variant") in (None, "base") or not r.get("evaluate") or ref is None:
+        ref = base.get(r.run)
+        if r.variant in (None, "base") or not r.evaluate or ref is None:
             continue
-        if (r["evaluate"], ref["evaluate"]) not in seen:
-            seen.add((r["evaluate"], ref["evaluate"]))
+        if (r.evaluate, ref.evaluate) not in seen:
+            seen.add((r.evaluate, ref.evaluate))
             out.append((r, ref))
     return out
 
@@ -97,7 +97,7 @@ class ItemUnits:
         return self(row[ours], label)[row["measure"]], self(row[theirs], label)[row["measure"]]
 
 
-def compare(ctx: StageContext, runs: list[dict[str, Any]], *, scorers: list[str], threshold: float,
+def compare(ctx: StageContext, runs: list[ReportRow], *, scorers: list[str], threshold: float,
             resamples: int, seed: int, level: float, units: ItemUnits | None = None):
     """Long table: one row per (pair, measure) with the difference model − base and its paired interval.
 
@@ -111,14 +111,13 @@ def compare(ctx: StageContext, runs: list[dict[str, Any]], *, scorers: list[str]
     units = units or ItemUnits(ctx, threshold, scorers)
     records = []
     for row, ref in comparison_pairs(runs):
-        iti = is_iti(row["variant"])
-        settings = {"toxic_share": row.get("toxic_share"), "seed": row.get("seed"), "variant": row["variant"]}
-        settings |= {k: (row.get(k) if iti else None) for k in STEER_FIELDS}
-        settings |= {short[p]: v for p, v in row.get("axes", {}).items() if p in short}
-        settings |= {"evaluate_id": row["evaluate"], "reference_evaluate_id": ref["evaluate"]}
+        settings = {"toxic_share": row.toxic_share, "seed": row.seed, "variant": row.variant}
+        settings |= row.steer_settings()
+        settings |= {short[p]: v for p, v in row.axes.items() if p in short}
+        settings |= {"evaluate_id": row.evaluate, "reference_evaluate_id": ref.evaluate}
         toxicity = []
         for position, label in enumerate(scorers):
-            ours, theirs = ((r.get("scores") or {}).get(label) for r in (row, ref))
+            ours, theirs = row.scores.get(label), ref.scores.get(label)
             if ours and theirs:
                 ids = {"scorer": label, "score_id": ours, "reference_score_id": theirs}
                 toxicity += [(order, position, m, a, b, ids) for order, (m, a, b)
@@ -126,9 +125,9 @@ def compare(ctx: StageContext, runs: list[dict[str, Any]], *, scorers: list[str]
         for _, _, measure, a, b, ids in sorted(toxicity, key=lambda t: t[:2]):
             records.append(settings | ids | difference(measure, a, b, f"{measure} of {ids['score_id']} vs "
                                                         f"{ids['reference_score_id']}", resamples, seed, level))
-        for measure, a, b in common_measures(units(row["evaluate"]), units(ref["evaluate"])):
-            records.append(settings | difference(measure, a, b, f"{measure} of {row['evaluate']} vs "
-                                                  f"{ref['evaluate']}", resamples, seed, level))
+        for measure, a, b in common_measures(units(row.evaluate), units(ref.evaluate)):
+            records.append(settings | difference(measure, a, b, f"{measure} of {row.evaluate} vs "
+                                                  f"{ref.evaluate}", resamples, seed, level))
     df = pd.DataFrame.from_records(records)
     if not df.empty:
         df = df.dropna(axis=1, how="all")

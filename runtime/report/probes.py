@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from compiler.errors import StageError
+from compiler.schema.report import ReportRow
 from runtime.artifacts import read_json
 from runtime.stage import StageContext
 
@@ -44,15 +45,14 @@ def read_probe_accuracy(path: Path) -> ProbeAccuracy:
     return ProbeAccuracy(acc, layers)
 
 
-def probes_by_share(ctx: StageContext, rows: list[dict[str, Any]]) -> dict[float, list[ProbeAccuracy]]:
+def probes_by_share(ctx: StageContext, rows: list[ReportRow]) -> dict[float, list[ProbeAccuracy]]:
     """Toxic share → the accuracies of its distinct probes (one per seed), shares ascending."""
     seen, out = set(), {}
     for r in rows:
-        pid = r.get("probe")
-        if pid is None or pid in seen or r.get("toxic_share") is None:
+        if r.probe is None or r.probe in seen or r.toxic_share is None:
             continue
-        seen.add(pid)
-        out.setdefault(float(r["toxic_share"]), []).append(read_probe_accuracy(ctx.input(pid) / "accuracy.json"))
+        seen.add(r.probe)
+        out.setdefault(float(r.toxic_share), []).append(read_probe_accuracy(ctx.input(r.probe) / "accuracy.json"))
     return dict(sorted(out.items()))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from compiler.schema.report import ReportRow
 from runtime.artifacts import read_json
 from runtime.stage import StageContext
 
@@ -22,7 +23,7 @@ HEADERS = ["scorer", "model / service", "activation", "toxic labels (combine)", 
            "texts scored"]
 
 
-def records_by_scorer(ctx: StageContext, runs: list[dict[str, Any]], scorers: list[str]) -> dict[str, list[dict]]:
+def records_by_scorer(ctx: StageContext, runs: list[ReportRow], scorers: list[str]) -> dict[str, list[dict]]:
     """{label: the `scorer.json` of each distinct score stage of that scorer}, in `scorers` order."""
     ids: dict[str, dict[str, None]] = {label: {} for label in scorers}
     for row in runs:
@@ -31,7 +32,7 @@ def records_by_scorer(ctx: StageContext, runs: list[dict[str, Any]], scorers: li
     return {label: [read_json(ctx.input(sid) / "scorer.json") for sid in sids] for label, sids in ids.items() if sids}
 
 
-def section(ctx: StageContext, runs: list[dict[str, Any]], *, scorers: list[str]) -> dict[str, Any] | None:
+def section(ctx: StageContext, runs: list[ReportRow], *, scorers: list[str]) -> dict[str, Any] | None:
     """{"headers", "rows", "notes"} of the Scorers table (None when the report names no score stage)."""
     by_label = records_by_scorer(ctx, runs, scorers)
     if not by_label:

@@ -15,32 +15,33 @@ from __future__ import annotations
 from typing import Any
 
 from compiler.errors import StageError
-from compiler.schema.report import STEER_FIELDS, VARIANT_ORDER
+from compiler.kinds import KINDS
+from compiler.schema.report import STEER_FIELDS, VARIANT_ORDER, ReportRow
 from runtime.artifacts import read_json
 from runtime.stage import StageContext
 
-METRIC_STAGES = ("evaluate", "steer", "attack", "probe", "pretrain", "mix", "toy")
-"""Stages whose metrics become table columns, in column order. Evaluate keys keep their names; the
-others get a `<stage>_` prefix unless they already start with the stage name."""
+METRIC_STAGES = tuple(k.name for k in sorted((k for k in KINDS if k.metrics_rank is not None),
+                                             key=lambda k: k.metrics_rank))
+"""Stages whose metrics become table columns, in column order (`compiler.kinds.KINDS`, `metrics_rank`); a
+row names each in the field of its kind. Evaluate keys keep their names; the others get a `<stage>_`
+prefix unless they already start with the stage name."""
+ALPHA_COLUMN = "steer_alpha"
+"""The steer stage publishes α as a metric too; the report takes α from its rows alone (`ReportRow.alpha`)
+and fills this `table.csv` column from them."""
 
 CONTROLS = {"iti_random_direction": "random direction", "iti_random_heads": "random heads"}
 """Control variants of ITI → their display name."""
-OPTIONAL_SETTINGS = ("positions", "top_k_heads", "control_seed")
+OPTIONAL_SETTINGS = tuple(f for f in STEER_FIELDS if f != "alpha")
 """Setting columns dropped when no row has them (`alpha` always stays)."""
 
-SPECIAL_AXES = {"data.toxic_share": "toxic_share", "seed": "seed", "steer.alpha": "alpha",
-                "steer.positions": "positions", "steer.top_k_heads": "top_k_heads", "steer.control": "variant",
-                "steer.control_seed": "control_seed"}
+SPECIAL_AXES = {"data.toxic_share": "toxic_share", "seed": "seed", "steer.control": "variant",
+                **{f"steer.{f}": f for f in STEER_FIELDS}}
 """Sweep axes that rows already carry as their own columns."""
 
 SCORE_KINDS = {"scores": "evaluate", "attack_scores": "attack"}
 """Row field naming score stages → the stage whose texts they score (its column naming applies)."""
 SCORER_SEP = ":"
 """Separates a non-primary scorer's label from the metric in a column name."""
-
-
-def is_iti(variant: Any) -> bool:
-    return isinstance(variant, str) and variant.startswith("iti")
 
 
 def read_metrics(ctx: StageContext, stage_id: str) -> dict[str, float]:
@@ -70,10 +71,10 @@ def scorer_columns(metric: str, scorers: list[str]) -> list[str]:
     return [metric, *(scored(metric, label, scorers) for label in scorers[1:])]
 
 
-def scorer_labels(runs: list[dict[str, Any]], primary: str | None = None, listed: list[str] = ()) -> list[str]:
+def scorer_labels(runs: list[ReportRow], primary: str | None = None, listed: list[str] = ()) -> list[str]:
     """Every scorer label the rows name: the primary first, then the spec's order (`listed`), then any
     other in the order the rows name them. Rows that name scorers but not the primary is a StageError."""
-    named = list(dict.fromkeys(label for r in runs for kind in SCORE_KINDS for label in (r.get(kind) or {})))
+    named = list(dict.fromkeys(label for r in runs for _, label, _ in row_scores(r)))
     if primary is not None and named and primary not in named:
         raise StageError(f"report: the rows name score stages of {named} but none of the primary "
                          f"scorer `{primary}` (config `scorer`)")
@@ -81,47 +82,46 @@ def scorer_labels(runs: list[dict[str, Any]], primary: str | None = None, listed
     return [label for label in order if label in named]
 
 
-def row_scores(row: dict[str, Any]) -> list[tuple[str, str, str]]:
+def row_scores(row: ReportRow) -> list[tuple[str, str, str]]:
     """(row field, scorer label, score id) of every score stage the row names."""
-    return [(kind, label, sid) for kind in SCORE_KINDS for label, sid in (row.get(kind) or {}).items()]
+    return [(kind, label, sid) for kind in SCORE_KINDS for label, sid in getattr(row, kind).items()]
 
 
-def row_stages(row: dict[str, Any]) -> dict[str, str]:
+def row_stages(row: ReportRow) -> dict[str, str]:
     """Stage → id of the instances whose metrics describe this row's model (steer only for ITI rows)."""
-    return {s: row[s] for s in METRIC_STAGES
-            if row.get(s) is not None and (s != "steer" or is_iti(row.get("variant")))}
+    named = {s: getattr(row, s) for s in METRIC_STAGES}
+    return {s: sid for s, sid in named.items() if sid is not None and (s != "steer" or row.is_iti())}
 
 
-def short_axis_names(rows: list[dict[str, Any]]) -> dict[str, str]:
+def short_axis_names(rows: list[ReportRow]) -> dict[str, str]:
     """Axis path → column name: the last path component, the full path where two axes share one."""
-    paths = sorted({p for r in rows for p in r.get("axes", {}) if p not in SPECIAL_AXES})
+    paths = sorted({p for r in rows for p in r.axes if p not in SPECIAL_AXES})
     last = [p.rsplit(".", 1)[-1] for p in paths]
     return {p: (n if last.count(n) == 1 else p) for p, n in zip(paths, last)}
 
 
-def merge_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def merge_rows(runs: list[ReportRow]) -> list[ReportRow]:
     """Deduplicate rows that name the same stage instances (e.g. the base model of every ITI strength).
 
     A merged row keeps the axis values its runs agree on; an axis they disagree on does not apply to
     it (None), and its run label lists only the agreeing axes.
     """
-    groups: dict[tuple, list[dict[str, Any]]] = {}
+    groups: dict[tuple, list[ReportRow]] = {}
     for r in runs:
-        key = (r.get("variant"),) + tuple(sorted(row_stages(r).items())) + tuple(sorted(row_scores(r)))
+        key = (r.variant,) + tuple(sorted(row_stages(r).items())) + tuple(sorted(row_scores(r)))
         groups.setdefault(key, []).append(r)
     merged = []
     for rows in groups.values():
-        first = dict(rows[0])
-        paths = list(dict.fromkeys(p for r in rows for p in r.get("axes", {})))
+        first = rows[0]
+        paths = list(dict.fromkeys(p for r in rows for p in r.axes))
         axes = {}
         for p in paths:
-            values = [r.get("axes", {}).get(p) for r in rows]
+            values = [r.axes.get(p) for r in rows]
             axes[p] = values[0] if all(v == values[0] for v in values) else None
-        first["axes"] = axes
+        run = first.run
         if len(rows) > 1:
-            first["run"] = ",".join(f"{p.rsplit('.', 1)[-1]}={v}" for p, v in axes.items() if v is not None) \
-                or first["run"]
-        merged.append(first)
+            run = ",".join(f"{p.rsplit('.', 1)[-1]}={v}" for p, v in axes.items() if v is not None) or run
+        merged.append(first.replaced(axes=axes, run=run))
     return merged
 
 
@@ -130,7 +130,7 @@ def score_id_column(kind: str) -> str:
     return "score_id" if kind == "scores" else "attack_score_id"
 
 
-def build_table(ctx: StageContext, rows: list[dict[str, Any]], scorers: list[str] | None = None):
+def build_table(ctx: StageContext, rows: list[ReportRow], scorers: list[str] | None = None):
     """One pandas row per merged (run, variant): settings, then every numeric metric, then stage ids.
 
     `scorers`: the scorer labels, primary first (default: `scorer_labels(rows)`). `df.attrs["metrics"]`
@@ -142,16 +142,16 @@ def build_table(ctx: StageContext, rows: list[dict[str, Any]], scorers: list[str
     short = short_axis_names(rows)
     records, cache = [], {}
     for r in rows:
-        iti = is_iti(r.get("variant"))
-        rec: dict[str, Any] = {"run": r.get("run"), "variant": r.get("variant"),
-                               "toxic_share": r.get("toxic_share"), "seed": r.get("seed")}
-        rec |= {f: (r.get(f) if iti else None) for f in STEER_FIELDS}
-        rec |= {short[p]: v for p, v in r.get("axes", {}).items() if p in short}
+        rec: dict[str, Any] = {"run": r.run, "variant": r.variant, "toxic_share": r.toxic_share, "seed": r.seed}
+        rec |= r.steer_settings()
+        rec |= {short[p]: v for p, v in r.axes.items() if p in short}
         stages = row_stages(r)
         for stage, sid in stages.items():
             if sid not in cache:
                 cache[sid] = read_metrics(ctx, sid)
-            rec |= {metric_column(stage, k): v for k, v in cache[sid].items()}
+            rec |= {column: v for k, v in cache[sid].items() if (column := metric_column(stage, k)) != ALPHA_COLUMN}
+        if "steer" in stages:
+            rec[ALPHA_COLUMN] = r.alpha
         for kind, label, sid in row_scores(r):
             if sid not in cache:
                 cache[sid] = read_metrics(ctx, sid)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from compiler.errors import StageError
+from compiler.schema.report import ReportRow
 from runtime.agreement import agreement
 from runtime.artifacts import read_jsonl
 from runtime.stage import StageContext
@@ -35,19 +36,19 @@ Text = tuple[str, str, int, int]
 """(evaluate id, prompt set, prompt index, sample): one generated continuation."""
 
 
-def scored_texts(ctx: StageContext, runs: list[dict[str, Any]], scorers: list[str]) -> dict[str, dict[Text, float]]:
+def scored_texts(ctx: StageContext, runs: list[ReportRow], scorers: list[str]) -> dict[str, dict[Text, float]]:
     """Scorer label → each generation's score, from every score stage of the rows' `scores` (each once)."""
     out: dict[str, dict[Text, float]] = {label: {} for label in scorers}
     seen: set[str] = set()
     for row in runs:
-        for label, sid in (row.get("scores") or {}).items():
+        for label, sid in row.scores.items():
             if sid in seen or label not in out:
                 continue
             seen.add(sid)
             path = ctx.input(sid) / "scores.jsonl"
             for n, rec in enumerate(read_jsonl(path), start=1):
                 try:
-                    key = (row["evaluate"], rec["set"], int(rec["prompt_index"]), int(rec["sample"]))
+                    key = (row.evaluate, rec["set"], int(rec["prompt_index"]), int(rec["sample"]))
                     out[label][key] = float(rec["score"])
                 except (KeyError, TypeError, ValueError) as exc:
                     raise StageError(f"report: {path}: record {n} needs `set`, `prompt_index`, `sample`, "
@@ -72,7 +73,7 @@ def _note(measure: str, result: dict[str, float]) -> str:
     return ""
 
 
-def measure(ctx: StageContext, runs: list[dict[str, Any]], scorers: list[str], threshold: float,
+def measure(ctx: StageContext, runs: list[ReportRow], scorers: list[str], threshold: float,
             boot: Any) -> list[dict[str, Any]]:
     """Tidy records: per pair of scorers, Spearman's ρ (once) and each one's AUC against the other's decisions."""
     texts = scored_texts(ctx, runs, scorers)
@@ -122,7 +123,7 @@ def shown_table(records: list[dict[str, Any]], level: float) -> tuple[list[str],
     return headers, body, notes
 
 
-def section(ctx: StageContext, runs: list[dict[str, Any]], *, scorers: list[str], threshold: float, boot: Any,
+def section(ctx: StageContext, runs: list[ReportRow], *, scorers: list[str], threshold: float, boot: Any,
             out: Path) -> dict[str, Any] | None:
     """Write `text_agreement.md` and `.csv` into `out`; the page's section (`table` or `message`), or None
     when the spec has no scorer."""

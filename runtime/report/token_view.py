@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from compiler.errors import StageError
+from compiler.schema.report import ReportRow
 
 SPECIAL_OFFSET = (0, 0)
 
@@ -111,12 +112,11 @@ def model_views(model_dir: Path, probe_dir: Path, texts: list[str], top_k: int) 
     return out
 
 
-def token_views(ctx, rows: list[dict[str, Any]], texts: list[str], *, top_k: int) -> list[dict[str, Any]]:
+def token_views(ctx, rows: list[ReportRow], texts: list[str], *, top_k: int) -> list[dict[str, Any]]:
     """For each text, one highlighted rendering per distinct (base model, probe) of the spec."""
     from tqdm.auto import tqdm
 
-    pairs = list(dict.fromkeys((r["pretrain"], r["probe"], r.get("toxic_share"), r.get("seed")) for r in rows
-                               if r.get("pretrain") and r.get("probe")))
+    pairs = list(dict.fromkeys((r.pretrain, r.probe, r.toxic_share, r.seed) for r in rows if r.pretrain and r.probe))
     pairs.sort(key=lambda p: (p[2] is None, p[2], p[3] is None, p[3]))
     views = [{"text": t, "models": []} for t in texts]
     for pretrain, probe, share, seed in tqdm(pairs, desc="token view", unit="model"):

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from compiler.fields import flatten
+from compiler.schema.report import ReportRow
 from runtime import stats
 from runtime.artifacts import read_json
 
@@ -68,27 +69,25 @@ def _show(value: Any) -> str:
     return "(absent)" if value is None else json.dumps(value, sort_keys=True)
 
 
-def _axes_agreeing(a: dict[str, Any], b: dict[str, Any]) -> int:
-    return sum(1 for p, v in a.get("axes", {}).items() if b.get("axes", {}).get(p) == v)
+def _axes_agreeing(a: ReportRow, b: ReportRow) -> int:
+    return sum(1 for p, v in a.axes.items() if b.axes.get(p) == v)
 
 
-def match_runs(base: list[dict[str, Any]], other: list[dict[str, Any]], folder: Folder
-               ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def match_runs(base: list[ReportRow], other: list[ReportRow], folder: Folder) -> list[tuple[ReportRow, ReportRow]]:
     """(BASE row, OTHER row) pairs: same pretrained model and variant, finished evaluates, something
     changed; each pair of evaluate/score instances once."""
     pairs, seen = [], set()
     for o in other:
-        if not finished(folder, o.get("evaluate")):
+        if not finished(folder, o.evaluate):
             continue
-        candidates = [b for b in base if b.get("pretrain") == o.get("pretrain") and variant_of(b) == variant_of(o)
-                      and finished(folder, b.get("evaluate"))]
-        same_name = [b for b in candidates if b["run"] == o["run"]]
+        candidates = [b for b in base if b.pretrain == o.pretrain and variant_of(b) == variant_of(o)
+                      and finished(folder, b.evaluate)]
+        same_name = [b for b in candidates if b.run == o.run]
         if not same_name and candidates:
             best = max(_axes_agreeing(b, o) for b in candidates)
             same_name = [b for b in candidates if _axes_agreeing(b, o) == best]
         for b in same_name:
-            key = (b["evaluate"], o["evaluate"], tuple(sorted((b.get("scores") or {}).items())),
-                   tuple(sorted((o.get("scores") or {}).items())))
+            key = (b.evaluate, o.evaluate, tuple(sorted(b.scores.items())), tuple(sorted(o.scores.items())))
             if key in seen or (key[0] == key[1] and key[2] == key[3]):
                 continue
             seen.add(key)
@@ -159,24 +158,23 @@ def compare(base: SpecRuns, other: SpecRuns, folder: Folder, *, threshold: float
     units = _Units(folder, threshold)
     records = []
     for b, o in match_runs(base.rows, other.rows, folder):
-        common = {"base": base.name, "other": other.name, "run": o["run"], "base_run": b["run"],
-                  "variant": o.get("variant"), "control_seed": o.get("control_seed"), "seed": o.get("seed"),
-                  "axes": o.get("axes", {})}
+        common = {"base": base.name, "other": other.name, "run": o.run, "base_run": b.run, "variant": o.variant,
+                  "control_seed": o.control_seed, "seed": o.seed, "axes": o.axes}
         found = []
-        for lb, lo in scorer_pairs(b.get("scores") or {}, o.get("scores") or {}):
-            sb, so = b["scores"][lb], o["scores"][lo]
+        for lb, lo in scorer_pairs(b.scores, o.scores):
+            sb, so = b.scores[lb], o.scores[lo]
             if sb == so or not (finished(folder, sb) and finished(folder, so)):
                 continue
             ub, uo = units.score(sb), units.score(so)
-            ids = {"scorer": lo, "base_scorer": lb, "evaluate_id": o["evaluate"], "base_evaluate_id": b["evaluate"],
+            ids = {"scorer": lo, "base_scorer": lb, "evaluate_id": o.evaluate, "base_evaluate_id": b.evaluate,
                    "score_id": so, "base_score_id": sb, "changed": "; ".join(changed_fields(folder, sb, so))}
             found += [ids | {"measure": m, "label": u.label} | difference(u, ub[m], boot)
                       for m, u in uo.items() if m in ub]
-        if b["evaluate"] != o["evaluate"]:
-            ub, uo = units.evaluate(b["evaluate"]), units.evaluate(o["evaluate"])
-            ids = {"scorer": None, "base_scorer": None, "evaluate_id": o["evaluate"], "base_evaluate_id": b["evaluate"],
+        if b.evaluate != o.evaluate:
+            ub, uo = units.evaluate(b.evaluate), units.evaluate(o.evaluate)
+            ids = {"scorer": None, "base_scorer": None, "evaluate_id": o.evaluate, "base_evaluate_id": b.evaluate,
                    "score_id": None, "base_score_id": None,
-                   "changed": "; ".join(changed_fields(folder, b["evaluate"], o["evaluate"]))}
+                   "changed": "; ".join(changed_fields(folder, b.evaluate, o.evaluate))}
             found += [ids | {"measure": m, "label": u.label} | difference(u, ub[m], boot)
                       for m, u in uo.items() if m in ub]
         records += [common | r for r in found]

@@ -8,17 +8,19 @@ it (`evaluate_id`, `attack_id`, `score_id`). A measure is a metric its stage pub
 several specs that name the same stage instances give one row, whose `specs` and `run` list them all
 (`;`-separated) and whose axis and field columns keep only the values they agree on (else empty).
 
-The planner describes each run by its report rows (`compiler.plan.result_rows`): `run`, `axes`, `seed`,
-`pretrain`, `variant`, `control_seed`, `evaluate`, `scores` ({scorer label: score id}), `attack`,
-`attack_scores`, and `fields` ({dotted spec path: value} of the fields that differ between the specs).
+The planner describes each run by its report rows (`compiler.plan.result_rows`, `ReportRow`): `run`, `axes`,
+`seed`, `pretrain`, `variant`, `control_seed`, `evaluate`, `scores` ({scorer label: score id}), `attack`,
+`attack_scores`; each spec adds its runs' `fields` ({dotted spec path: value} of the fields that differ
+between the specs).
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from compiler.schema.report import ReportRow
 from runtime.artifacts import read_json
 
 from .items import evaluate_units
@@ -34,10 +36,12 @@ TOXICITY_SUFFIXES = ("_expected_max_toxicity", "_toxicity_probability", "_mean_t
 
 @dataclass(frozen=True)
 class SpecRuns:
-    """One spec as the table names it (`name`, e.g. its path) and the planner's rows of its runs."""
+    """One spec as the table names it (`name`, e.g. its path), the planner's rows of its runs and, per run
+name, {dotted spec path: value} of the fields that differ between the specs compared."""
 
     name: str
-    rows: list[dict[str, Any]]
+    rows: list[ReportRow]
+    fields: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def kind_of(stage_id: str) -> str:
@@ -70,9 +74,9 @@ def toxicity_n(measure: str, metrics: dict[str, Any]) -> float | None:
     return None
 
 
-def variant_of(row: dict[str, Any]) -> tuple[Any, Any]:
+def variant_of(row: ReportRow) -> tuple[str | None, int | None]:
     """(variant, control draw) of a planner row."""
-    return row.get("variant"), row.get("control_seed")
+    return row.variant, row.control_seed
 
 
 def _cell(value: Any) -> Any:
@@ -99,10 +103,10 @@ class _Reader:
         return self._counts[sid]
 
 
-def _records(reader: _Reader, row: dict[str, Any]) -> list[dict[str, Any]]:
+def _records(reader: _Reader, row: ReportRow) -> list[dict[str, Any]]:
     """Every measure of one planner row from its finished stages."""
     folder, out = reader.folder, []
-    ev, att = row.get("evaluate"), row.get("attack")
+    ev, att = row.evaluate, row.attack
     if finished(folder, ev):
         counts = reader.counts(ev)
         out += [{"measure": m, "scorer": None, "value": v, "ci_low": lo, "ci_high": hi, "n": counts.get(m),
@@ -112,8 +116,8 @@ def _records(reader: _Reader, row: dict[str, Any]) -> list[dict[str, Any]]:
         out += [{"measure": m, "scorer": None, "value": v, "ci_low": lo, "ci_high": hi, "n": None,
                  "evaluate_id": None, "attack_id": att, "score_id": None}
                 for m, (v, lo, hi) in measures(reader.metrics(att)).items()]
-    for texts, kind, scores in ((ev, "evaluate_id", row.get("scores")), (att, "attack_id", row.get("attack_scores"))):
-        for label, sid in (scores or {}).items():
+    for texts, kind, scores in ((ev, "evaluate_id", row.scores), (att, "attack_id", row.attack_scores)):
+        for label, sid in scores.items():
             if not finished(folder, sid):
                 continue
             metrics = reader.metrics(sid)
@@ -135,24 +139,26 @@ def result_table(specs: list[SpecRuns], folder: Folder):
 
     reader = _Reader(folder)
     merged: dict[tuple, dict[str, Any]] = {}
-    members: dict[tuple, list[tuple[str, dict[str, Any]]]] = {}
+    members: dict[tuple, list[tuple[SpecRuns, ReportRow]]] = {}
     for spec in specs:
         for row in spec.rows:
             for rec in _records(reader, row):
                 key = (*variant_of(row), rec["measure"], rec["scorer"], *(rec[c] for c in IDS))
                 merged.setdefault(key, rec)
-                members.setdefault(key, []).append((spec.name, row))
-    axes = list(dict.fromkeys(p for s in specs for r in s.rows for p in r.get("axes", {})))
-    fields = list(dict.fromkeys(p for s in specs for r in s.rows for p in r.get("fields", {}) if p not in axes))
+                members.setdefault(key, []).append((spec, row))
+    axes = list(dict.fromkeys(p for s in specs for r in s.rows for p in r.axes))
+    fields = list(dict.fromkeys(p for s in specs for r in s.rows for p in s.fields.get(r.run, {}) if p not in axes))
     records = []
     for key, rec in merged.items():
         rows = members[key]
         first = rows[0][1]
-        out = {"specs": SEP.join(dict.fromkeys(name for name, _ in rows)),
-               "run": SEP.join(dict.fromkeys(r["run"] for _, r in rows)),
-               "variant": first.get("variant"), "control_seed": first.get("control_seed")} | rec
-        for column, kind in [(p, "axes") for p in axes] + [(p, "fields") for p in fields]:
-            out[column] = _cell(_agreed([r.get(kind, {}).get(column) for _, r in rows]))
+        out = {"specs": SEP.join(dict.fromkeys(spec.name for spec, _ in rows)),
+               "run": SEP.join(dict.fromkeys(r.run for _, r in rows)),
+               "variant": first.variant, "control_seed": first.control_seed} | rec
+        for column in axes:
+            out[column] = _cell(_agreed([r.axes.get(column) for _, r in rows]))
+        for column in fields:
+            out[column] = _cell(_agreed([spec.fields.get(r.run, {}).get(column) for spec, r in rows]))
         records.append(out)
     df = pd.DataFrame.from_records(records, columns=[*LEAD, *axes, *fields, *IDS])
     df.attrs["axes"], df.attrs["fields"] = axes, fields

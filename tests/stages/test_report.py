@@ -795,13 +795,13 @@ def test_build_plan_gives_the_report_the_scorers_and_probe_data():
     assert cfg.scorer_specs() == list(spec.evaluate.scorers)
     assert cfg.toxic_threshold == spec.evaluate.toxic_threshold and cfg.bootstrap == spec.evaluate.bootstrap
     labels = [s.label for s in spec.evaluate.scorers]
-    for row in (r for r in cfg.runs if r["evaluate"]):
-        for texts, kind in (("evaluate", "scores"), ("attack", "attack_scores")):
-            assert list(row[kind]) == (labels if row[texts] else [])
-            for label, sid in row[kind].items():
+    for row in (r for r in cfg.runs if r.evaluate):
+        for texts, scores in ((row.evaluate, row.scores), (row.attack, row.attack_scores)):
+            assert list(scores) == (labels if texts else [])
+            for label, sid in scores.items():
                 score = plan.instances[sid]
                 assert score.kind == "score" and sid in rep.inputs.values()
-                assert score.inputs == {"texts": row[texts]} and score.config.scorer.label == label
+                assert score.inputs == {"texts": texts} and score.config.scorer.label == label
 
 
 def _chromium():

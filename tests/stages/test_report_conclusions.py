@@ -12,6 +12,7 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
+from compiler.schema.report import ReportRow
 from runtime.report import conclusions, paired, text_agreement
 from runtime.stage import StageContext
 from tests.stages.test_report import (ALPHAS, DRAWS, PRIMARY, SECOND, SETS, SHARES, THRESHOLD, make_ctx, make_inputs,
@@ -26,7 +27,8 @@ def _two_scorer_sections(tmp: Path, flip_second: bool = False, seeds=(0,)):
     scores replaced by 1 − score (it then ranks every text the other way round)."""
     from compiler.schema.evaluate import BootstrapSection
 
-    runs, inputs, _ = make_inputs(tmp / "results", shift=0.1, seeds=seeds, attack=False, scorers=(PRIMARY, SECOND))
+    rows, inputs, _ = make_inputs(tmp / "results", shift=0.1, seeds=seeds, attack=False, scorers=(PRIMARY, SECOND))
+    runs = [ReportRow(**r) for r in rows]
     if flip_second:
         for sid, folder in inputs.items():
             if sid.startswith(f"score-{SECOND}-"):
@@ -164,13 +166,13 @@ def test_verdict_names_each_disagreeing_or_inconclusive_scorer():
 
 # --- agreement on the run's own texts ------------------------------------------------------------------
 
-def _pooled(ctx: StageContext, runs: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+def _pooled(ctx: StageContext, runs: list[ReportRow]) -> tuple[np.ndarray, np.ndarray]:
     """Both scorers' scores of every generation, joined on (evaluate, set, prompt, sample), in key order."""
     texts = {PRIMARY: {}, SECOND: {}}
     for row in runs:
-        for label, sid in row["scores"].items():
+        for label, sid in row.scores.items():
             for r in _scores(ctx.input(sid)):
-                texts[label][(row["evaluate"], r["set"], r["prompt_index"], r["sample"])] = r["score"]
+                texts[label][(row.evaluate, r["set"], r["prompt_index"], r["sample"])] = r["score"]
     keys = sorted(texts[PRIMARY])
     assert keys == sorted(texts[SECOND])
     return np.array([texts[PRIMARY][k] for k in keys]), np.array([texts[SECOND][k] for k in keys])
@@ -193,7 +195,7 @@ def test_agreement_equals_scipy_and_sklearn_on_the_pooled_generations(two_scorer
                                                                       abs=1e-9)
 
 
-def _tiny(tmp_path: Path, primary: list[float], second: list[float]) -> tuple[StageContext, list[dict]]:
+def _tiny(tmp_path: Path, primary: list[float], second: list[float]) -> tuple[StageContext, list[ReportRow]]:
     """One evaluate's generations scored by two scorers (one sample per prompt of one set)."""
     inputs = {}
     for label, scores in ((PRIMARY, primary), (SECOND, second)):
@@ -206,8 +208,8 @@ def _tiny(tmp_path: Path, primary: list[float], second: list[float]) -> tuple[St
     out = tmp_path / "out"
     out.mkdir()
     ctx = StageContext(kind="report", stage_id="report-t", root=tmp_path, out=out, work=tmp_path / "w", inputs=inputs)
-    return ctx, [{"variant": "base", "evaluate": "evaluate-x", "scores": {PRIMARY: f"score-{PRIMARY}",
-                                                                        SECOND: f"score-{SECOND}"}}]
+    return ctx, [ReportRow(run="tiny", variant="base", evaluate="evaluate-x",
+                           scores={PRIMARY: f"score-{PRIMARY}", SECOND: f"score-{SECOND}"})]
 
 
 def test_auc_against_a_one_class_decision_set_is_undefined(tmp_path):

@@ -15,6 +15,7 @@ import pytest
 from test_classifier_scorer import save_classifier
 from test_score import _generations, _run
 
+from compiler.schema.report import ReportRow
 from runtime.report import provenance
 from runtime.stage import StageContext
 
@@ -28,7 +29,7 @@ def report_section(tmp_path: Path, score_ids: dict[str, str], scorers: list[str]
     inputs = {sid: tmp_path / sid for sid in score_ids.values()}
     ctx = StageContext(kind="report", stage_id="report-x", root=tmp_path, out=tmp_path, work=tmp_path / "w",
                        inputs=inputs)
-    return provenance.section(ctx, [{"run": "r", "scores": score_ids}], scorers=scorers)
+    return provenance.section(ctx, [ReportRow(run="r", scores=score_ids)], scorers=scorers)
 
 
 def test_classifier_provenance_survives_a_run_answered_from_the_cache(tmp_path, monkeypatch):

@@ -300,9 +300,9 @@ def test_report_compare_to_waits_for_and_renders_the_comparison(project, capsys,
     (root / "ablation.yaml").write_text("extends: prefix.yaml\nreport: {compare_to: [base.yaml]}\n")
     plan = compile_spec(root / "ablation.yaml", root)
     report = plan.instances[plan.report_id]
-    needed = {sid for r in result_rows(plans["base.yaml"]) for sid in (r["evaluate"], *r["scores"].values())}
+    needed = {sid for r in result_rows(plans["base.yaml"]) for sid in (r.evaluate, *r.scores.values())}
     assert needed <= set(report.inputs) and needed <= set(plan.instances)
-    assert [c["spec"] for c in report.config.compare_to] == ["base.yaml"]
+    assert [c.spec for c in report.config.compare_to] == ["base.yaml"]
     assert str(root / "base.yaml") in plan.sources  # an edit of the compared spec recompiles
     execute(json.loads(envelope_json(report)), load_stage("report"), root=root)
     out = root / report.output

@@ -41,18 +41,18 @@ def test_controls_are_seeded_steer_instances_evaluated_not_attacked(project):
 def test_report_rows_name_variant_control_and_steering(project):
     plan = plan_of(project, with_controls(project.minimal))
     report = plan.instances[plan.report_id].config
-    rows = {(r["variant"], r["control_seed"]): r for r in report.runs}
+    rows = {(r.variant, r.control_seed): r for r in report.runs}
     assert sorted(rows, key=str) == sorted([("base", None), ("prompting", None), ("iti", None),
                                             ("iti_random_direction", 0), ("iti_random_direction", 1),
                                             ("iti_random_heads", 0)], key=str)
     spec = plan.runs[0].spec
     for (variant, _), row in rows.items():
         steered = variant.startswith("iti")
-        assert row["control"] == (variant.removeprefix("iti_") if variant.startswith("iti_") else None)
-        assert (row["alpha"], row["positions"], row["top_k_heads"]) == (
+        assert row.control == (variant.removeprefix("iti_") if variant.startswith("iti_") else None)
+        assert (row.alpha, row.positions, row.top_k_heads) == (
             (spec.steer.alpha, spec.steer.positions, spec.steer.top_k_heads) if steered else (None, None, None))
-        assert (row["steer"] is not None) == steered
-        assert (row["attack"] is not None) == (variant in ("base", "iti"))
+        assert (row.steer is not None) == steered
+        assert (row.attack is not None) == (variant in ("base", "iti"))
 
 
 def test_probed_layers_reach_activations_sorted(project):

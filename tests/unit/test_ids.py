@@ -128,11 +128,11 @@ resources:
         assert inst.inputs == {"texts": run.roles["attack/base"]} and inst.config.source == "attack"
         assert inst.resources.gpus == 0  # scoring never asks for a GPU unless resources.score says so
     rows = plan.instances[run.roles["report"]].config.runs
-    base = next(r for r in rows if r["variant"] == "base")
-    assert list(base["scores"]) == ["offline", "lexicon"]  # the primary first
-    assert base["scores"]["lexicon"] == run.roles["score/lexicon/evaluate/base"]
-    assert base["attack_scores"] == {l: run.roles[f"score/{l}/attack/base"] for l in ("offline", "lexicon")}
-    assert next(r for r in rows if r["variant"] == "iti")["attack_scores"] == {}
+    base = next(r for r in rows if r.variant == "base")
+    assert list(base.scores) == ["offline", "lexicon"]  # the primary first
+    assert base.scores["lexicon"] == run.roles["score/lexicon/evaluate/base"]
+    assert base.attack_scores == {l: run.roles[f"score/{l}/attack/base"] for l in ("offline", "lexicon")}
+    assert next(r for r in rows if r.variant == "iti").attack_scores == {}
     # the word list's content is in the lexicon's score ids, and in nothing upstream
     (project.root / "words.txt").write_text("moron\n")
     after = plan_of(project, two).runs[0].roles
