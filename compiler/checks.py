@@ -6,7 +6,7 @@ paths are relative to the project root, which the checks receive from the caller
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, get_args
 
 from pydantic import BaseModel
 
@@ -183,6 +183,23 @@ def spec_warnings(spec: Spec, checked: set[int] | None = None, root: Path | None
     return out
 
 
+def _model_fields(cls: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of a model class whose annotation names a model (alone, in a union, a list or a dict
+    value): only they can hold nested sections. Untyped values (`Any`: axes, score ids) are plain data.
+    Cached per class: a sweep's stage configs hold thousands of report rows with no model inside."""
+    cached = cls.__dict__.get("_model_fields_cache")
+    if cached is None:
+        cached = tuple(name for name, field in cls.model_fields.items() if _names_a_model(field.annotation))
+        setattr(cls, "_model_fields_cache", cached)
+    return cached
+
+
+def _names_a_model(annotation: Any) -> bool:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_names_a_model(arg) for arg in get_args(annotation))
+
+
 SOURCES_MODULE = "compiler.schema.sources"
 """Where the data-source specs live (a missing source is a warning until run time)."""
 
@@ -198,7 +215,7 @@ def _own_local_paths(model: BaseModel) -> Iterator[tuple[str, str]]:
 
 
 def _children(model: BaseModel) -> Iterator[BaseModel]:
-    for name in type(model).model_fields:
+    for name in _model_fields(type(model)):
         value = getattr(model, name)
         items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
         yield from (v for v in items if isinstance(v, BaseModel))
