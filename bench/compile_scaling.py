@@ -3,9 +3,10 @@
 Both workflows have the same job graph: 10 toxic shares × 10 seeds × 10 ITI strengths over the demo
 spec's stages (pretraining shared across strengths). The hand-written one is what a careful user
 would write without mixsteer: wildcards per axis, `expand()` targets, and the same scheduling
-declarations per rule (threads, mem_mb, runtime, gpus) that the generated rules carry for a cluster
-profile. It comes in two forms, both timed: minimal (`touch {output}`, no log, no software
-environment) and lint-clean (a `log:` and a `conda:` per rule and the log used in the shell command:
+declarations per rule that the generated rules carry for the SLURM executor plugin (threads, mem_mb,
+runtime, gres, nodes, mpi, tasks, tasks_per_gpu, cpus_per_task, slurm_partition), as constants. The
+script refuses to time two job graphs that differ in size. It comes in two forms, both timed: minimal
+(`touch {output}`, no log, no software environment) and lint-clean (a `log:` and a `conda:` per rule and the log used in the shell command:
 what `snakemake --lint` asks of every rule, and so what the generated rules must carry).
 
 Compile alone is timed as the first call in a fresh process (what `snakemake` pays at parse), in
@@ -33,6 +34,8 @@ sys.path.insert(0, str(ROOT))
 SHARES = [round(0.025 * i, 3) for i in range(10)]
 SEEDS = list(range(10))
 ALPHAS = [float(a) for a in range(1, 11)]
+SCORERS = ["primary", "second"]
+"""Two scorers per generation set, as the demo spec has: one `score` job each."""
 REPEATS = 5
 COMPILES = 5
 
@@ -41,6 +44,9 @@ HAND_WRITTEN = textwrap.dedent('''
     SEEDS = {seeds}
     ALPHAS = {alphas}
     VARIANTS = ["base", "prompting", "sft", "dpo"]
+    SCORERS = {scorers}
+    RESOURCES = dict(mem_mb=2000, runtime=10, gres="", nodes=1, mpi="", tasks=1, tasks_per_gpu=0, cpus_per_task=1,
+                     slurm_partition="")
 
     rule all:
         input: "results/report/stage.json"
@@ -48,49 +54,56 @@ HAND_WRITTEN = textwrap.dedent('''
     rule tokenizer:
         output: "results/tokenizer/stage.json"
         threads: 1
-        resources: mem_mb=2000, runtime=10, gpus=0
+        resources: **RESOURCES
+        shell: "touch {{output}}"
+
+    rule tokenize:
+        input: "results/tokenizer/stage.json"
+        output: "results/tokenize/{{source}}/stage.json"
+        threads: 1
+        resources: **RESOURCES
         shell: "touch {{output}}"
 
     rule mix:
-        input: "results/tokenizer/stage.json"
-        output: "results/mix/{{share}}_{{seed}}/stage.json"
+        input: "results/tokenize/clean/stage.json", "results/tokenize/toxic/stage.json"
+        output: "results/mix/{{share}}/stage.json"
         threads: 1
-        resources: mem_mb=2000, runtime=10, gpus=0
+        resources: **RESOURCES
         shell: "touch {{output}}"
 
     rule pretrain:
-        input: "results/mix/{{share}}_{{seed}}/stage.json"
+        input: "results/mix/{{share}}/stage.json"
         output: "results/pretrain/{{share}}_{{seed}}/stage.json"
         threads: 1
-        resources: mem_mb=2000, runtime=10, gpus=0
+        resources: **RESOURCES
         shell: "touch {{output}}"
 
     rule activations:
         input: "results/pretrain/{{share}}_{{seed}}/stage.json"
         output: "results/activations/{{share}}_{{seed}}/stage.json"
         threads: 1
-        resources: mem_mb=2000, runtime=10, gpus=0
+        resources: **RESOURCES
         shell: "touch {{output}}"
 
     rule probe:
         input: "results/activations/{{share}}_{{seed}}/stage.json"
         output: "results/probe/{{share}}_{{seed}}/stage.json"
         threads: 1
-        resources: mem_mb=2000, runtime=10, gpus=0
+        resources: **RESOURCES
         shell: "touch {{output}}"
 
     rule steer:
         input: "results/pretrain/{{share}}_{{seed}}/stage.json", "results/probe/{{share}}_{{seed}}/stage.json"
         output: "results/steer/{{share}}_{{seed}}_{{alpha}}/stage.json"
         threads: 1
-        resources: mem_mb=2000, runtime=10, gpus=0
+        resources: **RESOURCES
         shell: "touch {{output}}"
 
     rule posttrain:
         input: "results/pretrain/{{share}}_{{seed}}/stage.json"
         output: "results/posttrain/{{share}}_{{seed}}_{{method}}/stage.json"
         threads: 1
-        resources: mem_mb=2000, runtime=10, gpus=0
+        resources: **RESOURCES
         shell: "touch {{output}}"
 
     def model_of(wc):
@@ -99,29 +112,38 @@ HAND_WRITTEN = textwrap.dedent('''
         return f"results/posttrain/{{wc.share}}_{{wc.seed}}_{{wc.variant}}/stage.json"
 
     rule evaluate:
-        input: model_of, "results/mix/{{share}}_{{seed}}/stage.json"
+        input: model_of, "results/mix/{{share}}/stage.json"
         output: "results/evaluate/{{share}}_{{seed}}_{{variant}}/stage.json"
         threads: 1
-        resources: mem_mb=2000, runtime=10, gpus=0
+        resources: **RESOURCES
         shell: "touch {{output}}"
 
     rule evaluate_iti:
-        input: "results/steer/{{share}}_{{seed}}_{{alpha}}/stage.json", "results/mix/{{share}}_{{seed}}/stage.json"
+        input: "results/steer/{{share}}_{{seed}}_{{alpha}}/stage.json", "results/mix/{{share}}/stage.json"
         output: "results/evaluate_iti/{{share}}_{{seed}}_{{alpha}}/stage.json"
         threads: 1
-        resources: mem_mb=2000, runtime=10, gpus=0
+        resources: **RESOURCES
+        shell: "touch {{output}}"
+
+    rule score:
+        input: "results/{{texts}}/{{name}}/stage.json"
+        output: "results/score/{{scorer}}-{{texts}}-{{name}}/stage.json"
+        threads: 1
+        resources: **RESOURCES
         shell: "touch {{output}}"
 
     rule report:
         input:
-            expand("results/evaluate/{{share}}_{{seed}}_{{variant}}/stage.json", share=SHARES, seed=SEEDS, variant=VARIANTS),
-            expand("results/evaluate_iti/{{share}}_{{seed}}_{{alpha}}/stage.json", share=SHARES, seed=SEEDS, alpha=ALPHAS),
+            expand("results/score/{{scorer}}-evaluate-{{share}}_{{seed}}_{{variant}}/stage.json", scorer=SCORERS,
+                   share=SHARES, seed=SEEDS, variant=VARIANTS),
+            expand("results/score/{{scorer}}-evaluate_iti-{{share}}_{{seed}}_{{alpha}}/stage.json", scorer=SCORERS,
+                   share=SHARES, seed=SEEDS, alpha=ALPHAS),
             expand("results/probe/{{share}}_{{seed}}/stage.json", share=SHARES, seed=SEEDS),
         output: "results/report/stage.json"
         threads: 1
-        resources: mem_mb=2000, runtime=10, gpus=0
+        resources: **RESOURCES
         shell: "touch {{output}}"
-''').format(shares=SHARES, seeds=SEEDS, alphas=ALPHAS)
+''').format(shares=SHARES, seeds=SEEDS, alphas=ALPHAS, scorers=SCORERS)
 
 
 def lint_clean(snakefile: str) -> str:
@@ -204,6 +226,9 @@ def main() -> None:
         t_compile_warm = time.perf_counter() - t0
 
         dry = [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", "--nolock"]
+        mine_jobs, hand_jobs = jobs(timed([*dry, "--config", "spec=sweep.yaml"], mine)[1]), jobs(timed(dry, hand)[1])
+        if mine_jobs != hand_jobs:  # the demo spec gained or lost a stage: the hand-written file must follow
+            raise SystemExit(f"unequal job graphs: mixsteer {mine_jobs} jobs, hand-written {hand_jobs}")
         t_hand, t_clean, t_cached, t_edited, t_fresh = [], [], [], [], []
         for r in range(REPEATS):  # interleaved rounds: the box's drift hits a round's runs alike
             fresh = checkout(work / f"fresh-{r}")  # no build/ yet, like a new clone
