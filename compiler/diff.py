@@ -18,7 +18,8 @@ from typing import Any
 from .fields import flatten
 from .ids import canonical_json
 from .kinds import KIND_ORDER
-from .plan import Plan, StageInstance
+from .plan import Plan
+from .planning import StageInstance
 
 IGNORED_FIELDS = ("name",)
 RUNS_SHOWN = 6

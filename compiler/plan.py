@@ -26,46 +26,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from .checks import local_paths
 from .fingerprint import fingerprint, local_exists
 from .ids import stage_id
 from .kinds import KINDS, kind_named
 from .lock import LockState
-from .planning import RunPlanning
-from pydantic import BaseModel
+from .planning import RunPlan, RunPlanning, StageInstance
 from .report_rows import report_rows
 from .schema import Spec
 from .schema.base import StrictModel
 from .schema.data import TokenizerInfo
 from .schema.report import ReportRow
-from .schema.resources import StageResources
-
-
-@dataclass(frozen=True)
-class StageInstance:
-    """One node of the plan: a stage kind with a concrete config and upstream ids."""
-
-    kind: str
-    id: str
-    version: int
-    config: StrictModel
-    inputs: dict[str, str]
-    resources: StageResources
-    files: dict[str, str]  # local file read (relative to the root) → content fingerprint; in the id
-
-    @property
-    def output(self) -> str:
-        return f"results/{self.kind}/{self.id}"
-
-
-@dataclass
-class RunPlan:
-    """The instances one run uses, by role (`pretrain`, `evaluate/iti`, …)."""
-
-    name: str
-    axes: dict[str, Any]
-    spec: Spec
-    roles: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

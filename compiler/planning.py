@@ -1,4 +1,5 @@
-"""What a stage kind's `plan(run)` (`compiler.stages.<kind>`) sees of one run while the planner
+"""The planner's vocabulary: a stage instance, what one run's planning produced (`RunPlan`), and what a
+stage kind's `plan(run)` (`compiler.stages.<kind>`) sees of one run while the planner
 (`compiler.plan`) walks the kinds in table order: the run's spec, the roles planned so far, the model
 variants earlier kinds made, and `add`, which creates a stage instance (or finds it by content id)."""
 from __future__ import annotations
@@ -7,12 +8,41 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .schema import Spec
+from .schema.base import StrictModel
 from .schema.data import DataSection, TokenizerInfo
 from .schema.report import VARIANT_ORDER
+from .schema.resources import StageResources
+
+
+@dataclass(frozen=True)
+class StageInstance:
+    """One node of the plan: a stage kind with a concrete config and upstream ids."""
+
+    kind: str
+    id: str
+    version: int
+    config: StrictModel
+    inputs: dict[str, str]
+    resources: StageResources
+    files: dict[str, str]  # local file read (relative to the root) → content fingerprint; in the id
+
+    @property
+    def output(self) -> str:
+        return f"results/{self.kind}/{self.id}"
+
+
+@dataclass
+class RunPlan:
+    """The instances one run uses, by role (`pretrain`, `evaluate/iti`, …)."""
+
+    name: str
+    axes: dict[str, Any]
+    spec: Spec
+    roles: dict[str, str] = field(default_factory=dict)
 
 
 class InstanceBuilder(Protocol):
-    instances: dict[str, Any]
+    instances: dict[str, StageInstance]
 
     def add(self, kind: str, config_fields: dict[str, Any], inputs: dict[str, str], spec: Spec) -> str: ...
 

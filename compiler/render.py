@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-
 from .ids import ID_HEX, canonical_json as _j
 from .lock import lock_record
-from .plan import Plan, StageInstance
+from .plan import Plan
+from .planning import StageInstance
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 

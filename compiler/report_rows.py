@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from .schema.report import STEER_FIELDS, ReportRow, is_iti
 
 if TYPE_CHECKING:
-    from .plan import RunPlan, StageInstance
+    from .planning import RunPlan, StageInstance
 
 
 def report_rows(rp: RunPlan, instances: dict[str, StageInstance]) -> list[ReportRow]:

@@ -21,7 +21,8 @@ from typing import Any
 
 from .kinds import KIND_ORDER, kind_named
 from .load import dotted
-from .plan import Plan, StageInstance, build_plan
+from .plan import Plan, build_plan
+from .planning import StageInstance
 from .preflight.local import SourceReader
 from .provenance import git_commit, package_versions
 from .render import RULE_VALUES, render_rules, write_build, write_if_changed, write_stage_files

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the CLI's help reads this module's docstring: keep it light
-    from ..plan import Plan, StageInstance
+    from ..plan import Plan
+    from ..planning import StageInstance
 
 SMALL_STAGE_BYTES = 5 << 20
 """Allowance for a stage whose outputs are tables, plots and small JSON files."""

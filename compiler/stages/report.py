@@ -14,7 +14,8 @@ from compiler.schema.report import ComparedRuns, ReportRow, ReportSection
 from compiler.schema.scoring import ScorerSpec
 
 if TYPE_CHECKING:
-    from compiler.plan import ComparedSpec, RunPlan
+    from compiler.plan import ComparedSpec
+    from compiler.planning import RunPlan
     from compiler.planning import InstanceBuilder
 
 

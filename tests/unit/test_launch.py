@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from compiler.errors import StageError
-from compiler.plan import StageInstance
+from compiler.planning import StageInstance
 from compiler.schema.resources import StageResources
 from compiler.workflow import Workflow
 from runtime import launch
