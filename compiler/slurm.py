@@ -34,9 +34,10 @@ def own_step_mpi(nodes: Value) -> str | Callable[[Any], str]:
     return (lambda wildcards: mpi(_at(nodes, wildcards))) if callable(nodes) else mpi(nodes)
 
 
-def slurm_partition(config: dict[str, Any], gpus: Value) -> Callable[[Any], str]:
+def slurm_partition(config: dict[str, Any], gpus: Value) -> str | Callable[[Any], str]:
     """The partition of a job asking `gpus` GPUs: the workflow config's `slurm_gpu_partition` or
-    `slurm_cpu_partition` (profiles/slurm/partitions.yaml); "" leaves the choice to the cluster."""
-    def partition(wildcards: Any) -> str:
-        return str(config.get("slurm_gpu_partition" if _at(gpus, wildcards) else "slurm_cpu_partition", ""))
-    return partition
+    `slurm_cpu_partition` (profiles/slurm/partitions.yaml); "" leaves the choice to the cluster. A string
+    where every instance of the kind asks the same (Snakemake evaluates a function once per job)."""
+    def partition(count: int) -> str:
+        return str(config.get("slurm_gpu_partition" if count else "slurm_cpu_partition", ""))
+    return (lambda wildcards: partition(_at(gpus, wildcards))) if callable(gpus) else partition(gpus)
