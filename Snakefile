@@ -7,14 +7,14 @@
 from compiler.snakemake_entry import load_workflow
 from runtime.sources import SOURCE_READER
 
-MIXSTEER = load_workflow(config, workflow.basedir, SOURCE_READER)
+MIXSTEER = load_workflow(config, workflow.basedir)
 
 
 include: MIXSTEER.rules_file
 
 
 onstart:
-    MIXSTEER.prepare_run()
+    MIXSTEER.prepare_run(SOURCE_READER)  # the runtime's readers, for the local-source check
 
 
 rule all:

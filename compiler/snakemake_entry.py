@@ -1,7 +1,4 @@
-"""What the root Snakefile calls: read `config["spec"]`, compile, print spec errors without a traceback.
-
-The Snakefile is the composition root: it hands in the runtime's source readers, which the run's start
-uses to peek into local sources (the compiler never imports the runtime)."""
+"""What the root Snakefile calls: read `config["spec"]`, compile, print spec errors without a traceback."""
 from __future__ import annotations
 
 import gc
@@ -10,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from .errors import MixsteerError
-from .preflight.local import SourceReader
 from .workflow import Workflow
 
 DEFAULT_SPEC = "specs/demo.yaml"
@@ -23,11 +19,10 @@ def spec_files(config: dict[str, Any]) -> list[str]:
     return [str(v).strip() for v in value]
 
 
-def load_workflow(config: dict[str, Any], basedir: str, source_reader: SourceReader) -> Workflow:
+def load_workflow(config: dict[str, Any], basedir: str) -> Workflow:
     try:
         workflow = Workflow.load(spec_files(config), Path(basedir))
         workflow.allow_unlocked = str(config.get("unlocked", "")).lower() in ("1", "true", "yes")
-        workflow.source_reader = source_reader
     except MixsteerError as exc:
         print(f"mixsteer: cannot compile the workflow:\n{exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -50,7 +50,6 @@ class Workflow:
     rules_file: Path
     spec_files: list[str] = field(default_factory=list)
     allow_unlocked: bool = False   # `--config unlocked=true`: run floating references as they are today
-    source_reader: SourceReader | None = None  # the Snakefile's (runtime's) readers, for check_local_sources
     cache: dict[str, Any] = field(default_factory=dict)  # the cache file as `load` read or wrote it
 
     @property
@@ -107,14 +106,14 @@ class Workflow:
         write_if_changed(_cache_file(self.spec_files, self.root), json.dumps(state))
         self.cache = state
 
-    def prepare_run(self) -> None:
-        """Before the first job of a run (Snakemake's `onstart`): the local sources checked, the stage
-        JSONs, then the aliases."""
+    def prepare_run(self, reader: SourceReader) -> None:
+        """Before the first job of a run (Snakemake's `onstart`): the local sources checked (read with
+        `reader`, the runtime's readers the Snakefile hands in), the stage JSONs, then the aliases."""
         from .errors import MixsteerError
 
         try:
             self.check_locked()
-            self.check_local_sources()
+            self.check_local_sources(reader)
         except MixsteerError as exc:  # printed as `mixsteer check` prints it; no traceback, no job started
             print(f"mixsteer: the run cannot start:\n{exc}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -146,7 +145,7 @@ class Workflow:
                             "and writes the spec's lock file), or opt in with `--config unlocked=true`:\n"
                             + "\n".join(lines))
 
-    def check_local_sources(self) -> None:
+    def check_local_sources(self, reader: SourceReader) -> None:
         """`mixsteer check`'s local part (every local source opened, the fields the spec names looked for
         in its first records); a problem stops the run before any job starts, with the same report.
         Done once per change: the cache records a pass, and any change to a spec or a data file it
@@ -156,10 +155,8 @@ class Workflow:
 
         if self.cache.get("local_sources") == "checked":
             return
-        assert self.source_reader is not None, "the Snakefile passes runtime.sources.SOURCE_READER to load_workflow"
         problems = [p for f in self.spec_files for p in local_source_problems(
-            load_spec(self.root / f, self.root, os.path.relpath(self.root / f, self.root)), self.root,
-            self.source_reader)]
+            load_spec(self.root / f, self.root, os.path.relpath(self.root / f, self.root)), self.root, reader)]
         if problems:
             raise SpecError(problems)
         if self.cache:

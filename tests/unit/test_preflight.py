@@ -226,17 +226,11 @@ def test_cli_lists_every_problem_at_once_exits_2_and_prints_json(project, monkey
     assert body["ok"] is False and len(body["problems"]) == 3 and all(p["line"] > 0 for p in body["problems"])
 
 
-def running(wf: Workflow) -> Workflow:
-    """A loaded workflow as the Snakefile hands it to a run (`load_workflow`): with the runtime's readers."""
-    wf.source_reader = SOURCE_READER
-    return wf
-
-
 def test_the_workflow_stops_before_any_job_on_a_local_source_problem(project, capsys):
     bad = project("bad.yaml", project.minimal.replace(PROBE_SOURCE, PROBE_SOURCE + "\n    label_field: nope"))
-    wf = running(Workflow.load(["bad.yaml"], project.root))
+    wf = Workflow.load(["bad.yaml"], project.root)
     with pytest.raises(SystemExit) as e:
-        wf.prepare_run()
+        wf.prepare_run(SOURCE_READER)
     assert e.value.code == 2 and "probe.data.label_field" in capsys.readouterr().err
     assert not (project.root / "build" / "stages").exists()
     runs = load_spec(bad, project.root, "bad.yaml")
@@ -245,11 +239,11 @@ def test_the_workflow_stops_before_any_job_on_a_local_source_problem(project, ca
 
 def test_the_workflow_checks_local_sources_once_per_change(project, monkeypatch):
     project("good.yaml", project.minimal)
-    running(Workflow.load(["good.yaml"], project.root)).prepare_run()
+    Workflow.load(["good.yaml"], project.root).prepare_run(SOURCE_READER)
     assert (project.root / "build" / "stages").exists()
     calls = []
     monkeypatch.setattr("compiler.preflight.check.local_source_problems", lambda *a: calls.append(a) or [])
-    running(Workflow.load(["good.yaml"], project.root)).prepare_run()
+    Workflow.load(["good.yaml"], project.root).prepare_run(SOURCE_READER)
     assert calls == []
 
 

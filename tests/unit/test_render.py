@@ -161,8 +161,7 @@ def test_a_parse_leaves_stage_files_to_the_run_and_never_trusts_old_ones(project
     assert wf.plans and not stages.exists()
     cached = Workflow.load([spec], project.root)
     assert not cached.plans
-    cached.source_reader = SOURCE_READER                   # as the Snakefile's load_workflow sets it
-    cached.prepare_run()                                   # from a cache hit: recompiles to write them
+    cached.prepare_run(SOURCE_READER)                      # from a cache hit: recompiles to write them
     files = {p.name for p in stages.glob("*.json")}
     assert files == {f"{sid}.json" for sid in wf.instances}
     (stages / next(iter(files))).unlink()
